@@ -1,1 +1,5 @@
+//! cowbench: which container storage driver should I use, and why? Measured.
+//!
+//! The harness: host probe, backing stores, OCI runtime, runner, results, report and the CLI.
 
+pub mod cli;
