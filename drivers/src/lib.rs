@@ -11,6 +11,7 @@ pub mod archive;
 pub mod conformance;
 pub mod driver;
 pub mod error;
+pub mod ledger;
 pub mod meta;
 pub mod registry;
 pub mod sys;
