@@ -1,15 +1,675 @@
-//! The `overlay` backend. (Being written: reports itself unavailable until it lands.)
+//! The `overlay` backend: kernel overlayfs, laid out like Docker's overlay2 driver.
+//!
+//! Layout under the driver root:
+//! ```text
+//! layers.json, layers.lock    metadata (crate::meta)
+//! layers/<id>/diff/            the layer's own changes (overlay upper dir)
+//! layers/<id>/work/            overlay work dir (same filesystem as diff/)
+//! layers/<id>/link             short name of this layer's link under l/
+//! layers/<id>/lower            the lower layers as `l/<link>:l/<link>...`, topmost first
+//! l/<link> -> ../layers/<id>/diff
+//! ```
+//! The short links keep the mount data of deep stacks small: `lowerdir=` with absolute paths
+//! of 128 layers would not fit into the one page the kernel copies mount data into. Mounting
+//! goes, in order:
+//! 1. absolute paths, when the data fits a page;
+//! 2. paths relative to `l/` (`lowerdir=ABC:DEF,upperdir=../layers/7/diff,...`), mounted from
+//!    a forked child that `chdir`s into `l/` first — the working directory is per process, so
+//!    the parent's (a test harness with many threads) is never changed;
+//! 3. the new mount API, one `lowerdir+` per layer (Linux 6.8+), which has no page limit, up
+//!    to the kernel's stack limit of 500 layers.
+//!
+//! Views and committed layers are mounted read-only: lowerdirs only, no upper. A read-only
+//! mount of a single directory is a read-only bind mount (overlayfs needs two lowerdirs when
+//! there is no upper). An active layer without parent is a bind mount of its `diff/`.
 
-use crate::driver::{Driver, DriverConfig, ProbeReport};
-use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::archive::{self, DiffSource, Whiteouts};
+use crate::driver::{
+    ApplyStats, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo, ProbeReport,
+    Usage,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::meta::MetaStore;
+use crate::sys::{hostinfo, mounts};
+use crate::vfs::tree;
 
 pub const NAME: &str = "overlay";
 
+/// Length of the link names under `l/` (base32, 50 random bits). Shorter than overlay2's 26
+/// characters so that more layers fit a page: relative to `l/` each lower costs 11 bytes.
+const LINK_LEN: usize = 10;
+
+/// overlayfs refuses more lower layers than this (OVL_MAX_STACK in fs/overlayfs/params.h).
+pub const KERNEL_MAX_STACK: usize = 500;
+
+const PARAMS_DIR: &str = "/sys/module/overlay/parameters";
+
 pub fn probe() -> ProbeReport {
-    ProbeReport::unavailable(NAME, "backend not built yet")
+    if !hostinfo::kernel_has_fs("overlay") {
+        return ProbeReport::unavailable(NAME, "the kernel does not list overlay in /proc/filesystems")
+            .with_hint("load the overlay module (modprobe overlay) or use a kernel with CONFIG_OVERLAY_FS");
+    }
+    if !hostinfo::is_root() {
+        return ProbeReport::unavailable(NAME, "mounting overlayfs needs root").with_hint("run as root");
+    }
+    let mut r = ProbeReport::available(NAME, &implementation());
+    for (k, v) in module_params() {
+        r = r.with_detail(format!("param.{k}"), v);
+    }
+    r
+}
+
+fn implementation() -> Implementation {
+    Implementation { name: "kernel overlayfs".into(), version: Some(hostinfo::kernel_release()) }
+}
+
+/// `index`, `redirect_dir`, `metacopy` ... from /sys/module/overlay/parameters.
+fn module_params() -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for k in ["index", "redirect_dir", "metacopy", "xino_auto", "nfs_export"] {
+        if let Ok(v) = fs::read_to_string(Path::new(PARAMS_DIR).join(k)) {
+            out.insert(k.to_string(), v.trim().to_string());
+        }
+    }
+    out
+}
+
+fn param_on(params: &BTreeMap<String, String>, k: &str) -> bool {
+    params.get(k).map(|v| v == "Y" || v == "on").unwrap_or(false)
 }
 
 /// Open (set up or adopt) the backend under `cfg.root/overlay`.
-pub fn open(_cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
-    Err(Error::unavailable(NAME, "backend not built yet"))
+pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
+    if let Some(k) = cfg.options.keys().next() {
+        return Err(Error::config(NAME, format!("unknown option '{k}' (overlay takes none)")));
+    }
+    let root = cfg.driver_root(NAME);
+    for d in ["layers", "l"] {
+        let p = root.join(d);
+        fs::create_dir_all(&p).ctx(NAME, None, || format!("create {}", p.display()))?;
+    }
+    let root = fs::canonicalize(&root).ctx(NAME, None, || format!("resolve {}", root.display()))?;
+    let backing = mounts::fstype_of(&root).ctx(NAME, None, || format!("find the filesystem of {}", root.display()))?;
+    if backing.fstype == "overlay" {
+        return Err(Error::unavailable(
+            NAME,
+            format!("{} is itself on overlayfs; overlay on overlay is not supported as upper layer, use a root on another filesystem", root.display()),
+        ));
+    }
+    if !supports_d_type(&root).ctx(NAME, None, || format!("check d_type on {}", root.display()))? {
+        return Err(Error::unavailable(
+            NAME,
+            format!("the {} filesystem holding {} does not return d_type in directory entries (xfs needs ftype=1)", backing.fstype, root.display()),
+        ));
+    }
+    check_mount(&root)?;
+    let meta = MetaStore::open(NAME, &root)?;
+    let o_direct = tree::supports_o_direct(&root);
+    let params = module_params();
+    Ok(Box::new(Overlay {
+        root,
+        meta,
+        o_direct,
+        params,
+        backing_fs: backing.fstype,
+        mounts_by: Default::default(),
+    }))
+}
+
+/// Whether `readdir` on the filesystem of `dir` reports file types (overlayfs needs it to
+/// find whiteouts).
+fn supports_d_type(dir: &Path) -> io::Result<bool> {
+    let probe = dir.join(".cowbench-dtype-probe");
+    fs::write(&probe, b"")?;
+    let res = (|| -> io::Result<bool> {
+        let mut d = nix::dir::Dir::open(dir, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty())?;
+        for e in d.iter() {
+            let e = e?;
+            if e.file_name().to_bytes() == b".cowbench-dtype-probe" {
+                return Ok(e.file_type().is_some());
+            }
+        }
+        Ok(false)
+    })();
+    let _ = fs::remove_file(&probe);
+    res
+}
+
+/// Mount a small overlay once (two lowers and an upper) so that a filesystem overlayfs
+/// refuses as upper (no trusted xattrs, no tmpfile ...) fails at open with the kernel's errno,
+/// not at the first layer.
+fn check_mount(root: &Path) -> Result<()> {
+    let dir = root.join("check");
+    let _ = mounts::unmount(&dir.join("merged"));
+    let _ = tree::remove_tree(&dir);
+    let res = (|| -> io::Result<()> {
+        for d in ["l1", "l2", "upper", "work", "merged"] {
+            fs::create_dir_all(dir.join(d))?;
+        }
+        let data = format!(
+            "lowerdir={}:{},upperdir={},workdir={}",
+            dir.join("l1").display(),
+            dir.join("l2").display(),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
+        mounts::mount("overlay", &dir.join("merged"), "overlay", nix::mount::MsFlags::empty(), Some(&data))?;
+        mounts::unmount(&dir.join("merged"))
+    })();
+    let _ = tree::remove_tree(&dir);
+    res.map_err(|e| Error::unavailable(NAME, format!("a test overlay mount on {} failed: {e}", root.display())))
+}
+
+pub struct Overlay {
+    root: PathBuf,
+    meta: MetaStore,
+    o_direct: bool,
+    params: BTreeMap<String, String>,
+    backing_fs: String,
+    /// How many mounts each method made (for status).
+    mounts_by: MountCounts,
+}
+
+#[derive(Default)]
+struct MountCounts {
+    absolute: AtomicU64,
+    relative: AtomicU64,
+    new_api: AtomicU64,
+    bind: AtomicU64,
+}
+
+/// What to mount for one layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Plan {
+    Bind { dir: PathBuf, readonly: bool },
+    Overlay(OverlayPlan),
+}
+
+/// An overlay mount: lower layers topmost first, each as (layer dir id, link name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OverlayPlan {
+    lowers: Vec<(u64, String)>,
+    /// Layer id of the upper (active layers only).
+    upper: Option<u64>,
+    extra: Vec<String>,
+}
+
+impl OverlayPlan {
+    /// Mount data with absolute paths.
+    fn absolute(&self, root: &Path) -> String {
+        let diff = |id: u64| root.join("layers").join(id.to_string()).join("diff").display().to_string();
+        let lowers: Vec<String> = self.lowers.iter().map(|(id, _)| diff(*id)).collect();
+        self.data(&lowers.join(":"), self.upper.map(|id| (diff(id), root.join("layers").join(id.to_string()).join("work").display().to_string())))
+    }
+
+    /// Mount data relative to `<root>/l/`.
+    fn relative(&self) -> String {
+        let lowers: Vec<&str> = self.lowers.iter().map(|(_, l)| l.as_str()).collect();
+        self.data(&lowers.join(":"), self.upper.map(|id| (format!("../layers/{id}/diff"), format!("../layers/{id}/work"))))
+    }
+
+    fn data(&self, lowers: &str, upper: Option<(String, String)>) -> String {
+        let mut s = format!("lowerdir={lowers}");
+        if let Some((u, w)) = upper {
+            s.push_str(&format!(",upperdir={u},workdir={w}"));
+        }
+        for e in &self.extra {
+            s.push(',');
+            s.push_str(e);
+        }
+        s
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}
+
+fn cstring(s: impl AsRef<[u8]>) -> io::Result<CString> {
+    CString::new(s.as_ref()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in mount argument"))
+}
+
+/// mount(2) from a forked child whose working directory is `cwd`, so that relative paths in
+/// `data` resolve there. Only async-signal-safe calls happen between fork and _exit (every
+/// string is prepared before the fork), which makes this safe in a multi-threaded process.
+fn mount_in_dir(cwd: &Path, target: &Path, data: &str, flags: libc::c_ulong) -> io::Result<()> {
+    let cwd = cstring(cwd.as_os_str().as_bytes())?;
+    let target = cstring(target.as_os_str().as_bytes())?;
+    let data = cstring(data)?;
+    let fstype = cstring("overlay")?;
+    // SAFETY: see above; the child only calls chdir, mount and _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        unsafe {
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                libc::_exit(*libc::__errno_location());
+            }
+            if libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) != 0 {
+                libc::_exit(*libc::__errno_location());
+            }
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+    if libc::WIFEXITED(status) {
+        match libc::WEXITSTATUS(status) {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    } else {
+        Err(io::Error::new(io::ErrorKind::Other, format!("mount child ended abnormally (status {status})")))
+    }
+}
+
+/// The new mount API (fsopen/fsconfig/fsmount/move_mount) with one `lowerdir+` per layer:
+/// no page limit on the number of layers (Linux 6.8+).
+fn mount_new_api(lowers: &[PathBuf], upper: Option<(PathBuf, PathBuf)>, extra: &[String], target: &Path, readonly: bool) -> io::Result<()> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+    struct Fd(libc::c_int);
+    impl Drop for Fd {
+        fn drop(&mut self) {
+            // SAFETY: closing a descriptor we own.
+            unsafe { libc::close(self.0) };
+        }
+    }
+    fn sys(rc: libc::c_long) -> io::Result<libc::c_long> {
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+    }
+    let fstype = cstring("overlay")?;
+    // SAFETY: raw syscalls with valid C strings; descriptors are closed by `Fd`.
+    unsafe {
+        let fs = Fd(sys(libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC))? as libc::c_int);
+        let set = |k: &str, v: Option<&[u8]>| -> io::Result<()> {
+            let k = cstring(k)?;
+            match v {
+                Some(v) => {
+                    let v = cstring(v)?;
+                    sys(libc::syscall(libc::SYS_fsconfig, fs.0, FSCONFIG_SET_STRING, k.as_ptr(), v.as_ptr(), 0))?;
+                }
+                None => {
+                    sys(libc::syscall(libc::SYS_fsconfig, fs.0, FSCONFIG_SET_FLAG, k.as_ptr(), std::ptr::null::<libc::c_char>(), 0))?;
+                }
+            }
+            Ok(())
+        };
+        for l in lowers {
+            set("lowerdir+", Some(l.as_os_str().as_bytes()))?;
+        }
+        if let Some((u, w)) = &upper {
+            set("upperdir", Some(u.as_os_str().as_bytes()))?;
+            set("workdir", Some(w.as_os_str().as_bytes()))?;
+        }
+        for e in extra {
+            match e.split_once('=') {
+                Some((k, v)) => set(k, Some(v.as_bytes()))?,
+                None => set(e, None)?,
+            }
+        }
+        sys(libc::syscall(libc::SYS_fsconfig, fs.0, FSCONFIG_CMD_CREATE, std::ptr::null::<libc::c_char>(), std::ptr::null::<libc::c_char>(), 0))?;
+        let attrs = if readonly { MOUNT_ATTR_RDONLY } else { 0 };
+        let mnt = Fd(sys(libc::syscall(libc::SYS_fsmount, fs.0, FSMOUNT_CLOEXEC, attrs))? as libc::c_int);
+        let empty = cstring("")?;
+        let target = cstring(target.as_os_str().as_bytes())?;
+        sys(libc::syscall(libc::SYS_move_mount, mnt.0, empty.as_ptr(), libc::AT_FDCWD, target.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH))?;
+    }
+    Ok(())
+}
+
+/// A random base32 name of LINK_LEN characters.
+fn random_link() -> io::Result<String> {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bytes = [0u8; LINK_LEN];
+    let mut f = fs::File::open("/dev/urandom")?;
+    f.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| ALPHABET[(*b & 31) as usize] as char).collect())
+}
+
+impl Overlay {
+    fn layer_dir(&self, id: u64) -> PathBuf {
+        self.root.join("layers").join(id.to_string())
+    }
+
+    fn diff_dir(&self, id: u64) -> PathBuf {
+        self.layer_dir(id).join("diff")
+    }
+
+    fn link_of(&self, key: &str, id: u64) -> Result<String> {
+        let p = self.layer_dir(id).join("link");
+        let s = fs::read_to_string(&p).ctx(NAME, Some(key), || format!("read {}", p.display()))?;
+        Ok(s.trim().to_string())
+    }
+
+    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, labels: &Labels) -> Result<LayerInfo> {
+        let (info, ()) = self.meta.create_with(key, parent, kind, labels, |info, parents| {
+            let dir = self.layer_dir(info.id);
+            // A directory left by a crash before the metadata was saved is not a layer.
+            self.remove_storage(key, info.id)?;
+            let made = self.make_layer(key, &dir, parents);
+            if made.is_err() {
+                let _ = self.remove_storage(key, info.id);
+            }
+            made
+        })?;
+        Ok(info)
+    }
+
+    fn make_layer(&self, key: &str, dir: &Path, parents: &[LayerInfo]) -> Result<()> {
+        let io = |what: &str, e: io::Error| Error::io(NAME, Some(key), format!("{what} in {}", dir.display()), e);
+        fs::create_dir(dir).map_err(|e| io("create layer dir", e))?;
+        let diff = dir.join("diff");
+        fs::create_dir(&diff).map_err(|e| io("create diff/", e))?;
+        // The layer root as an image root: 0755, owned by 0:0.
+        tree::lchown(&diff, 0, 0).map_err(|e| io("chown diff/", e))?;
+        fs::set_permissions(&diff, std::os::unix::fs::PermissionsExt::from_mode(0o755)).map_err(|e| io("chmod diff/", e))?;
+        fs::create_dir(dir.join("work")).map_err(|e| io("create work/", e))?;
+        // The short link (also for views: cheap, and keeps every layer dir alike).
+        let link = loop {
+            let name = random_link().map_err(|e| io("read /dev/urandom", e))?;
+            let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+            match std::os::unix::fs::symlink(format!("../layers/{id}/diff"), self.root.join("l").join(&name)) {
+                Ok(()) => break name,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io("create link under l/", e)),
+            }
+        };
+        fs::write(dir.join("link"), &link).map_err(|e| io("write link", e))?;
+        let mut lowers = Vec::new();
+        for p in parents {
+            lowers.push(format!("l/{}", self.link_of(key, p.id)?));
+        }
+        if !lowers.is_empty() {
+            fs::write(dir.join("lower"), lowers.join(":")).map_err(|e| io("write lower", e))?;
+        }
+        Ok(())
+    }
+
+    /// Remove a layer's directory and its link.
+    fn remove_storage(&self, key: &str, id: u64) -> Result<()> {
+        let dir = self.layer_dir(id);
+        if let Ok(link) = fs::read_to_string(dir.join("link")) {
+            let l = self.root.join("l").join(link.trim());
+            match fs::remove_file(&l) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(Error::io(NAME, Some(key), format!("remove {}", l.display()), e))
+                }
+                _ => {}
+            }
+        }
+        tree::remove_tree(&dir).ctx(NAME, Some(key), || format!("remove {}", dir.display()))
+    }
+
+    /// What mounting `key` takes.
+    fn plan(&self, key: &str) -> Result<Plan> {
+        let chain = self.meta.chain(key)?;
+        let me = &chain[0];
+        // Lower layers, topmost first. A committed layer's own diff is its top lower.
+        let lower_layers: &[LayerInfo] = match me.kind {
+            Kind::Committed => &chain[..],
+            Kind::Active | Kind::View => &chain[1..],
+        };
+        let mut lowers = Vec::with_capacity(lower_layers.len());
+        for l in lower_layers {
+            lowers.push((l.id, self.link_of(key, l.id)?));
+        }
+        match me.kind {
+            Kind::Active if lowers.is_empty() => Ok(Plan::Bind { dir: self.diff_dir(me.id), readonly: false }),
+            Kind::Active => {
+                // Native diff reads the upper dir as it is: keep features that store renames
+                // or metadata-only copies in xattrs off, and the inode index off (layers are
+                // recombined freely, which the index would refuse).
+                let mut extra = Vec::new();
+                for p in ["index", "redirect_dir", "metacopy"] {
+                    if param_on(&self.params, p) {
+                        extra.push(format!("{p}=off"));
+                    }
+                }
+                Ok(Plan::Overlay(OverlayPlan { lowers, upper: Some(me.id), extra }))
+            }
+            Kind::View | Kind::Committed if lowers.len() == 1 => {
+                Ok(Plan::Bind { dir: self.diff_dir(lowers[0].0), readonly: true })
+            }
+            Kind::View | Kind::Committed => Ok(Plan::Overlay(OverlayPlan { lowers, upper: None, extra: Vec::new() })),
+        }
+    }
+
+    fn mount_overlay(&self, key: &str, plan: &OverlayPlan, target: &Path) -> Result<()> {
+        let readonly = plan.upper.is_none();
+        let flags = if readonly { libc::MS_RDONLY } else { 0 };
+        if plan.lowers.len() > KERNEL_MAX_STACK {
+            return Err(Error::invalid(
+                NAME,
+                key,
+                format!("{} lower layers, overlayfs stacks at most {KERNEL_MAX_STACK}", plan.lowers.len()),
+            ));
+        }
+        let limit = page_size() - 1; // the kernel copies one page, NUL-terminated
+        let ctx = |how: &str| format!("mount overlay ({} lowers, {how}) on {}", plan.lowers.len(), target.display());
+        let abs = plan.absolute(&self.root);
+        if abs.len() <= limit {
+            mounts::mount("overlay", target, "overlay", nix::mount::MsFlags::from_bits_truncate(flags), Some(&abs))
+                .ctx(NAME, Some(key), || ctx("absolute paths"))?;
+            self.mounts_by.absolute.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let rel = plan.relative();
+        if rel.len() <= limit {
+            mount_in_dir(&self.root.join("l"), target, &rel, flags).ctx(NAME, Some(key), || ctx("paths relative to l/"))?;
+            self.mounts_by.relative.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let lowers: Vec<PathBuf> = plan.lowers.iter().map(|(id, _)| self.diff_dir(*id)).collect();
+        let upper = plan.upper.map(|id| (self.diff_dir(id), self.layer_dir(id).join("work")));
+        mount_new_api(&lowers, upper, &plan.extra, target, readonly).map_err(|e| {
+            Error::io(
+                NAME,
+                Some(key),
+                format!("{} (mount data of {} bytes exceeds a page even with short links)", ctx("lowerdir+ through fsconfig"), rel.len()),
+                e,
+            )
+        })?;
+        self.mounts_by.new_api.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn lower_diffs(&self, info: &LayerInfo) -> Result<Vec<PathBuf>> {
+        let chain = self.meta.chain(&info.key)?;
+        Ok(chain[1..].iter().map(|l| self.diff_dir(l.id)).collect())
+    }
+}
+
+impl Driver for Overlay {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn implementation(&self) -> Implementation {
+        implementation()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_diff: true,
+            quota: false,
+            block_level_cow: false,
+            // Lower files are opened from the lower filesystem: one page cache for all.
+            shared_page_cache: true,
+            shares_layers: true,
+            max_depth: Some(KERNEL_MAX_STACK),
+            stand_in: false,
+            loop_backed: false,
+            discard: false,
+            o_direct: self.o_direct,
+        }
+    }
+
+    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<LayerInfo> {
+        self.create(key, parent, Kind::Active, labels)
+    }
+
+    fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<LayerInfo> {
+        self.create(key, Some(parent), Kind::View, labels)
+    }
+
+    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
+        // diff/ stays where it is (the committed layer keeps the id and link); work/ is only
+        // needed while the layer is an upper, so empty it.
+        let (info, ()) = self.meta.commit_with(name, key, labels, |active, _| {
+            let work = self.layer_dir(active.id).join("work");
+            tree::remove_tree(&work)
+                .and_then(|()| fs::create_dir(&work))
+                .ctx(NAME, Some(key), || format!("reset {}", work.display()))
+        })?;
+        Ok(info)
+    }
+
+    fn mount(&self, key: &str, target: &Path) -> Result<()> {
+        match self.plan(key)? {
+            Plan::Bind { dir, readonly } => {
+                tree::bind_mount(&dir, target, readonly)
+                    .ctx(NAME, Some(key), || format!("bind mount {} on {}", dir.display(), target.display()))?;
+                self.mounts_by.bind.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Plan::Overlay(p) => self.mount_overlay(key, &p, target),
+        }
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        self.meta.remove_with(key, |info| self.remove_storage(key, info.id))
+    }
+
+    fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
+        let info = self.meta.get(key)?;
+        if info.kind != Kind::Active {
+            return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be written", info.kind)));
+        }
+        archive::apply(NAME, key, tar, &self.diff_dir(info.id), Whiteouts::Overlay)
+    }
+
+    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
+        let info = self.meta.get(key)?;
+        let lowers = self.lower_diffs(&info)?;
+        let upper = self.diff_dir(info.id);
+        archive::write_diff(NAME, key, &DiffSource::OverlayUpper { upper: &upper, lowers: &lowers }, out)
+    }
+
+    fn changes(&self, key: &str) -> Result<Vec<Change>> {
+        let info = self.meta.get(key)?;
+        let lowers = self.lower_diffs(&info)?;
+        let upper = self.diff_dir(info.id);
+        archive::changes(NAME, key, &DiffSource::OverlayUpper { upper: &upper, lowers: &lowers })
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        // The layer's own diff/ (allocated bytes, inodes once each); parents are not counted.
+        let info = self.meta.get(key)?;
+        let diff = self.diff_dir(info.id);
+        tree::usage(&diff).ctx(NAME, Some(key), || format!("walk {}", diff.display()))
+    }
+
+    fn stat(&self, key: &str) -> Result<LayerInfo> {
+        self.meta.get(key)
+    }
+
+    fn list(&self) -> Result<Vec<LayerInfo>> {
+        self.meta.list()
+    }
+
+    fn status(&self) -> Result<BTreeMap<String, String>> {
+        let mut s = BTreeMap::new();
+        s.insert("implementation".into(), implementation().to_string());
+        s.insert("root".into(), self.root.display().to_string());
+        s.insert("backing_filesystem".into(), self.backing_fs.clone());
+        if let Ok(m) = mounts::fstype_of(&self.root) {
+            s.insert("backing_device".into(), m.source);
+            s.insert("backing_mount_options".into(), format!("{},{}", m.options, m.super_options));
+        }
+        s.insert("layers".into(), self.meta.list()?.len().to_string());
+        for (k, v) in &self.params {
+            s.insert(format!("param.{k}"), v.clone());
+        }
+        s.insert("max_lower_layers".into(), KERNEL_MAX_STACK.to_string());
+        s.insert(
+            "mounts".into(),
+            format!(
+                "{} absolute, {} relative to l/, {} lowerdir+, {} bind",
+                self.mounts_by.absolute.load(Ordering::Relaxed),
+                self.mounts_by.relative.load(Ordering::Relaxed),
+                self.mounts_by.new_api.load(Ordering::Relaxed),
+                self.mounts_by.bind.load(Ordering::Relaxed)
+            ),
+        );
+        s.insert("o_direct".into(), self.o_direct.to_string());
+        Ok(s)
+    }
+
+    fn teardown(&self) -> Result<()> {
+        mounts::unmount_all_under(&self.root).ctx(NAME, None, || format!("unmount under {}", self.root.display()))?;
+        for d in ["layers", "l"] {
+            let p = self.root.join(d);
+            tree::remove_tree(&p).ctx(NAME, None, || format!("remove {}", p.display()))?;
+        }
+        self.meta.clear()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_data_of_128_layers_fits_a_page() {
+        let plan = OverlayPlan {
+            lowers: (0..128u64).map(|i| (i, "A".repeat(LINK_LEN))).collect(),
+            upper: Some(100_000),
+            extra: vec!["index=off".into()],
+        };
+        let abs = plan.absolute(Path::new("/var/lib/cowbench/overlay"));
+        assert!(abs.len() > 4095, "absolute data should not fit: {}", abs.len());
+        let rel = plan.relative();
+        assert!(rel.len() <= 4095, "relative data should fit: {}", rel.len());
+        assert!(rel.starts_with(&format!("lowerdir={}:", "A".repeat(LINK_LEN))));
+        assert!(rel.ends_with(",upperdir=../layers/100000/diff,workdir=../layers/100000/work,index=off"));
+    }
+
+    #[test]
+    fn readonly_plan_has_no_upper() {
+        let plan = OverlayPlan { lowers: vec![(2, "B".into()), (1, "A".into())], upper: None, extra: vec![] };
+        assert_eq!(plan.relative(), "lowerdir=B:A");
+    }
 }
