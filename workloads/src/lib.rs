@@ -1,1 +1,144 @@
+//! cowbench-workloads: what each workload measures, with which parameters, and why.
+//!
+//! A workload here is *data and intent*: its id, the claims of the trade-off table it answers,
+//! its typed parameters for each profile, the metrics it produces (unit in the name), and
+//! whether caches are dropped between samples. Executing it needs a driver, images and
+//! containers, which the harness owns: `cowbench` (harness/src/runner/) has one executor per
+//! workload id. Keeping harness types out of this crate lets benches, the report and the probe
+//! share these definitions without pulling in the runtime.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub mod copyup;
+pub mod density;
+
+/// How much of a workload's sweep to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// A subset that keeps the default `cowbench run` (every workload × every driver) short.
+    Quick,
+    /// The whole sweep; may take hours.
+    Full,
+}
+
+impl Profile {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Profile::Quick => "quick",
+            Profile::Full => "full",
+        }
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "quick" => Ok(Profile::Quick),
+            "full" => Ok(Profile::Full),
+            o => Err(format!("unknown profile '{o}' (quick or full)")),
+        }
+    }
+}
+
+/// Parameters of one cell, as stored in results: name → JSON value (numbers, strings, bools).
+/// Each workload has a typed struct that converts to and from this map.
+pub type Params = BTreeMap<String, serde_json::Value>;
+
+/// `k=v;k=v` in key order: how a cell's parameters appear in CSV and cell keys.
+pub fn params_string(p: &Params) -> String {
+    p.iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Typed parameters of a workload: serialisable to a flat [`Params`] map.
+pub trait TypedParams: Serialize + for<'de> Deserialize<'de> + Sized {
+    fn to_params(&self) -> Params {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m.into_iter().collect(),
+            _ => Params::new(),
+        }
+    }
+    fn from_params(p: &Params) -> Result<Self, String> {
+        let obj: serde_json::Map<String, serde_json::Value> = p.clone().into_iter().collect();
+        serde_json::from_value(serde_json::Value::Object(obj)).map_err(|e| format!("bad parameters: {e}"))
+    }
+}
+
+/// One measured quantity. `name` carries the unit (`first_write_latency_ns`, `usage_delta_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MetricSpec {
+    pub name: &'static str,
+    /// `ns`, `bytes`, `bytes_per_s`, `count` ...
+    pub unit: &'static str,
+    pub description: &'static str,
+}
+
+/// A workload definition. Executed by the harness's executor of the same id.
+pub trait Workload: Sync {
+    fn id(&self) -> &'static str;
+    fn description(&self) -> &'static str;
+    /// Claim ids of the trade-off table this workload's numbers answer.
+    fn claims(&self) -> &'static [&'static str];
+    /// What one sample yields. Every sample of every cell reports these metrics.
+    fn metrics(&self) -> &'static [MetricSpec];
+    /// The parameter sets (cells) of a profile, in run order.
+    fn cells(&self, profile: Profile) -> Vec<Params>;
+    /// Repetitions per cell that are not recorded (warm the runtime, dentry cache ...).
+    fn warmup(&self, profile: Profile) -> u32;
+    /// Recorded repetitions per cell (the same for every driver). `--repeat` overrides it.
+    fn repetitions(&self, profile: Profile) -> u32;
+    /// Whether the page cache is dropped before every repetition.
+    fn drop_caches(&self) -> bool;
+}
+
+/// Every workload, in the order a run executes them.
+pub fn all() -> Vec<&'static dyn Workload> {
+    vec![&density::Density, &copyup::Copyup]
+}
+
+/// A workload by id.
+pub fn by_id(id: &str) -> Option<&'static dyn Workload> {
+    all().into_iter().find(|w| w.id() == id)
+}
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * 1024;
+pub const GIB: u64 = 1024 * MIB;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_unique_and_cells_nonempty() {
+        let ids: Vec<_> = all().iter().map(|w| w.id()).collect();
+        let mut d = ids.clone();
+        d.dedup();
+        assert_eq!(ids, d);
+        for w in all() {
+            for p in [Profile::Quick, Profile::Full] {
+                assert!(!w.cells(p).is_empty(), "{} {p:?}", w.id());
+                assert!(w.repetitions(p) >= 1);
+            }
+            assert!(w.metrics().iter().all(|m| m.name.ends_with(m.unit)), "{}: unit in the metric name", w.id());
+        }
+    }
+
+    #[test]
+    fn params_string_is_key_ordered() {
+        let mut p = Params::new();
+        p.insert("size".into(), 4096.into());
+        p.insert("depth".into(), 1.into());
+        p.insert("mode".into(), "direct".into());
+        assert_eq!(params_string(&p), "depth=1;mode=direct;size=4096");
+    }
+}
