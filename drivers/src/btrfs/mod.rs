@@ -1,0 +1,844 @@
+//! The `btrfs` backend: every layer is a btrfs subvolume.
+//!
+//! - base layer: an empty subvolume; a child layer: a snapshot of its committed parent
+//!   (writable for an active layer, read-only for a view);
+//! - commit: the active subvolume is flagged read-only in place (`BTRFS_SUBVOL_RDONLY`), so
+//!   the committed layer keeps its id and no data moves;
+//! - remove: the subvolume is deleted, after any nested subvolume a container created in it;
+//! - mount: a bind mount of the subvolume directory, made read-only for views and committed
+//!   layers. A bind mount rather than a second `mount -o subvol=`: both end on the same
+//!   superblock (so the same page cache and the same mount-wide options), but the bind needs
+//!   no device path, which cowbench does not have when it runs on an existing filesystem
+//!   (`root=`), and it costs no filesystem-level mount per layer;
+//! - apply writes into the subvolume with whiteouts turned into deletions; changes and diff
+//!   compare the parent subvolume with this one (btrfs has no record of changes that would be
+//!   cheaper to read through the kernel's public interface).
+//!
+//! Storage: by default a sparse file `<driver root>/backing.img` (option `size`, default 4G),
+//! formatted with `mkfs.btrfs` once, attached to a loop device (autoclear) and mounted at
+//! `<driver root>/mnt`. With `root=<path>` an existing btrfs filesystem is used instead: the
+//! layers go to `<path>/cowbench-<8 hex of sha256(driver root)>/layers`, and the filesystem is
+//! never formatted nor unmounted. `quota=<size>` enables btrfs quota groups and limits the
+//! exclusive bytes of every layer.
+//!
+//! Usage: with quotas on, the exclusive bytes of the layer's qgroup (after a `syncfs`, since
+//! qgroup numbers are updated at transaction commit); otherwise an extent walk: the sum of the
+//! FIEMAP extents of the layer's files that are not flagged `FIEMAP_EXTENT_SHARED` (shared
+//! with the parent snapshot or any other subvolume). Inodes: the entries the layer adds or
+//! modifies relative to its parent.
+
+pub mod ioctl;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::mount::MsFlags;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::archive::{self, DiffSource, Whiteouts};
+use crate::driver::{
+    ApplyStats, Capabilities, Change, ChangeKind, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo,
+    ProbeReport, Usage,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::meta::MetaStore;
+use crate::sys::{hostinfo, loopdev, mounts};
+use crate::zfs::cmd::{parse_size, run};
+
+pub const NAME: &str = "btrfs";
+
+/// Default size of the sparse backing file. Sparse, so only written blocks take disk space.
+const DEFAULT_SIZE: u64 = 4 << 30;
+/// mkfs.btrfs refuses devices smaller than this (with default profiles).
+const MIN_SIZE: u64 = 256 << 20;
+const KNOWN_OPTIONS: [&str; 3] = ["size", "root", "quota"];
+
+pub fn probe() -> ProbeReport {
+    if !hostinfo::is_root() {
+        return ProbeReport::unavailable(NAME, "needs root (mounts, loop devices, btrfs ioctls)");
+    }
+    let release = hostinfo::kernel_release();
+    let in_kernel = hostinfo::kernel_has_fs("btrfs");
+    let as_module = Path::new(&format!("/lib/modules/{release}/kernel/fs/btrfs")).exists();
+    if !in_kernel && !as_module {
+        return ProbeReport::unavailable(NAME, format!("kernel {release} has no btrfs (not in /proc/filesystems, no module)"))
+            .with_hint("run it on a kernel with btrfs, e.g. inside scripts/vm");
+    }
+    let Some(mkfs) = hostinfo::which("mkfs.btrfs") else {
+        return ProbeReport::unavailable(NAME, "mkfs.btrfs not found").with_hint("install the Debian package btrfs-progs");
+    };
+    if !Path::new("/dev/loop-control").exists() {
+        return ProbeReport::unavailable(NAME, "no /dev/loop-control for the loop-backed filesystem");
+    }
+    let imp = implementation();
+    let mut r = ProbeReport::available(NAME, &imp)
+        .with_detail("mkfs", mkfs.display().to_string())
+        .with_detail("kernel_module", if in_kernel { "loaded" } else { "loadable" });
+    if let Some(v) = progs_version() {
+        r = r.with_detail("btrfs_progs", v);
+    }
+    r
+}
+
+fn implementation() -> Implementation {
+    Implementation { name: "kernel btrfs".into(), version: Some(hostinfo::kernel_release()) }
+}
+
+fn progs_version() -> Option<String> {
+    let out = run(NAME, "btrfs", &["--version"], Duration::from_secs(10)).ok()?;
+    // "btrfs-progs v6.2"
+    out.stdout.split_whitespace().nth(1).map(|v| v.trim_start_matches('v').to_string())
+}
+
+/// Where the filesystem comes from; persisted so that a second process (or `cowbench clean`)
+/// finds the same store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+enum Store {
+    /// cowbench's own loop-backed filesystem.
+    Loop { image: PathBuf, mnt: PathBuf },
+    /// A directory of cowbench on a btrfs filesystem the user named.
+    Existing { fs_root: PathBuf, dir: PathBuf },
+}
+
+impl Store {
+    /// The directory that holds `layers/`.
+    fn base(&self) -> &Path {
+        match self {
+            Store::Loop { mnt, .. } => mnt,
+            Store::Existing { dir, .. } => dir,
+        }
+    }
+}
+
+pub struct Btrfs {
+    root: PathBuf,
+    meta: MetaStore,
+    store: Store,
+    quota: Option<u64>,
+}
+
+/// An exclusive `flock` on a file, released on drop: serializes set-up and teardown of one
+/// driver root between processes.
+struct FileLock(File);
+
+impl FileLock {
+    fn acquire(path: &Path) -> Result<Self> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .ctx(NAME, None, || format!("open {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::io(NAME, None, format!("flock {}", path.display()), std::io::Error::last_os_error()));
+        }
+        Ok(FileLock(f))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // SAFETY: flock on a descriptor we own.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn hash8(p: &Path) -> String {
+    let canon = fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    hex::encode(&sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes())[..4])
+}
+
+fn is_btrfs_mount(p: &Path) -> bool {
+    matches!(mounts::mount_at(p), Ok(Some(m)) if m.fstype == "btrfs")
+}
+
+/// Open (set up or adopt) the backend under `cfg.root/btrfs`.
+pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
+    Ok(Box::new(Btrfs::open(cfg)?))
+}
+
+impl Btrfs {
+    pub fn open(cfg: &DriverConfig) -> Result<Self> {
+        for k in cfg.options.keys() {
+            if !KNOWN_OPTIONS.contains(&k.as_str()) {
+                return Err(Error::config(NAME, format!("unknown option '{k}' (known: {})", KNOWN_OPTIONS.join(", "))));
+            }
+        }
+        let size_opt = |k: &str| -> Result<Option<u64>> {
+            cfg.option(k)
+                .map(|v| parse_size(v).ok_or_else(|| Error::config(NAME, format!("option {k}={v}: not a size"))))
+                .transpose()
+        };
+        let size = size_opt("size")?.unwrap_or(DEFAULT_SIZE);
+        if size < MIN_SIZE {
+            return Err(Error::config(NAME, format!("size {size} is below the {MIN_SIZE} bytes mkfs.btrfs needs")));
+        }
+        let quota = size_opt("quota")?;
+        let root = cfg.driver_root(NAME);
+        fs::create_dir_all(&root).ctx(NAME, None, || format!("create {}", root.display()))?;
+        let _lock = FileLock::acquire(&root.join("setup.lock"))?;
+        let meta = MetaStore::open(NAME, &root)?;
+        let state_path = root.join("store.json");
+        let saved: Option<Store> = match fs::read(&state_path) {
+            Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::Metadata {
+                driver: NAME.into(),
+                path: state_path.clone(),
+                message: e.to_string(),
+            })?),
+            Err(_) => None,
+        };
+        let wanted = match cfg.option("root") {
+            Some(r) => {
+                let fs_root = fs::canonicalize(r).ctx(NAME, None, || format!("option root={r}"))?;
+                let m = mounts::fstype_of(&fs_root).ctx(NAME, None, || format!("option root={r}"))?;
+                if m.fstype != "btrfs" {
+                    return Err(Error::config(NAME, format!("root={r} is on {}, not btrfs", m.fstype)));
+                }
+                let dir = fs_root.join(format!("cowbench-{}", hash8(&root)));
+                Store::Existing { fs_root, dir }
+            }
+            None => Store::Loop { image: root.join("backing.img"), mnt: root.join("mnt") },
+        };
+        if let Some(s) = &saved {
+            if *s != wanted {
+                return Err(Error::config(
+                    NAME,
+                    format!("{} was set up with {s:?}; open it with the same options or tear it down first", root.display()),
+                ));
+            }
+        }
+        match &wanted {
+            Store::Loop { image, mnt } => {
+                if !is_btrfs_mount(mnt) {
+                    Self::mount_loop(image, mnt, size)?;
+                }
+            }
+            Store::Existing { dir, .. } => {
+                fs::create_dir_all(dir).ctx(NAME, None, || format!("create {}", dir.display()))?;
+            }
+        }
+        let layers = wanted.base().join("layers");
+        fs::create_dir_all(&layers).ctx(NAME, None, || format!("create {}", layers.display()))?;
+        if saved.is_none() {
+            let bytes = serde_json::to_vec_pretty(&wanted).expect("serializable");
+            fs::write(&state_path, bytes).ctx(NAME, None, || format!("write {}", state_path.display()))?;
+        }
+        if quota.is_some() {
+            ioctl::quota_enable(wanted.base()).ctx(NAME, None, || "enable quota groups".into())?;
+        }
+        Ok(Btrfs { root, meta, store: wanted, quota })
+    }
+
+    /// Format (first time only), attach and mount the loop-backed filesystem.
+    fn mount_loop(image: &Path, mnt: &Path, size: u64) -> Result<()> {
+        fs::create_dir_all(mnt).ctx(NAME, None, || format!("create {}", mnt.display()))?;
+        if !image.exists() {
+            let tmp = image.with_extension("img.new");
+            loopdev::create_sparse(&tmp, size).ctx(NAME, None, || format!("create {}", tmp.display()))?;
+            let t = tmp.to_string_lossy().into_owned();
+            if let Err(e) = run(NAME, "mkfs.btrfs", &["-q", "-f", &t], Duration::from_secs(300)) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            // Only a fully formatted image gets the final name, so a crash never leaves a
+            // half-made filesystem that a later open would try to mount.
+            fs::rename(&tmp, image).ctx(NAME, None, || format!("rename {}", tmp.display()))?;
+        }
+        // Not attached with autoclear: the kernel would clear the device as soon as attach
+        // closes its descriptor, before the mount holds it. Instead, once mounted, LOOP_CLR_FD
+        // on the busy device turns autoclear on, so the device goes away with the unmount.
+        let dev = loopdev::attach(image, loopdev::AttachOptions { direct_io: false, autoclear: false })
+            .ctx(NAME, None, || format!("attach {}", image.display()))?;
+        let d = dev.to_string_lossy().into_owned();
+        if let Err(e) = mounts::mount(&d, mnt, "btrfs", MsFlags::empty(), None) {
+            let _ = loopdev::detach(&dev);
+            return Err(Error::io(NAME, None, format!("mount {d} on {}", mnt.display()), e));
+        }
+        loopdev::detach(&dev).ctx(NAME, None, || format!("set autoclear on {d}"))?;
+        Ok(())
+    }
+
+    fn layer_path(&self, id: u64) -> PathBuf {
+        self.store.base().join("layers").join(id.to_string())
+    }
+
+    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, labels: &Labels) -> Result<LayerInfo> {
+        let (info, ()) = self.meta.create_with(key, parent, kind, labels, |info, parents| {
+            let path = self.layer_path(info.id);
+            if path.exists() {
+                // Left by a process that died between creating it and recording it.
+                destroy_tree(&path).ctx(NAME, Some(key), || format!("remove stale {}", path.display()))?;
+            }
+            match parents.first() {
+                Some(p) => ioctl::snapshot(&self.layer_path(p.id), &path, kind == Kind::View)
+                    .ctx(NAME, Some(key), || format!("snapshot '{}' to {}", p.key, path.display()))?,
+                None => ioctl::subvol_create(&path).ctx(NAME, Some(key), || format!("create subvolume {}", path.display()))?,
+            }
+            if let Some(limit) = self.quota {
+                if let Err(e) = ioctl::qgroup_limit_excl(&path, limit) {
+                    let _ = destroy_tree(&path);
+                    return Err(Error::io(NAME, Some(key), format!("limit qgroup of {}", path.display()), e));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(info)
+    }
+
+    fn parent_path(&self, key: &str) -> Result<(LayerInfo, Option<PathBuf>)> {
+        let chain = self.meta.chain(key)?;
+        let lower = chain.get(1).map(|p| self.layer_path(p.id));
+        Ok((chain[0].clone(), lower))
+    }
+
+    /// Every mount of one of our layers (bind mounts anywhere on the host), deepest first.
+    fn layer_mounts(&self) -> Vec<PathBuf> {
+        let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+        let source = match &self.store {
+            Store::Loop { mnt, .. } => mounts::mount_at(mnt).ok().flatten().map(|m| m.source),
+            Store::Existing { fs_root, .. } => mounts::fstype_of(fs_root).ok().map(|m| m.source),
+        };
+        let Some(source) = source else { return Vec::new() };
+        let marker = match &self.store {
+            Store::Loop { .. } => "/layers/".to_string(),
+            Store::Existing { dir, .. } => format!("/{}/layers/", dir.file_name().unwrap_or_default().to_string_lossy()),
+        };
+        let mut out: Vec<PathBuf> = text
+            .lines()
+            .filter_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                let pre: Vec<&str> = pre.split(' ').collect();
+                let post: Vec<&str> = post.split(' ').collect();
+                let (root, target) = (pre.get(3)?, pre.get(4)?);
+                let ok = post.first() == Some(&"btrfs")
+                    && post.get(1) == Some(&source.as_str())
+                    && format!("{root}/").contains(&marker);
+                ok.then(|| PathBuf::from(unescape(target)))
+            })
+            .collect();
+        out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        out.dedup();
+        out
+    }
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Delete subvolume `path` and every subvolume nested in it (a container may create some),
+/// innermost first. A nested subvolume's directory entry lives in its parent subvolume, so a
+/// read-only parent is made writable first.
+fn destroy_tree(path: &Path) -> std::io::Result<()> {
+    let mut nested = Vec::new();
+    let mut it = walkdir::WalkDir::new(path).min_depth(1).into_iter();
+    while let Some(entry) = it.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if e.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if entry.file_type().is_dir() {
+            if let Ok(md) = entry.metadata() {
+                if md.ino() == ioctl::SUBVOL_ROOT_INO {
+                    nested.push(entry.path().to_path_buf());
+                    it.skip_current_dir();
+                }
+            }
+        }
+    }
+    if !nested.is_empty() {
+        ioctl::set_readonly(path, false)?;
+        for n in nested {
+            destroy_tree(&n)?;
+        }
+    }
+    match ioctl::subvol_destroy(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        r => r,
+    }
+}
+
+/// Exclusive (unshared) extent bytes of every regular file below `path`.
+fn extent_walk(key: &str, path: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in walkdir::WalkDir::new(path) {
+        let entry = entry.map_err(|e| Error::io(NAME, Some(key), format!("walk {}", path.display()), e.into()))?;
+        if entry.file_type().is_file() {
+            let f = File::open(entry.path()).ctx(NAME, Some(key), || format!("open {}", entry.path().display()))?;
+            total += ioctl::exclusive_extent_bytes(&f).ctx(NAME, Some(key), || format!("fiemap {}", entry.path().display()))?;
+        }
+    }
+    Ok(total)
+}
+
+fn statvfs_facts(path: &Path, out: &mut BTreeMap<String, String>) {
+    if let Ok(s) = nix::sys::statvfs::statvfs(path) {
+        let f = s.fragment_size() as u64;
+        out.insert("fs_size_bytes".into(), (s.blocks() as u64 * f).to_string());
+        out.insert("fs_used_bytes".into(), ((s.blocks() - s.blocks_free()) as u64 * f).to_string());
+        out.insert("fs_avail_bytes".into(), (s.blocks_available() as u64 * f).to_string());
+    }
+}
+
+impl Driver for Btrfs {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn implementation(&self) -> Implementation {
+        implementation()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let opts = mounts::mount_at(self.store.base())
+            .ok()
+            .flatten()
+            .or_else(|| mounts::fstype_of(self.store.base()).ok())
+            .map(|m| format!("{},{}", m.options, m.super_options))
+            .unwrap_or_default();
+        Capabilities {
+            native_diff: false,
+            quota: self.quota.is_some(),
+            // btrfs copies on write at extent granularity (a 4 KiB write into a shared file
+            // rewrites one 4 KiB block, not the file): block-level in the sense of the table,
+            // whatever the seed document says about "file-level".
+            block_level_cow: true,
+            // Snapshots share extents on disk, but each subvolume's files are distinct inodes
+            // with their own page cache: the claim that N readers hold N copies.
+            shared_page_cache: false,
+            shares_layers: true,
+            max_depth: None,
+            stand_in: false,
+            loop_backed: matches!(self.store, Store::Loop { .. }),
+            discard: opts.split(',').any(|o| o.starts_with("discard")),
+            o_direct: true,
+        }
+    }
+
+    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<LayerInfo> {
+        self.create(key, parent, Kind::Active, labels)
+    }
+
+    fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<LayerInfo> {
+        self.create(key, Some(parent), Kind::View, labels)
+    }
+
+    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
+        let (info, ()) = self.meta.commit_with(name, key, labels, |active, _| {
+            let path = self.layer_path(active.id);
+            ioctl::set_readonly(&path, true).ctx(NAME, Some(key), || format!("make {} read-only", path.display()))
+        })?;
+        Ok(info)
+    }
+
+    fn mount(&self, key: &str, target: &Path) -> Result<()> {
+        let info = self.meta.get(key)?;
+        let src = self.layer_path(info.id);
+        let s = src.to_string_lossy().into_owned();
+        mounts::mount(&s, target, "", MsFlags::MS_BIND, None)
+            .ctx(NAME, Some(key), || format!("bind {} on {}", src.display(), target.display()))?;
+        if info.kind != Kind::Active {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            if let Err(e) = mounts::mount("", target, "", flags, None) {
+                let _ = mounts::unmount(target);
+                return Err(Error::io(NAME, Some(key), format!("make {} read-only", target.display()), e));
+            }
+        }
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        self.meta.remove_with(key, |info| {
+            let path = self.layer_path(info.id);
+            destroy_tree(&path).ctx(NAME, Some(key), || format!("delete subvolume {}", path.display()))
+        })
+    }
+
+    fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
+        let info = self.meta.get(key)?;
+        if info.kind != Kind::Active {
+            return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", info.kind)));
+        }
+        archive::apply(NAME, key, tar, &self.layer_path(info.id), Whiteouts::Delete)
+    }
+
+    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
+        let (info, lower) = self.parent_path(key)?;
+        let upper = self.layer_path(info.id);
+        archive::write_diff(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &upper }, out)
+    }
+
+    fn changes(&self, key: &str) -> Result<Vec<Change>> {
+        let (info, lower) = self.parent_path(key)?;
+        let upper = self.layer_path(info.id);
+        archive::changes(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &upper })
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        let info = self.meta.get(key)?;
+        let path = self.layer_path(info.id);
+        let bytes = if self.quota.is_some() {
+            // qgroup numbers are those of the last committed transaction.
+            let f = File::open(&path).ctx(NAME, Some(key), || format!("open {}", path.display()))?;
+            nix::unistd::syncfs(f.as_raw_fd()).ctx(NAME, Some(key), || "syncfs".into())?;
+            let id = ioctl::subvol_id(&path).ctx(NAME, Some(key), || format!("subvolume id of {}", path.display()))?;
+            match ioctl::qgroup_info(self.store.base(), id).ctx(NAME, Some(key), || format!("qgroup 0/{id}"))? {
+                Some((_rfer, excl)) => excl,
+                None => extent_walk(key, &path)?,
+            }
+        } else {
+            extent_walk(key, &path)?
+        };
+        let inodes = self.changes(key)?.iter().filter(|c| c.kind != ChangeKind::Deleted).count() as u64;
+        Ok(Usage { bytes, inodes })
+    }
+
+    fn stat(&self, key: &str) -> Result<LayerInfo> {
+        self.meta.get(key)
+    }
+
+    fn list(&self) -> Result<Vec<LayerInfo>> {
+        self.meta.list()
+    }
+
+    fn status(&self) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        out.insert("implementation".into(), implementation().to_string());
+        out.insert("store".into(), self.store.base().display().to_string());
+        match &self.store {
+            Store::Loop { image, .. } => {
+                out.insert("mode".into(), "loop-backed file".into());
+                out.insert("loop_file".into(), image.display().to_string());
+                if let Ok(md) = fs::metadata(image) {
+                    out.insert("loop_file_apparent_bytes".into(), md.len().to_string());
+                    out.insert("loop_file_allocated_bytes".into(), (md.blocks() * 512).to_string());
+                }
+                if let Ok(devs) = loopdev::find_by_file(image) {
+                    let names: Vec<String> = devs.iter().map(|d| d.display().to_string()).collect();
+                    out.insert("loop_device".into(), names.join(","));
+                    if let Some(d) = devs.first() {
+                        if let Ok(dio) = loopdev::direct_io(d) {
+                            out.insert("loop_direct_io".into(), dio.to_string());
+                        }
+                    }
+                }
+            }
+            Store::Existing { fs_root, .. } => {
+                out.insert("mode".into(), "existing filesystem".into());
+                out.insert("fs_root".into(), fs_root.display().to_string());
+            }
+        }
+        let m = mounts::mount_at(self.store.base()).ok().flatten().or_else(|| mounts::fstype_of(self.store.base()).ok());
+        if let Some(m) = m {
+            out.insert("device".into(), m.source);
+            out.insert("mount_options".into(), format!("{},{}", m.options, m.super_options));
+        }
+        statvfs_facts(self.store.base(), &mut out);
+        out.insert("btrfs_progs".into(), progs_version().unwrap_or_else(|| "not found".into()));
+        out.insert(
+            "quota".into(),
+            self.quota.map(|q| format!("qgroups, {q} exclusive bytes per layer")).unwrap_or_else(|| "off".into()),
+        );
+        out.insert(
+            "usage_method".into(),
+            if self.quota.is_some() { "qgroup exclusive bytes" } else { "FIEMAP extent walk (non-shared extents)" }.into(),
+        );
+        out.insert("layers".into(), self.meta.list()?.len().to_string());
+        Ok(out)
+    }
+
+    fn teardown(&self) -> Result<()> {
+        let _lock = FileLock::acquire(&self.root.join("setup.lock"))?;
+        let mut first: Option<Error> = None;
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r {
+                log::warn!("btrfs teardown: {e}");
+                first.get_or_insert(e);
+            }
+        };
+        // Layers mounted anywhere (bind mounts outside the root too), then anything under the
+        // root except a user's filesystem.
+        for t in self.layer_mounts() {
+            note(mounts::unmount(&t).ctx(NAME, None, || format!("unmount {}", t.display())));
+        }
+        let keep = match &self.store {
+            Store::Existing { fs_root, .. } => Some(fs_root.clone()),
+            Store::Loop { .. } => None,
+        };
+        if let Ok(under) = mounts::mounts_under(&self.root) {
+            for m in under {
+                if keep.as_ref().is_some_and(|k| k.starts_with(&m.target)) {
+                    continue;
+                }
+                note(mounts::unmount(&m.target).ctx(NAME, None, || format!("unmount {}", m.target.display())));
+            }
+        }
+        match &self.store {
+            Store::Loop { image, mnt } => {
+                if is_btrfs_mount(mnt) {
+                    note(mounts::unmount(mnt).ctx(NAME, None, || format!("unmount {}", mnt.display())));
+                }
+                // Autoclear detaches once unmounted; an explicit detach covers a device that was
+                // attached but never mounted (a crash in between).
+                if let Ok(devs) = loopdev::find_by_file(image) {
+                    for d in devs {
+                        note(loopdev::detach(&d).ctx(NAME, None, || format!("detach {}", d.display())));
+                    }
+                }
+                if image.exists() {
+                    note(fs::remove_file(image).ctx(NAME, None, || format!("remove {}", image.display())));
+                }
+            }
+            Store::Existing { dir, .. } => {
+                let layers = dir.join("layers");
+                if let Ok(rd) = fs::read_dir(&layers) {
+                    for e in rd.flatten() {
+                        let p = e.path();
+                        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                            note(destroy_tree(&p).ctx(NAME, None, || format!("delete subvolume {}", p.display())));
+                        }
+                    }
+                }
+                note(fs::remove_dir_all(dir).or_else(ignore_missing).ctx(NAME, None, || format!("remove {}", dir.display())));
+            }
+        }
+        note(fs::remove_file(self.root.join("store.json")).or_else(ignore_missing).ctx(NAME, None, || "remove store.json".into()));
+        note(self.meta.clear());
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver on a fresh root under /var/tmp, torn down (and its files removed) on drop.
+    struct Env {
+        driver: Option<Btrfs>,
+        dir: Option<tempfile::TempDir>,
+    }
+
+    impl Env {
+        fn new(options: &[(&str, &str)]) -> Option<Env> {
+            let p = probe();
+            if !p.available {
+                eprintln!("SKIPPED btrfs: {}", p.reason.unwrap_or_default());
+                return None;
+            }
+            let dir = tempfile::Builder::new().prefix("cowbench-btrfs-unit-").tempdir_in("/var/tmp").unwrap();
+            let mut cfg = DriverConfig::new(dir.path().join("root"));
+            for (k, v) in options {
+                cfg = cfg.with_option(*k, *v);
+            }
+            let driver = Btrfs::open(&cfg).unwrap();
+            Some(Env { driver: Some(driver), dir: Some(dir) })
+        }
+
+        fn d(&self) -> &Btrfs {
+            self.driver.as_ref().unwrap()
+        }
+
+        fn target(&self, name: &str) -> PathBuf {
+            let p = self.dir.as_ref().unwrap().path().join("targets").join(name);
+            fs::create_dir_all(&p).unwrap();
+            p
+        }
+    }
+
+    impl Drop for Env {
+        fn drop(&mut self) {
+            let dir = self.dir.take().unwrap();
+            let _ = mounts::unmount_all_under(&dir.path().join("targets"));
+            if let Some(d) = self.driver.take() {
+                if let Err(e) = d.teardown() {
+                    eprintln!("teardown: {e}");
+                }
+                let image = dir.path().join("root/btrfs/backing.img");
+                assert!(loopdev::find_by_file(&image).map(|v| v.is_empty()).unwrap_or(true), "loop device left");
+            }
+            assert!(mounts::mounts_under(dir.path()).unwrap().is_empty(), "mount left under the root");
+            dir.close().unwrap();
+        }
+    }
+
+    #[test]
+    fn layers_snapshot_commit_view_and_remove() {
+        let Some(env) = Env::new(&[("size", "512M")]) else { return };
+        let d = env.d();
+        let l = Labels::new();
+        d.prepare("base-a", None, &l).unwrap();
+        let t = env.target("a");
+        d.mount("base-a", &t).unwrap();
+        fs::write(t.join("big"), vec![7u8; 1 << 20]).unwrap();
+        fs::create_dir(t.join("dir")).unwrap();
+        fs::write(t.join("dir/small"), b"hello").unwrap();
+        d.unmount(&t).unwrap();
+        let base_usage = d.usage("base-a").unwrap();
+        assert!(base_usage.bytes >= 1 << 20, "{base_usage:?}");
+        d.commit("base", "base-a", &l).unwrap();
+        assert!(ioctl::get_flags(&d.layer_path(d.stat("base").unwrap().id)).unwrap() & ioctl::SUBVOL_RDONLY != 0);
+
+        // A child is a writable snapshot: sees the parent's files, shares its extents.
+        d.prepare("child", Some("base"), &l).unwrap();
+        let tc = env.target("child");
+        d.mount("child", &tc).unwrap();
+        assert_eq!(fs::read(tc.join("dir/small")).unwrap(), b"hello");
+        let fresh = d.usage("child").unwrap();
+        assert!(fresh.bytes < 1 << 20, "an untouched snapshot owns no file extents: {fresh:?}");
+        // Overwrite 4 KiB in the middle of the 1 MiB file: extent-level CoW owns ~4 KiB, not 1 MiB.
+        {
+            use std::os::unix::fs::FileExt;
+            let f = OpenOptions::new().write(true).open(tc.join("big")).unwrap();
+            f.write_all_at(&[1u8; 4096], 512 << 10).unwrap();
+        }
+        let after = d.usage("child").unwrap();
+        assert!(after.bytes >= 4096 && after.bytes < 1 << 20, "{after:?}");
+        // A container may make a subvolume inside its layer; removal must take it too.
+        ioctl::subvol_create(&tc.join("nested")).unwrap();
+        fs::write(tc.join("nested/f"), b"x").unwrap();
+        d.unmount(&tc).unwrap();
+
+        // A view is read-only, also through its mount.
+        d.view("v", "base", &l).unwrap();
+        let tv = env.target("v");
+        d.mount("v", &tv).unwrap();
+        assert_eq!(fs::read(tv.join("dir/small")).unwrap(), b"hello");
+        let err = fs::write(tv.join("new"), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+        d.unmount(&tv).unwrap();
+
+        // Committed layers mount read-only.
+        let tb = env.target("b");
+        d.mount("base", &tb).unwrap();
+        assert_eq!(fs::write(tb.join("x"), b"x").unwrap_err().raw_os_error(), Some(libc::EROFS));
+        d.unmount(&tb).unwrap();
+
+        assert!(matches!(d.remove("base"), Err(Error::HasChildren { .. })));
+        let child_path = d.layer_path(d.stat("child").unwrap().id);
+        d.remove("child").unwrap();
+        assert!(!child_path.exists());
+        d.remove("v").unwrap();
+        d.remove("base").unwrap();
+        assert!(d.list().unwrap().is_empty());
+        assert_eq!(fs::read_dir(d.store.base().join("layers")).unwrap().count(), 0);
+        let st = d.status().unwrap();
+        assert_eq!(st["mode"], "loop-backed file");
+        assert!(st["device"].starts_with("/dev/loop"), "{st:?}");
+        assert!(d.capabilities().loop_backed && d.capabilities().block_level_cow);
+    }
+
+    #[test]
+    fn nested_subvolume_in_committed_layer_is_removed() {
+        let Some(env) = Env::new(&[("size", "512M")]) else { return };
+        let d = env.d();
+        let l = Labels::new();
+        d.prepare("a", None, &l).unwrap();
+        let p = d.layer_path(d.stat("a").unwrap().id);
+        ioctl::subvol_create(&p.join("inner")).unwrap();
+        ioctl::subvol_create(&p.join("inner/deeper")).unwrap();
+        d.commit("c", "a", &l).unwrap();
+        d.remove("c").unwrap();
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn quota_limits_a_layer_and_reports_qgroup_usage() {
+        let Some(env) = Env::new(&[("size", "1G"), ("quota", "32M")]) else { return };
+        let d = env.d();
+        assert!(d.capabilities().quota);
+        d.prepare("q", None, &Labels::new()).unwrap();
+        let p = d.layer_path(d.stat("q").unwrap().id);
+        fs::write(p.join("ok"), vec![1u8; 8 << 20]).unwrap();
+        let u = d.usage("q").unwrap();
+        assert!(u.bytes >= 8 << 20, "{u:?}");
+        // Past the limit the write fails with EDQUOT, which the driver reports as out of space.
+        let mut f = File::create(p.join("too-big")).unwrap();
+        let chunk = vec![2u8; 1 << 20];
+        let mut err = None;
+        for _ in 0..64 {
+            if let Err(e) = f.write_all(&chunk).and_then(|_| f.sync_data()) {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("the 32M quota must stop a 64M write");
+        assert_eq!(err.raw_os_error(), Some(libc::EDQUOT), "{err}");
+        assert!(matches!(Error::io(NAME, Some("q"), "write", err), Error::NoSpace { .. }));
+    }
+
+    /// Run by `second_process_sees_the_same_layers` in a child process.
+    #[test]
+    fn second_process_child() {
+        let Ok(root) = std::env::var("COWBENCH_BTRFS_CHILD_ROOT") else { return };
+        let d = Btrfs::open(&DriverConfig::new(root).with_option("size", "512M")).unwrap();
+        let info = d.stat("shared").unwrap();
+        assert_eq!(info.kind, Kind::Committed);
+        assert_eq!(fs::read(d.layer_path(info.id).join("f")).unwrap(), b"from the first process");
+        d.prepare("made-by-child", Some("shared"), &Labels::new()).unwrap();
+    }
+
+    #[test]
+    fn second_process_sees_the_same_layers() {
+        let Some(env) = Env::new(&[("size", "512M")]) else { return };
+        let d = env.d();
+        d.prepare("a", None, &Labels::new()).unwrap();
+        fs::write(d.layer_path(d.stat("a").unwrap().id).join("f"), b"from the first process").unwrap();
+        d.commit("shared", "a", &Labels::new()).unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "btrfs::tests::second_process_child", "--nocapture", "--test-threads=1"])
+            .env("COWBENCH_BTRFS_CHILD_ROOT", env.dir.as_ref().unwrap().path().join("root"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+        let child = d.stat("made-by-child").unwrap();
+        assert!(d.layer_path(child.id).join("f").exists());
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DriverConfig::new(dir.path()).with_option("sise", "1G");
+        assert!(matches!(Btrfs::open(&cfg), Err(Error::Config { .. })));
+        let cfg = DriverConfig::new(dir.path()).with_option("size", "lots");
+        assert!(matches!(Btrfs::open(&cfg), Err(Error::Config { .. })));
+    }
+}
