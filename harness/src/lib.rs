@@ -3,3 +3,5 @@
 //! The harness: host probe, backing stores, OCI runtime, runner, results, report and the CLI.
 
 pub mod cli;
+pub mod host;
+pub mod results;

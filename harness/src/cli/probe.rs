@@ -1,35 +1,34 @@
-//! `cowbench probe`: which backends can run here, with what, and why not.
+//! `cowbench probe`: which backends can run here, with what, and why not — plus the host facts
+//! every run records (kernel, distro, CPU, memory, cgroups, runtime, storage of each backend).
 
 use std::process::ExitCode;
 
 use cowbench_drivers::registry;
 
+use super::RootArgs;
+
 #[derive(Debug, clap::Args)]
 pub struct ProbeArgs {
-    /// Print JSON: {"drivers": [{"name", "available", "implementation", "version", "reason", ...}]}.
+    /// Print JSON: {"drivers": [{"name", "available", "implementation", "version", "reason", ...}],
+    /// "host": {...}}.
     #[arg(long)]
     pub json: bool,
+    /// OCI runtime whose version to report: runc or crun.
+    #[arg(long, default_value = "runc")]
+    pub runtime: String,
+    #[command(flatten)]
+    pub root: RootArgs,
 }
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
-    let reports = registry::probe_all();
+    let options = args.root.driver_config().options;
+    let host = crate::host::probe(&args.root.root, &args.runtime, &options);
     if args.json {
-        let doc = serde_json::json!({ "drivers": reports });
+        let reports = registry::probe_all();
+        let doc = serde_json::json!({ "drivers": reports, "host": host });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<13} {:<10} {:<40} {}", "DRIVER", "AVAILABLE", "IMPLEMENTATION", "NOTE");
-    for r in &reports {
-        let imp = match (&r.implementation, &r.version) {
-            (Some(i), Some(v)) => format!("{i} {v}"),
-            (Some(i), None) => i.clone(),
-            _ => "-".into(),
-        };
-        let mut note = r.reason.clone().unwrap_or_default();
-        if let Some(h) = &r.hint {
-            note = if note.is_empty() { h.clone() } else { format!("{note} ({h})") };
-        }
-        println!("{:<13} {:<10} {:<40} {}", r.name, if r.available { "yes" } else { "no" }, imp, note);
-    }
+    print!("{}", crate::host::render_text(&host));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,199 @@
+//! The results document (`run.json`). Units are in field names; raw samples are always stored,
+//! summaries are a convenience (the report recomputes them).
+//!
+//! Top level: `schema_version`, `run_id`, `status`, `started_unix`, `finished_unix`,
+//! `duration_s`, `host` (see [`crate::host::HostInfo`]), `parameters`, `counts`, `cells`.
+//! A cell is identified by `key` = `workload/driver/k=v;k=v`, stable across runs and hosts so that
+//! runs can be merged and compared cell by cell.
+
+use std::collections::BTreeMap;
+
+use cowbench_workloads::Params;
+use serde::{Deserialize, Serialize};
+
+use super::stats::{self, Summary};
+use crate::host::HostInfo;
+
+/// Bumped on any change a reader must know about.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Still running (or killed: a run killed halfway keeps this status and its finished cells).
+    Running,
+    Complete,
+    /// Stopped by SIGINT/SIGTERM; finished cells are kept.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDoc {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub started_unix: u64,
+    pub finished_unix: Option<u64>,
+    pub duration_s: Option<f64>,
+    pub host: HostInfo,
+    pub parameters: RunParameters,
+    pub counts: Counts,
+    /// How `ci95_low`/`ci95_high` of every summary were computed.
+    pub ci_method: String,
+    pub cells: Vec<Cell>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub ok: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+/// What the run was asked to do (enough to repeat it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunParameters {
+    pub drivers: Vec<String>,
+    pub workloads: Vec<String>,
+    pub profile: String,
+    /// `--repeat`: recorded repetitions per cell (None: each workload's default for the profile).
+    pub repeat: Option<u32>,
+    pub seed: u64,
+    /// OCI runtime name (`runc`, `crun`); its path and version are in `host.runtime`.
+    pub runtime: String,
+    pub root: String,
+    /// Backend options given with `-o KEY=VALUE`.
+    pub driver_options: BTreeMap<String, String>,
+    /// The command line, for copy-paste.
+    pub command_line: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellStatus {
+    Ok,
+    Failed,
+    Skipped,
+}
+
+/// Page-cache dropping between repetitions (`sync; echo 3 > /proc/sys/vm/drop_caches`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheDrop {
+    /// The workload asks for it.
+    pub requested: bool,
+    pub attempts: u32,
+    pub succeeded: u32,
+    /// First failure (e.g. read-only /proc/sys inside an unprivileged container).
+    pub error: Option<String>,
+}
+
+/// One metric of a cell: every recorded sample, which repetition it came from, and a summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub unit: String,
+    pub samples: Vec<f64>,
+    /// Repetition index of each sample (several samples per repetition for density).
+    pub sample_rep: Vec<u32>,
+    pub summary: Option<Summary>,
+}
+
+/// Host-side figures around a cell.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub unix: u64,
+    /// /proc/meminfo in bytes (`MemFree_bytes` ...; HugePages counts kept as counts).
+    pub meminfo_bytes: BTreeMap<String, u64>,
+    /// The driver's `status()` (pool usage, ARC size, backing device ...).
+    pub backend_status: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    pub key: String,
+    pub workload: String,
+    pub driver: String,
+    /// What actually ran (kernel driver or stand-in) and its version.
+    pub implementation: Option<String>,
+    pub stand_in: bool,
+    pub loop_backed: bool,
+    pub params: Params,
+    pub status: CellStatus,
+    /// Why failed or skipped.
+    pub reason: Option<String>,
+    /// Repetitions run before recording (not counted).
+    pub warmup: u32,
+    /// Recorded repetitions (the same for every driver of a workload).
+    pub repetitions: u32,
+    /// True when caches were requested and every drop worked.
+    pub caches_dropped: bool,
+    pub cache_drop: CacheDrop,
+    /// metric name (unit in the name) → samples.
+    pub metrics: BTreeMap<String, Metric>,
+    /// Facts the executor reports about the cell (image id, layer count ...).
+    #[serde(default)]
+    pub notes: BTreeMap<String, String>,
+    pub host_before: Option<Snapshot>,
+    pub host_after: Option<Snapshot>,
+    pub started_unix: u64,
+    pub duration_s: f64,
+}
+
+impl Cell {
+    pub fn key_of(workload: &str, driver: &str, params: &Params) -> String {
+        format!("{workload}/{driver}/{}", cowbench_workloads::params_string(params))
+    }
+
+    /// Fill every metric's summary from its samples.
+    pub fn summarize(&mut self) {
+        for m in self.metrics.values_mut() {
+            m.summary = stats::summarize(&m.samples);
+        }
+    }
+}
+
+impl RunDoc {
+    pub fn recount(&mut self) {
+        let mut c = Counts::default();
+        for cell in &self.cells {
+            match cell.status {
+                CellStatus::Ok => c.ok += 1,
+                CellStatus::Failed => c.failed += 1,
+                CellStatus::Skipped => c.skipped += 1,
+            }
+        }
+        self.counts = c;
+    }
+}
+
+/// Read /proc/meminfo into bytes (kB lines ×1024).
+pub fn meminfo() -> BTreeMap<String, u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    parse_meminfo(&text)
+}
+
+pub fn parse_meminfo(text: &str) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for line in text.lines() {
+        let Some((k, rest)) = line.split_once(':') else { continue };
+        let mut it = rest.split_whitespace();
+        let Some(Ok(v)) = it.next().map(str::parse::<u64>) else { continue };
+        match it.next() {
+            Some("kB") => m.insert(format!("{k}_bytes"), v * 1024),
+            _ => m.insert(k.to_string(), v),
+        };
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_units() {
+        let m = parse_meminfo("MemTotal:       24684000 kB\nHugePages_Total:       0\nbad line\n");
+        assert_eq!(m.get("MemTotal_bytes"), Some(&(24684000 * 1024)));
+        assert_eq!(m.get("HugePages_Total"), Some(&0));
+        assert_eq!(m.len(), 2);
+    }
+}
