@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod copyup;
 pub mod density;
+pub mod probe;
 
 /// How much of a workload's sweep to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

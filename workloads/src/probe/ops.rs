@@ -1,0 +1,471 @@
+//! Executing a probe [`Request`]: plain system calls through libc, each phase timed with
+//! `CLOCK_MONOTONIC`. Runs the same inside a container (the probe binary) and in a tempdir
+//! (unit tests).
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::{Op, OpError, Request, Response, Sample, HOLD_MARKER, PROTOCOL_VERSION};
+
+/// CLOCK_MONOTONIC in ns.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn cpath(p: &str) -> io::Result<CString> {
+    CString::new(Path::new(p).as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn check_size(r: libc::ssize_t) -> io::Result<u64> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as u64)
+    }
+}
+
+/// An owned file descriptor closed on drop.
+struct Fd(libc::c_int);
+
+impl Fd {
+    fn open(path: &str, flags: libc::c_int, mode: libc::mode_t) -> io::Result<Fd> {
+        let c = cpath(path)?;
+        // SAFETY: c is a valid NUL-terminated path.
+        check(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) }).map(Fd)
+    }
+
+    fn close(mut self) -> io::Result<()> {
+        let fd = std::mem::replace(&mut self.0, -1);
+        // SAFETY: fd is ours and closed once.
+        check(unsafe { libc::close(fd) }).map(|_| ())
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        if self.0 >= 0 {
+            // SAFETY: fd is ours and closed once.
+            unsafe { libc::close(self.0) };
+        }
+    }
+}
+
+/// A buffer aligned for O_DIRECT (4 KiB covers every logical block size in use).
+struct AlignedBuf {
+    ptr: *mut u8,
+    len: usize,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize, fill: u8) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), 4096).expect("layout");
+        // SAFETY: layout has non-zero size.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        assert!(!ptr.is_null(), "out of memory allocating {len} bytes");
+        // SAFETY: ptr points to len writable bytes.
+        unsafe { std::ptr::write_bytes(ptr, fill, len) };
+        AlignedBuf { ptr, len, layout }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// xorshift64*: random block offsets without pulling a RNG crate into the static probe.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Time `f`, returning (ns, result).
+fn timed<T>(f: impl FnOnce() -> T) -> (u64, T) {
+    let t0 = monotonic_ns();
+    let r = f();
+    (monotonic_ns() - t0, r)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Run every operation of `req` in order.
+pub fn run(req: &Request) -> Response {
+    let started_ns = monotonic_ns();
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    for (i, op) in req.ops.iter().enumerate() {
+        let before = samples.len();
+        run_op(i, op, &mut samples);
+        if samples[before..].iter().any(|s: &Sample| s.error.is_some()) {
+            errors += 1;
+        }
+    }
+    Response {
+        protocol_version: PROTOCOL_VERSION,
+        probe_version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        hostname: hostname(),
+        samples,
+        errors,
+        started_ns,
+        finished_ns: monotonic_ns(),
+    }
+}
+
+fn run_op(i: usize, op: &Op, out: &mut Vec<Sample>) {
+    let name = op.name();
+    let fail = |out: &mut Vec<Sample>, phase: &str, path: Option<&str>, e: io::Error| {
+        let mut s = Sample::new(name, i, phase);
+        s.path = path.map(Into::into);
+        s.error = Some(OpError::from(e));
+        out.push(s);
+    };
+    match op {
+        Op::Hold => {
+            let (ns, r) = timed(hold);
+            let mut s = Sample::new(name, i, "total");
+            s.latency_ns = ns;
+            if let Err(e) = r {
+                s.error = Some(e.into());
+            }
+            out.push(s);
+        }
+        Op::Sleep { ms } => {
+            let (ns, _) = timed(|| std::thread::sleep(std::time::Duration::from_millis(*ms)));
+            let mut s = Sample::new(name, i, "total");
+            s.latency_ns = ns;
+            out.push(s);
+        }
+        Op::Meminfo => {
+            let mut s = Sample::new(name, i, "total");
+            match std::fs::read_to_string("/proc/self/status") {
+                Ok(text) => s.values = parse_status(&text),
+                Err(e) => s.error = Some(e.into()),
+            }
+            out.push(s);
+        }
+        Op::Stat { paths, open } => {
+            for p in paths {
+                let mut s = Sample::new(name, i, "stat");
+                s.path = Some(p.clone());
+                let (ns, r) = timed(|| -> io::Result<u64> {
+                    let c = cpath(p)?;
+                    // SAFETY: st is a valid out-pointer, c a valid path.
+                    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                    check(unsafe { libc::stat(c.as_ptr(), &mut st) })?;
+                    if *open {
+                        Fd::open(p, libc::O_RDONLY, 0)?.close()?;
+                    }
+                    Ok(st.st_size as u64)
+                });
+                s.latency_ns = ns;
+                match r {
+                    Ok(size) => {
+                        s.values.insert("size_bytes".into(), size);
+                    }
+                    Err(e) => s.error = Some(e.into()),
+                }
+                out.push(s);
+            }
+        }
+        Op::Copyup { path, offset, bytes, fsync } => {
+            let (ns, fd) = timed(|| Fd::open(path, libc::O_WRONLY, 0));
+            let fd = match fd {
+                Ok(fd) => fd,
+                Err(e) => return fail(out, "open", Some(path), e),
+            };
+            let mut s = Sample::new(name, i, "open");
+            s.latency_ns = ns;
+            s.path = Some(path.clone());
+            out.push(s);
+            let buf = AlignedBuf::new(*bytes as usize, 0xA5);
+            let (ns, r) = timed(|| pwrite_all(&fd, &buf, *offset));
+            let mut s = Sample::new(name, i, "pwrite");
+            s.latency_ns = ns;
+            s.path = Some(path.clone());
+            match r {
+                Ok(n) => s.bytes = n,
+                Err(e) => s.error = Some(e.into()),
+            }
+            out.push(s);
+            if *fsync {
+                // SAFETY: fd is open.
+                let (ns, r) = timed(|| check(unsafe { libc::fsync(fd.0) }));
+                let mut s = Sample::new(name, i, "fsync");
+                s.latency_ns = ns;
+                s.path = Some(path.clone());
+                if let Err(e) = r {
+                    s.error = Some(e.into());
+                }
+                out.push(s);
+            }
+            if let Err(e) = fd.close() {
+                fail(out, "close", Some(path), e);
+            }
+        }
+        Op::Read { path, block_bytes, direct, random, count, per_block, seed } => {
+            let flags = libc::O_RDONLY | if *direct { libc::O_DIRECT } else { 0 };
+            let t0 = monotonic_ns();
+            let fd = match Fd::open(path, flags, 0) {
+                Ok(fd) => fd,
+                Err(e) => return fail(out, "open", Some(path), e),
+            };
+            let size = match file_size(&fd) {
+                Ok(s) => s,
+                Err(e) => return fail(out, "fstat", Some(path), e),
+            };
+            let nblocks = size.div_ceil(*block_bytes).max(1);
+            let count = count.unwrap_or(nblocks);
+            let buf = AlignedBuf::new(*block_bytes as usize, 0);
+            let mut rng = Rng::new(*seed);
+            let mut total = 0u64;
+            let mut err = None;
+            for b in 0..count {
+                let off = if *random { (rng.next() % nblocks) * block_bytes } else { (b % nblocks) * block_bytes };
+                // SAFETY: buf has block_bytes writable bytes; fd is open.
+                let (ns, r) = timed(|| check_size(unsafe { libc::pread(fd.0, buf.ptr.cast(), buf.len, off as libc::off_t) }));
+                match r {
+                    Ok(n) => {
+                        total += n;
+                        if *per_block {
+                            let mut s = Sample::new(name, i, "block");
+                            s.latency_ns = ns;
+                            s.bytes = n;
+                            out.push(s);
+                        }
+                    }
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+            }
+            drop(fd);
+            let mut s = Sample::new(name, i, "total");
+            s.latency_ns = monotonic_ns() - t0;
+            s.bytes = total;
+            s.path = Some(path.clone());
+            s.error = err.map(Into::into);
+            out.push(s);
+        }
+        Op::Write { path, block_bytes, bytes, direct, random, fsync, create, per_block, seed } => {
+            let flags = libc::O_WRONLY
+                | if *direct { libc::O_DIRECT } else { 0 }
+                | if *create { libc::O_CREAT | libc::O_TRUNC } else { 0 };
+            let t0 = monotonic_ns();
+            let fd = match Fd::open(path, flags, 0o644) {
+                Ok(fd) => fd,
+                Err(e) => return fail(out, "open", Some(path), e),
+            };
+            let buf = AlignedBuf::new(*block_bytes as usize, 0x5A);
+            let nblocks = bytes.div_ceil(*block_bytes).max(1);
+            let mut rng = Rng::new(*seed);
+            let mut total = 0u64;
+            let mut err = None;
+            for b in 0..nblocks {
+                let off = if *random { (rng.next() % nblocks) * block_bytes } else { b * block_bytes };
+                let (ns, r) = timed(|| pwrite_all(&fd, &buf, off));
+                match r {
+                    Ok(n) => {
+                        total += n;
+                        if *per_block {
+                            let mut s = Sample::new(name, i, "block");
+                            s.latency_ns = ns;
+                            s.bytes = n;
+                            out.push(s);
+                        }
+                    }
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+            }
+            if err.is_none() && *fsync {
+                // SAFETY: fd is open.
+                let (ns, r) = timed(|| check(unsafe { libc::fsync(fd.0) }));
+                let mut s = Sample::new(name, i, "fsync");
+                s.latency_ns = ns;
+                s.path = Some(path.clone());
+                s.error = r.err().map(Into::into);
+                out.push(s);
+            }
+            if let Err(e) = fd.close() {
+                err.get_or_insert(e);
+            }
+            let mut s = Sample::new(name, i, "total");
+            s.latency_ns = monotonic_ns() - t0;
+            s.bytes = total;
+            s.path = Some(path.clone());
+            s.error = err.map(Into::into);
+            out.push(s);
+        }
+    }
+}
+
+fn file_size(fd: &Fd) -> io::Result<u64> {
+    // SAFETY: st is a valid out-pointer, fd is open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstat(fd.0, &mut st) })?;
+    Ok(st.st_size as u64)
+}
+
+fn pwrite_all(fd: &Fd, buf: &AlignedBuf, offset: u64) -> io::Result<u64> {
+    let mut done = 0usize;
+    while done < buf.len {
+        // SAFETY: the range [done, len) of buf is valid; fd is open.
+        let n = check_size(unsafe {
+            libc::pwrite(fd.0, buf.ptr.add(done).cast(), buf.len - done, (offset + done as u64) as libc::off_t)
+        })?;
+        if n == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        done += n as usize;
+    }
+    Ok(done as u64)
+}
+
+/// Wait for SIGTERM or SIGINT. As a container's pid 1 the probe would otherwise never see
+/// SIGTERM (the kernel drops signals init has no handler for), so they are blocked and
+/// taken synchronously with sigwait.
+fn hold() -> io::Result<()> {
+    // SAFETY: plain signal-mask manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        eprintln!("{HOLD_MARKER}");
+        let mut sig = 0;
+        let r = libc::sigwait(&set, &mut sig);
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+    }
+    Ok(())
+}
+
+/// /proc/self/status memory lines (kB) as `<name>_bytes`.
+pub fn parse_status(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        let key = match k {
+            "VmPeak" => "vm_peak_bytes",
+            "VmSize" => "vm_size_bytes",
+            "VmHWM" => "vm_hwm_bytes",
+            "VmRSS" => "vm_rss_bytes",
+            "RssAnon" => "rss_anon_bytes",
+            "RssFile" => "rss_file_bytes",
+            "RssShmem" => "rss_shmem_bytes",
+            _ => continue,
+        };
+        let mut it = v.split_whitespace();
+        if let (Some(n), Some("kB")) = (it.next().and_then(|n| n.parse::<u64>().ok()), it.next()) {
+            m.insert(key.into(), n * 1024);
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(dir: &Path, name: &str) -> String {
+        dir.join(name).to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn ops_in_a_tempdir() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        std::fs::write(dir.join("lower"), vec![7u8; 64 * 1024]).unwrap();
+        let req = Request::new(vec![
+            Op::Copyup { path: p(dir, "lower"), offset: 4096, bytes: 4096, fsync: true },
+            Op::Stat { paths: vec![p(dir, "lower"), p(dir, "missing")], open: true },
+            Op::Write { path: p(dir, "new"), block_bytes: 4096, bytes: 32 * 1024, direct: false, random: false, fsync: true, create: true, per_block: true, seed: 0 },
+            Op::Read { path: p(dir, "new"), block_bytes: 4096, direct: false, random: false, count: None, per_block: false, seed: 0 },
+            Op::Read { path: p(dir, "lower"), block_bytes: 4096, direct: false, random: true, count: Some(5), per_block: true, seed: 3 },
+            Op::Meminfo,
+            Op::Copyup { path: p(dir, "absent"), offset: 0, bytes: 1, fsync: false },
+        ]);
+        let r = run(&req);
+        assert_eq!(r.protocol_version, PROTOCOL_VERSION);
+        let phases: Vec<_> = r.samples_of("copyup", "pwrite").collect();
+        assert_eq!(phases.len(), 1);
+        assert_eq!(phases[0].bytes, 4096);
+        assert!(r.samples_of("copyup", "open").next().is_some());
+        assert!(r.samples_of("copyup", "fsync").next().is_some());
+        let data = std::fs::read(dir.join("lower")).unwrap();
+        assert_eq!(data.len(), 64 * 1024);
+        assert!(data[4096..8192].iter().all(|b| *b == 0xA5) && data[0] == 7 && data[8192] == 7);
+
+        let stats: Vec<_> = r.samples_of("stat", "stat").collect();
+        assert_eq!(stats.len(), 2);
+        assert_eq!(stats[0].values["size_bytes"], 64 * 1024);
+        assert!(stats[0].error.is_none());
+        assert_eq!(stats[1].error.as_ref().unwrap().errno, Some(libc::ENOENT));
+
+        assert_eq!(r.samples_of("write", "block").count(), 8);
+        assert_eq!(r.samples_of("write", "total").next().unwrap().bytes, 32 * 1024);
+        assert_eq!(std::fs::metadata(dir.join("new")).unwrap().len(), 32 * 1024);
+        let reads: Vec<_> = r.samples_of("read", "total").collect();
+        assert_eq!(reads[0].bytes, 32 * 1024);
+        assert_eq!(reads[1].bytes, 5 * 4096);
+        assert_eq!(r.samples_of("read", "block").count(), 5);
+
+        let mem = r.samples_of("meminfo", "total").next().unwrap();
+        assert!(mem.values["vm_rss_bytes"] > 0);
+
+        // The failing copyup is reported, not fatal, and counted once.
+        let (s, e) = r.first_error().unwrap();
+        assert_eq!((s.op.as_str(), e.errno), ("stat", Some(libc::ENOENT)));
+        let last = r.samples.last().unwrap();
+        assert_eq!((last.op.as_str(), last.phase.as_str()), ("copyup", "open"));
+        assert_eq!(last.error.as_ref().unwrap().errno, Some(libc::ENOENT));
+        assert_eq!(r.errors, 2);
+        assert!(r.finished_ns >= r.started_ns);
+    }
+
+    #[test]
+    fn status_parsing() {
+        let m = parse_status("Name:\tx\nVmRSS:\t  1200 kB\nRssFile:\t 4 kB\nThreads: 1\n");
+        assert_eq!(m["vm_rss_bytes"], 1200 * 1024);
+        assert_eq!(m["rss_file_bytes"], 4096);
+        assert_eq!(m.len(), 2);
+    }
+}
