@@ -1,0 +1,999 @@
+//! The `devicemapper` backend: a dm-thin pool, each layer a thin snapshot of its parent.
+//!
+//! Set up as Docker's loop-lvm: two sparse files under the driver root (`data`, `metadata`)
+//! attached to loop devices, a `thin-pool` target on them with 64 KiB blocks, a base thin
+//! device formatted once (ext4 or xfs, `base_size`), and every layer a `create_snap` of its
+//! parent (of the base for a layer without parent). `thinpool=/dev/mapper/NAME` uses an existing
+//! pool instead; the base device's thin id is then chosen free and stored with the driver.
+//!
+//! Everything goes through the `devicemapper` crate's ioctls ([`dm`]); device names carry a
+//! prefix unique per root (`cowbench-<8 hex of sha256(root)>-`), so `open` can adopt what a
+//! previous process left (the pool, active thin devices) and remove what is stale.
+//!
+//! Options (Docker's loop-lvm defaults in brackets, where cowbench's differ to keep test pools
+//! small — all sparse, so the sizes cost nothing until written):
+//! `data_size` 8G [100G], `metadata_size` 256M [2G], `base_size` 10G [10G], `fs` ext4|xfs,
+//! `discard` true|false (default true), `min_free_space` percent (10), `thinpool`.
+//!
+//! **Discard.** Deleting a thin device frees its blocks in the pool, but a loop-backed pool's
+//! data file keeps them allocated: only a discard passed down to the loop device punches the
+//! holes back. With `discard=true` (Docker's `dm.blkdiscard`), layers are mounted with
+//! `-o discard` (files deleted inside a layer return their blocks at once) and the whole thin
+//! device is discarded before `delete`. With `discard=false` neither happens, and the data
+//! file only grows under churn: `status` reports its allocated bytes so both are measurable.
+
+pub mod dm;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use devicemapper::{ThinPoolStatus, ThinPoolStatusSummary, DM};
+use nix::mount::MsFlags;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::archive::{self, DiffSource, Whiteouts};
+use crate::driver::{
+    ApplyStats, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo, ProbeReport, Usage,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::meta::MetaStore;
+use crate::sys::{hostinfo, loopdev, mounts};
+
+pub const NAME: &str = "devicemapper";
+pub const IMPLEMENTATION: &str = "kernel dm-thin";
+
+/// Pool block size: 64 KiB, Docker's default (the smallest dm-thin allows).
+const BLOCK_SECTORS: u64 = 128;
+const SECTOR: u64 = 512;
+/// Docker's low water mark (in data blocks), capped to a tenth of a small pool.
+const LOW_WATER_BLOCKS: u64 = 32768;
+
+const HINT: &str = "run it inside scripts/vm (a VM with Debian's kernel)";
+
+fn has_device_mapper() -> bool {
+    let listed = |f: &str| {
+        std::fs::read_to_string(f).map(|t| t.lines().any(|l| l.split_whitespace().nth(1) == Some("device-mapper"))).unwrap_or(false)
+    };
+    listed("/proc/misc") || listed("/proc/devices") || Path::new("/dev/mapper/control").exists()
+}
+
+/// Open the control device and check the thin targets; the implementation on success.
+fn detect() -> std::result::Result<(DM, Implementation), (String, Option<&'static str>)> {
+    if !has_device_mapper() {
+        return Err(("no device-mapper in this kernel".into(), Some(HINT)));
+    }
+    if let Err(e) = dm::ensure_control() {
+        return Err((format!("cannot create /dev/mapper/control: {e}"), None));
+    }
+    let ctl = DM::new().map_err(|e| (format!("cannot open /dev/mapper/control: {e}"), None))?;
+    let targets = dm::targets(&ctl).map_err(|e| (format!("cannot list device-mapper targets: {e}"), None))?;
+    let version = |t: &str| targets.iter().find(|(n, _)| n == t).map(|(_, v)| v.clone());
+    let (Some(pool_v), Some(_)) = (version("thin-pool"), version("thin")) else {
+        return Err((
+            "device-mapper has no thin-pool target (dm-thin-pool not loaded, and this process cannot load it)".into(),
+            Some(HINT),
+        ));
+    };
+    if hostinfo::which("mkfs.ext4").is_none() && hostinfo::which("mkfs.xfs").is_none() {
+        return Err(("neither mkfs.ext4 nor mkfs.xfs is installed".into(), None));
+    }
+    let imp = Implementation {
+        name: IMPLEMENTATION.into(),
+        version: Some(format!("thin-pool {pool_v}, kernel {}", hostinfo::kernel_release())),
+    };
+    Ok((ctl, imp))
+}
+
+pub fn probe() -> ProbeReport {
+    match detect() {
+        Ok((ctl, imp)) => {
+            let mut r = ProbeReport::available(NAME, &imp);
+            if let Ok((a, b, c)) = ctl.version() {
+                r = r.with_detail("dm_ioctl_version", format!("{a}.{b}.{c}"));
+            }
+            r.with_detail("kernel", hostinfo::kernel_release())
+        }
+        Err((reason, hint)) => {
+            let r = ProbeReport::unavailable(NAME, reason);
+            match hint {
+                Some(h) => r.with_hint(h),
+                None => r,
+            }
+        }
+    }
+}
+
+/// Open (set up or adopt) the backend under `cfg.root/devicemapper`.
+pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
+    Ok(Box::new(DeviceMapper::open(cfg)?))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Fs {
+    Ext4,
+    Xfs,
+}
+
+impl Fs {
+    fn name(self) -> &'static str {
+        match self {
+            Fs::Ext4 => "ext4",
+            Fs::Xfs => "xfs",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Opts {
+    data_size: u64,
+    metadata_size: u64,
+    base_size: u64,
+    fs: Fs,
+    discard: bool,
+    min_free_pct: u64,
+    thinpool: Option<String>,
+}
+
+/// `8G`, `256M`, `512K`, `1T` (powers of 1024) or plain bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                'B' => 1,
+                _ => return None,
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num.trim_end_matches(['i', 'I']).parse().ok()?;
+    n.checked_mul(mult)
+}
+
+fn parse_opts(cfg: &DriverConfig) -> Result<Opts> {
+    let mut o = Opts {
+        data_size: 8 << 30,
+        metadata_size: 256 << 20,
+        base_size: 10 << 30,
+        fs: Fs::Ext4,
+        discard: true,
+        min_free_pct: 10,
+        thinpool: None,
+    };
+    let size = |k: &str, v: &str| parse_size(v).ok_or_else(|| Error::config(NAME, format!("{k}={v}: not a size (e.g. 8G)")));
+    for (k, v) in &cfg.options {
+        match k.as_str() {
+            "data_size" => o.data_size = size(k, v)?,
+            "metadata_size" => o.metadata_size = size(k, v)?,
+            "base_size" => o.base_size = size(k, v)?,
+            "fs" => {
+                o.fs = match v.as_str() {
+                    "ext4" => Fs::Ext4,
+                    "xfs" => Fs::Xfs,
+                    _ => return Err(Error::config(NAME, format!("fs={v}: must be ext4 or xfs"))),
+                }
+            }
+            "discard" => {
+                o.discard = match v.as_str() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err(Error::config(NAME, format!("discard={v}: must be true or false"))),
+                }
+            }
+            "min_free_space" => {
+                o.min_free_pct = v
+                    .trim_end_matches('%')
+                    .parse()
+                    .ok()
+                    .filter(|p| *p < 100)
+                    .ok_or_else(|| Error::config(NAME, format!("min_free_space={v}: a percentage below 100")))?
+            }
+            "thinpool" => {
+                let n = v.strip_prefix("/dev/mapper/").unwrap_or(v);
+                if n.is_empty() || n.contains('/') {
+                    return Err(Error::config(NAME, format!("thinpool={v}: expected /dev/mapper/NAME")));
+                }
+                o.thinpool = Some(n.to_string());
+            }
+            other => {
+                return Err(Error::config(
+                    NAME,
+                    format!("unknown option '{other}' (known: data_size, metadata_size, base_size, fs, discard, min_free_space, thinpool)"),
+                ))
+            }
+        }
+    }
+    if o.base_size % (BLOCK_SECTORS * SECTOR) != 0 || o.base_size == 0 {
+        return Err(Error::config(NAME, "base_size must be a non-zero multiple of 64K"));
+    }
+    if o.thinpool.is_none() && (o.data_size < (64 << 20) || o.metadata_size < (2 << 20)) {
+        return Err(Error::config(NAME, "data_size must be at least 64M and metadata_size at least 2M"));
+    }
+    Ok(o)
+}
+
+/// What `open` must find again: the pool, the base device, how it was made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PoolState {
+    /// Name of the pool device.
+    pool: String,
+    /// Whether cowbench created the pool (and owns its loop files).
+    owned: bool,
+    /// Thin id of the base device; layer `id` has thin id `base_thin_id + id`.
+    base_thin_id: u64,
+    base_sectors: u64,
+    fs: Fs,
+    block_sectors: u64,
+}
+
+/// Where a layer is mounted (for `unmount` from any process).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MountRecord {
+    target: PathBuf,
+    key: String,
+    device: String,
+}
+
+pub struct DeviceMapper {
+    root: PathBuf,
+    meta: MetaStore,
+    dm: DM,
+    imp: Implementation,
+    opts: Opts,
+    prefix: String,
+    state: PoolState,
+}
+
+fn dmerr(key: Option<&str>, what: impl Into<String>, e: std::io::Error) -> Error {
+    Error::io(NAME, key, what.into(), e)
+}
+
+fn allocated_bytes(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).map(|m| m.blocks() * 512).unwrap_or(0)
+}
+
+impl DeviceMapper {
+    pub fn open(cfg: &DriverConfig) -> Result<Self> {
+        let opts = parse_opts(cfg)?;
+        let (ctl, imp) = detect().map_err(|(r, _)| Error::unavailable(NAME, r))?;
+        let root = cfg.driver_root(NAME);
+        std::fs::create_dir_all(root.join("mnt")).ctx(NAME, None, || format!("create {}", root.display()))?;
+        std::fs::create_dir_all(root.join("mounts")).ctx(NAME, None, || format!("create {}", root.display()))?;
+        let canon = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
+        let prefix = format!("cowbench-{}", &hex::encode(Sha256::digest(canon.as_os_str().as_encoded_bytes()))[..8]);
+        let meta = MetaStore::open(NAME, &root)?;
+        let state_path = root.join("pool.json");
+        let saved: Option<PoolState> = match std::fs::read(&state_path) {
+            Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::Metadata {
+                driver: NAME.into(),
+                path: state_path.clone(),
+                message: e.to_string(),
+            })?),
+            Err(_) => None,
+        };
+        let placeholder = PoolState {
+            pool: String::new(),
+            owned: opts.thinpool.is_none(),
+            base_thin_id: 0,
+            base_sectors: opts.base_size / SECTOR,
+            fs: opts.fs,
+            block_sectors: BLOCK_SECTORS,
+        };
+        let mut me = DeviceMapper { root, meta, dm: ctl, imp, opts, prefix, state: saved.clone().unwrap_or(placeholder) };
+        // The layers metadata and pool.json are taken under the metadata lock's neighbour: one
+        // setup at a time per root.
+        let _setup = SetupLock::take(&me.root)?;
+        match saved {
+            Some(s) => {
+                me.state = s;
+                me.adopt()?;
+            }
+            None => me.create_pool()?,
+        }
+        me.remove_stale();
+        Ok(me)
+    }
+
+    fn data_file(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    fn meta_file(&self) -> PathBuf {
+        self.root.join("metadata")
+    }
+
+    fn pool_name(&self) -> String {
+        format!("{}-pool", self.prefix)
+    }
+
+    fn base_name(&self) -> String {
+        format!("{}-base", self.prefix)
+    }
+
+    fn thin_name(&self, info: &LayerInfo) -> String {
+        format!("{}-{}", self.prefix, self.thin_id(info))
+    }
+
+    fn thin_id(&self, info: &LayerInfo) -> u64 {
+        self.state.base_thin_id + info.id
+    }
+
+    fn mnt_dir(&self, info: &LayerInfo) -> PathBuf {
+        self.root.join("mnt").join(info.id.to_string())
+    }
+
+    fn save_state(&self) -> Result<()> {
+        let p = self.root.join("pool.json");
+        let tmp = self.root.join("pool.json.tmp");
+        let bytes = serde_json::to_vec_pretty(&self.state).map_err(std::io::Error::other).ctx(NAME, None, || "encode pool state".into())?;
+        std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &p)).ctx(NAME, None, || format!("write {}", p.display()))
+    }
+
+    /// Loop devices for the data and metadata files (attached now if they are not).
+    fn loops(&self) -> Result<(PathBuf, PathBuf)> {
+        let attach = |f: PathBuf| -> Result<PathBuf> {
+            if let Some(d) = loopdev::find_by_file(&f).ctx(NAME, None, || format!("find loop of {}", f.display()))?.into_iter().next() {
+                return Ok(d);
+            }
+            // autoclear: the kernel detaches them once the pool lets go.
+            loopdev::attach(&f, loopdev::AttachOptions { direct_io: false, autoclear: true })
+                .ctx(NAME, None, || format!("attach {}", f.display()))
+        };
+        Ok((attach(self.data_file())?, attach(self.meta_file())?))
+    }
+
+    fn pool_table(&self, data_loop: &Path, meta_loop: &Path) -> Result<(u64, String)> {
+        let data = dm::device_of(data_loop).ctx(NAME, None, || format!("stat {}", data_loop.display()))?;
+        let meta = dm::device_of(meta_loop).ctx(NAME, None, || format!("stat {}", meta_loop.display()))?;
+        let sectors = self.opts.data_size / SECTOR / BLOCK_SECTORS * BLOCK_SECTORS;
+        let blocks = sectors / BLOCK_SECTORS;
+        let lwm = LOW_WATER_BLOCKS.min(blocks / 10).max(1);
+        // Docker's table, plus error_if_no_space so a full pool fails writes instead of
+        // queueing them forever.
+        Ok((sectors, format!("{meta} {data} {BLOCK_SECTORS} {lwm} 2 skip_block_zeroing error_if_no_space")))
+    }
+
+    /// A fresh pool (or the user's pool) and a freshly formatted base device.
+    fn create_pool(&mut self) -> Result<()> {
+        match self.opts.thinpool.clone() {
+            Some(pool) => {
+                if dm::exists(&self.dm, &pool).ctx(NAME, None, || "list devices".into())?.is_none() {
+                    return Err(Error::config(NAME, format!("thinpool /dev/mapper/{pool} does not exist")));
+                }
+                let (_, target, _) = dm::table(&self.dm, &pool).ctx(NAME, None, || format!("table of {pool}"))?;
+                if target != "thin-pool" {
+                    return Err(Error::config(NAME, format!("/dev/mapper/{pool} is a {target} device, not a thin-pool")));
+                }
+                self.state.pool = pool;
+                self.state.owned = false;
+                // Thin ids in a shared pool: start at a place derived from the root, move on
+                // while taken. Layers use the ids right above the base's.
+                let seed = u64::from_str_radix(&self.prefix[self.prefix.len() - 6..], 16).unwrap_or(0);
+                let mut id = (1 << 20) + (seed % (1 << 22));
+                loop {
+                    match dm::message(&self.dm, &self.state.pool, &format!("create_thin {id}")) {
+                        Ok(()) => break,
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) && id < (1 << 24) - (1 << 16) => id += 1 << 12,
+                        Err(e) => return Err(dmerr(None, format!("create_thin {id} in {}", self.state.pool), e)),
+                    }
+                }
+                self.state.base_thin_id = id;
+            }
+            None => {
+                // Whatever an interrupted setup left behind goes first: a fresh pool needs a
+                // zeroed metadata device.
+                let pool = self.pool_name();
+                self.state.pool = pool.clone();
+                self.state.owned = true;
+                self.deactivate_all();
+                let _ = dm::remove(&self.dm, &pool);
+                for f in [self.data_file(), self.meta_file()] {
+                    if let Ok(devs) = loopdev::find_by_file(&f) {
+                        for d in devs {
+                            let _ = loopdev::detach(&d);
+                        }
+                    }
+                    let _ = std::fs::remove_file(&f);
+                }
+                loopdev::create_sparse(&self.data_file(), self.opts.data_size).ctx(NAME, None, || "create data file".into())?;
+                loopdev::create_sparse(&self.meta_file(), self.opts.metadata_size).ctx(NAME, None, || "create metadata file".into())?;
+                let (data_loop, meta_loop) = self.loops()?;
+                let (sectors, params) = self.pool_table(&data_loop, &meta_loop)?;
+                if let Err(e) = dm::create(&self.dm, &pool, sectors, "thin-pool", &params, false) {
+                    let _ = loopdev::detach(&data_loop);
+                    let _ = loopdev::detach(&meta_loop);
+                    return Err(dmerr(None, format!("create thin pool {pool} ({params})"), e));
+                }
+                self.state.base_thin_id = 0;
+                dm::message(&self.dm, &pool, "create_thin 0").ctx(NAME, None, || "create base thin device".into())?;
+            }
+        }
+        self.state.base_sectors = self.opts.base_size / SECTOR;
+        self.state.fs = self.opts.fs;
+        self.state.block_sectors = BLOCK_SECTORS;
+        if let Err(e) = self.format_base() {
+            let _ = dm::remove(&self.dm, &self.base_name());
+            let _ = dm::message(&self.dm, &self.state.pool, &format!("delete {}", self.state.base_thin_id));
+            if self.state.owned {
+                let _ = dm::remove(&self.dm, &self.state.pool);
+            }
+            return Err(e);
+        }
+        self.save_state()
+    }
+
+    fn format_base(&self) -> Result<()> {
+        let name = self.base_name();
+        let node = self.activate(&name, self.state.base_thin_id, None)?;
+        let (tool, args): (&str, Vec<&str>) = match self.state.fs {
+            // Docker's flags: no discard of the whole (already empty) device, inode tables and
+            // journal written now rather than by a background thread in every snapshot.
+            Fs::Ext4 => ("mkfs.ext4", vec!["-q", "-F", "-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0"]),
+            Fs::Xfs => ("mkfs.xfs", vec!["-q", "-f", "-K"]),
+        };
+        let bin = hostinfo::which(tool).ok_or_else(|| Error::config(NAME, format!("fs={} needs {tool}", self.state.fs.name())))?;
+        let out = std::process::Command::new(&bin).args(&args).arg(&node).output().ctx(NAME, None, || format!("run {tool}"))?;
+        let _ = dm::remove(&self.dm, &name);
+        if !out.status.success() {
+            return Err(Error::Command {
+                driver: NAME.into(),
+                command: format!("{tool} {} {}", args.join(" "), node.display()),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// After a crash or from a second process: find the pool again (or rebuild its device
+    /// from the files, as after a reboot).
+    fn adopt(&mut self) -> Result<()> {
+        if self.opts.thinpool.as_deref().is_some_and(|p| p != self.state.pool) {
+            return Err(Error::config(
+                NAME,
+                format!("this root uses pool {}, not {}", self.state.pool, self.opts.thinpool.as_deref().unwrap_or_default()),
+            ));
+        }
+        let exists = dm::exists(&self.dm, &self.state.pool).ctx(NAME, None, || "list devices".into())?.is_some();
+        if exists {
+            return Ok(());
+        }
+        if !self.state.owned {
+            return Err(Error::config(NAME, format!("thinpool /dev/mapper/{} is gone", self.state.pool)));
+        }
+        if !self.data_file().exists() || !self.meta_file().exists() {
+            return Err(Error::Metadata {
+                driver: NAME.into(),
+                path: self.root.join("pool.json"),
+                message: "pool files are missing; remove the root to start over".into(),
+            });
+        }
+        let (data_loop, meta_loop) = self.loops()?;
+        let (sectors, params) = self.pool_table(&data_loop, &meta_loop)?;
+        dm::create(&self.dm, &self.state.pool, sectors, "thin-pool", &params, false)
+            .map_err(|e| dmerr(None, format!("set up thin pool {} again", self.state.pool), e))?;
+        Ok(())
+    }
+
+    /// Thin devices of this root that are active but not in use (a process died between
+    /// activating and deactivating) are deactivated; the thin data stays in the pool.
+    fn remove_stale(&self) {
+        let Ok(devs) = dm::list(&self.dm) else { return };
+        for (n, _) in devs {
+            if n.starts_with(&format!("{}-", self.prefix)) && n != self.state.pool && !self.in_use(&n) {
+                let _ = dm::remove(&self.dm, &n);
+            }
+        }
+    }
+
+    fn deactivate_all(&self) {
+        if let Ok(devs) = dm::list(&self.dm) {
+            for (n, _) in devs {
+                if n.starts_with(&format!("{}-", self.prefix)) && n != self.pool_name() && n != self.state.pool {
+                    let _ = dm::remove(&self.dm, &n);
+                }
+            }
+        }
+    }
+
+    fn in_use(&self, name: &str) -> bool {
+        use devicemapper::{DevId, DmName};
+        match DmName::new(name) {
+            Ok(nm) => self.dm.device_info(&DevId::Name(nm)).map(|i| i.open_count() > 0).unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// Activate thin device `thin_id` as `name` (if not active) and return its node.
+    fn activate(&self, name: &str, thin_id: u64, key: Option<&str>) -> Result<PathBuf> {
+        let dev = match dm::exists(&self.dm, name).ctx(NAME, key, || "list devices".into())? {
+            Some(d) => d,
+            None => {
+                let pool = dm::exists(&self.dm, &self.state.pool)
+                    .ctx(NAME, key, || "list devices".into())?
+                    .ok_or_else(|| Error::unavailable(NAME, format!("thin pool {} is not active", self.state.pool)))?;
+                dm::create(&self.dm, name, self.state.base_sectors, "thin", &format!("{pool} {thin_id}"), false)
+                    .map_err(|e| dmerr(key, format!("activate thin device {thin_id} as {name}"), e))?
+            }
+        };
+        dm::ensure_node(name, dev).map_err(|e| dmerr(key, format!("create {}", dm::node(name).display()), e))
+    }
+
+    fn deactivate_if_unused(&self, name: &str) {
+        if !self.in_use(name) {
+            if let Err(e) = dm::remove(&self.dm, name) {
+                log::warn!("{NAME}: deactivate {name}: {e}");
+            }
+        }
+    }
+
+    fn pool_status(&self) -> Result<(ThinPoolStatus, String)> {
+        dm::pool_status(&self.dm, &self.state.pool).ctx(NAME, None, || format!("status of {}", self.state.pool))
+    }
+
+    /// Docker's minimum free space guard: no new thin device when less than
+    /// `min_free_space` percent of the pool's data or metadata is free.
+    fn check_free(&self, key: &str) -> Result<()> {
+        let (st, line) = self.pool_status()?;
+        let ThinPoolStatus::Working(w) = st else {
+            return Err(Error::NoSpace { driver: NAME.into(), key: key.into(), detail: format!("thin pool failed: {line}") });
+        };
+        if w.summary == ThinPoolStatusSummary::OutOfSpace {
+            return Err(Error::NoSpace { driver: NAME.into(), key: key.into(), detail: "thin pool is out of data space".into() });
+        }
+        let u = &w.usage;
+        let pct = self.opts.min_free_pct;
+        let (used_d, total_d) = (*u.used_data, *u.total_data);
+        let (used_m, total_m) = (*u.used_meta, *u.total_meta);
+        if (total_d - used_d) * 100 < total_d * pct {
+            return Err(Error::NoSpace {
+                driver: NAME.into(),
+                key: key.into(),
+                detail: format!(
+                    "thin pool data has {} of {} blocks free, below the {pct}% minimum free space",
+                    total_d - used_d,
+                    total_d
+                ),
+            });
+        }
+        if (total_m - used_m) * 100 < total_m * pct {
+            return Err(Error::NoSpace {
+                driver: NAME.into(),
+                key: key.into(),
+                detail: format!("thin pool metadata has {} of {} blocks free, below the {pct}% minimum", total_m - used_m, total_m),
+            });
+        }
+        Ok(())
+    }
+
+    /// An error from writing into a layer: out of space when the pool says so.
+    fn classify(&self, key: &str, e: Error) -> Error {
+        if matches!(e, Error::NoSpace { .. }) {
+            return e;
+        }
+        if let Ok((ThinPoolStatus::Working(w), _)) = self.pool_status() {
+            let full = w.summary == ThinPoolStatusSummary::OutOfSpace || *w.usage.used_data >= *w.usage.total_data;
+            if full {
+                return Error::NoSpace { driver: NAME.into(), key: key.into(), detail: format!("thin pool is full ({e})") };
+            }
+        }
+        e
+    }
+
+    /// `create_snap new origin`, the origin suspended while it is active (its filesystem is
+    /// frozen for that moment, so the snapshot is consistent).
+    fn snapshot(&self, key: &str, new_id: u64, origin_id: u64, origin_name: &str) -> Result<()> {
+        let active = dm::exists(&self.dm, origin_name).ctx(NAME, Some(key), || "list devices".into())?.is_some();
+        if active {
+            dm::suspend(&self.dm, origin_name).map_err(|e| dmerr(Some(key), format!("suspend {origin_name}"), e))?;
+        }
+        let mut r = dm::message(&self.dm, &self.state.pool, &format!("create_snap {new_id} {origin_id}"));
+        if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EEXIST)) {
+            // A thin id left by a process that died before recording its layer: reuse the id.
+            let _ = dm::message(&self.dm, &self.state.pool, &format!("delete {new_id}"));
+            r = dm::message(&self.dm, &self.state.pool, &format!("create_snap {new_id} {origin_id}"));
+        }
+        if active {
+            let _ = dm::resume(&self.dm, origin_name);
+        }
+        r.map_err(|e| dmerr(Some(key), format!("create_snap {new_id} {origin_id}"), e))
+    }
+
+    fn create_layer(&self, key: &str, parent: Option<&str>, kind: Kind, labels: &Labels) -> Result<LayerInfo> {
+        self.check_free(key)?;
+        let (info, ()) = self.meta.create_with(key, parent, kind, labels, |info, parents| {
+            let (origin_id, origin_name) = match parents.first() {
+                Some(p) => (self.thin_id(p), self.thin_name(p)),
+                None => (self.state.base_thin_id, self.base_name()),
+            };
+            self.snapshot(key, self.thin_id(info), origin_id, &origin_name)
+        })?;
+        Ok(info)
+    }
+
+    fn mount_flags(&self, writable: bool) -> (MsFlags, String) {
+        let mut data = Vec::new();
+        if self.opts.discard {
+            data.push("discard");
+        }
+        if self.state.fs == Fs::Xfs {
+            // every snapshot carries the base's filesystem UUID
+            data.push("nouuid");
+        }
+        let flags = if writable { MsFlags::empty() } else { MsFlags::MS_RDONLY };
+        (flags, data.join(","))
+    }
+
+    fn mount_device(&self, info: &LayerInfo, writable: bool, target: &Path) -> Result<String> {
+        let name = self.thin_name(info);
+        let node = self.activate(&name, self.thin_id(info), Some(&info.key))?;
+        let (flags, data) = self.mount_flags(writable);
+        let r = mounts::mount(&node.to_string_lossy(), target, self.state.fs.name(), flags, Some(&data).filter(|d| !d.is_empty()).map(|d| d.as_str()));
+        if let Err(e) = r {
+            self.deactivate_if_unused(&name);
+            return Err(dmerr(Some(&info.key), format!("mount {} ({}) at {}", node.display(), self.state.fs.name(), target.display()), e));
+        }
+        Ok(name)
+    }
+
+    /// Run `f` on layer `info` mounted at its own mountpoint (`mnt/<id>`), reusing a mount
+    /// that is already there.
+    fn with_own_mount<T>(&self, info: &LayerInfo, writable: bool, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+        let dir = self.mnt_dir(info);
+        std::fs::create_dir_all(&dir).ctx(NAME, Some(&info.key), || format!("create {}", dir.display()))?;
+        let mounted_here = mounts::is_mountpoint(&dir);
+        let name = if mounted_here { None } else { Some(self.mount_device(info, writable, &dir)?) };
+        let out = f(&dir);
+        if let Some(name) = name {
+            if let Err(e) = mounts::unmount(&dir) {
+                log::warn!("{NAME}: unmount {}: {e}", dir.display());
+            }
+            self.deactivate_if_unused(&name);
+        }
+        out
+    }
+
+    fn record_path(&self, target: &Path) -> PathBuf {
+        let h = Sha256::digest(target.as_os_str().as_encoded_bytes());
+        self.root.join("mounts").join(format!("{}.json", &hex::encode(h)[..16]))
+    }
+
+    fn records(&self) -> Vec<(PathBuf, MountRecord)> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.root.join("mounts")) {
+            for e in rd.flatten() {
+                if let Some(r) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                    out.push((e.path(), r));
+                }
+            }
+        }
+        out
+    }
+
+    fn layer_usage(&self, info: &LayerInfo) -> Result<Usage> {
+        let key = info.key.as_str();
+        let chain = self.meta.chain(key)?;
+        let (parent_name, parent_id) = match chain.get(1) {
+            Some(p) => (self.thin_name(p), self.thin_id(p)),
+            None => (self.base_name(), self.state.base_thin_id),
+        };
+        let name = self.thin_name(info);
+        self.activate(&name, self.thin_id(info), Some(key))?;
+        self.activate(&parent_name, parent_id, Some(key))?;
+        let mine = dm::thin_mapped_sectors(&self.dm, &name);
+        let theirs = dm::thin_mapped_sectors(&self.dm, &parent_name);
+        self.deactivate_if_unused(&name);
+        self.deactivate_if_unused(&parent_name);
+        let mine = mine.map_err(|e| dmerr(Some(key), format!("status of {name}"), e))?;
+        let theirs = theirs.map_err(|e| dmerr(Some(key), format!("status of {parent_name}"), e))?;
+        // Inodes: used inodes of this layer's filesystem minus its parent's.
+        let used_inodes = |p: &Path| nix::sys::statvfs::statvfs(p).map(|s| s.files() as u64 - s.files_free() as u64);
+        let inodes_mine = self.with_own_mount(info, false, |d| used_inodes(d).ctx(NAME, Some(key), || "statvfs".into()))?;
+        let inodes_parent = match chain.get(1) {
+            Some(p) => self.with_own_mount(p, false, |d| used_inodes(d).ctx(NAME, Some(key), || "statvfs".into()))?,
+            None => inodes_mine.min(11), // a fresh ext4 has its reserved inodes in use
+        };
+        Ok(Usage { bytes: mine.saturating_sub(theirs) * SECTOR, inodes: inodes_mine.saturating_sub(inodes_parent) })
+    }
+}
+
+/// One `open` at a time per root sets up or adopts the pool.
+struct SetupLock(std::fs::File);
+
+impl SetupLock {
+    fn take(root: &Path) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let p = root.join("pool.lock");
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&p).ctx(NAME, None, || format!("open {}", p.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::io(NAME, None, "flock pool.lock", std::io::Error::last_os_error()));
+        }
+        Ok(SetupLock(f))
+    }
+}
+
+impl Drop for SetupLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain flock on a descriptor we own.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+impl Driver for DeviceMapper {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn implementation(&self) -> Implementation {
+        self.imp.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_diff: false,
+            quota: true, // every layer is a block device of base_size
+            block_level_cow: true,
+            shared_page_cache: false, // each thin device has its own page cache
+            shares_layers: true,
+            max_depth: None,
+            stand_in: false,
+            loop_backed: self.state.owned,
+            discard: self.opts.discard,
+            o_direct: true,
+        }
+    }
+
+    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<LayerInfo> {
+        self.create_layer(key, parent, Kind::Active, labels)
+    }
+
+    fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<LayerInfo> {
+        self.create_layer(key, Some(parent), Kind::View, labels)
+    }
+
+    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
+        // The thin device keeps its id; it is simply never mounted writable again.
+        let (info, ()) = self.meta.commit_with(name, key, labels, |_, _| Ok(()))?;
+        Ok(info)
+    }
+
+    fn mount(&self, key: &str, target: &Path) -> Result<()> {
+        let info = self.meta.get(key)?;
+        let target = std::fs::canonicalize(target).ctx(NAME, Some(key), || format!("mount target {}", target.display()))?;
+        let device = self.mount_device(&info, info.kind == Kind::Active, &target)?;
+        let rec = MountRecord { target: target.clone(), key: key.into(), device };
+        let p = self.record_path(&target);
+        if let Err(e) = serde_json::to_vec(&rec).map_err(std::io::Error::other).and_then(|b| std::fs::write(&p, b)) {
+            let _ = mounts::unmount(&target);
+            self.deactivate_if_unused(&rec.device);
+            return Err(dmerr(Some(key), format!("record mount in {}", p.display()), e));
+        }
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        let target = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+        let p = self.record_path(&target);
+        let rec: Option<MountRecord> = std::fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        mounts::unmount(&target).ctx(NAME, rec.as_ref().map(|r| r.key.as_str()), || format!("unmount {}", target.display()))?;
+        if let Some(rec) = rec {
+            self.deactivate_if_unused(&rec.device);
+            let _ = std::fs::remove_file(&p);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        let info = self.meta.get(key)?;
+        let name = self.thin_name(&info);
+        if self.in_use(&name) {
+            return Err(Error::invalid(NAME, key, format!("is in use (mounted): {}", dm::node(&name).display())));
+        }
+        self.meta.remove_with(key, |info| {
+            if self.opts.discard {
+                // Return the blocks to the loop file before the pool forgets the device.
+                let node = self.activate(&name, self.thin_id(info), Some(key))?;
+                dm::discard_all(&node).map_err(|e| dmerr(Some(key), format!("discard {}", node.display()), e))?;
+            }
+            dm::remove(&self.dm, &name).map_err(|e| dmerr(Some(key), format!("deactivate {name}"), e))?;
+            dm::message(&self.dm, &self.state.pool, &format!("delete {}", self.thin_id(info)))
+                .map_err(|e| dmerr(Some(key), format!("delete thin device {}", self.thin_id(info)), e))?;
+            let _ = std::fs::remove_dir(self.mnt_dir(info));
+            Ok(())
+        })
+    }
+
+    fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
+        let info = self.meta.get(key)?;
+        if info.kind != Kind::Active {
+            return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", info.kind)));
+        }
+        let r = self.with_own_mount(&info, true, |dir| {
+            let stats = archive::apply(NAME, key, tar, dir, Whiteouts::Delete)?;
+            // Data on the device before the mount goes away (syncfs of this filesystem), so a
+            // full pool is reported here rather than lost at unmount.
+            let f = std::fs::File::open(dir).ctx(NAME, Some(key), || "open layer root".into())?;
+            // SAFETY: syncfs on a descriptor we own.
+            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+                return Err(Error::io(NAME, Some(key), "sync layer", std::io::Error::last_os_error()));
+            }
+            Ok(stats)
+        });
+        r.map_err(|e| self.classify(key, e))
+    }
+
+    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
+        let chain = self.meta.chain(key)?;
+        self.with_own_mount(&chain[0], false, |upper| match chain.get(1) {
+            Some(p) => self.with_own_mount(p, false, |lower| {
+                archive::write_diff(NAME, key, &DiffSource::Compare { lower: Some(lower), upper }, out)
+            }),
+            None => archive::write_diff(NAME, key, &DiffSource::Compare { lower: None, upper }, out),
+        })
+    }
+
+    fn changes(&self, key: &str) -> Result<Vec<Change>> {
+        let chain = self.meta.chain(key)?;
+        self.with_own_mount(&chain[0], false, |upper| match chain.get(1) {
+            Some(p) => self.with_own_mount(p, false, |lower| {
+                archive::changes(NAME, key, &DiffSource::Compare { lower: Some(lower), upper })
+            }),
+            None => archive::changes(NAME, key, &DiffSource::Compare { lower: None, upper }),
+        })
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        let info = self.meta.get(key)?;
+        self.layer_usage(&info)
+    }
+
+    fn stat(&self, key: &str) -> Result<LayerInfo> {
+        self.meta.get(key)
+    }
+
+    fn list(&self) -> Result<Vec<LayerInfo>> {
+        self.meta.list()
+    }
+
+    fn status(&self) -> Result<BTreeMap<String, String>> {
+        let mut s = BTreeMap::new();
+        s.insert("implementation".into(), self.imp.to_string());
+        s.insert("pool".into(), format!("/dev/mapper/{}", self.state.pool));
+        s.insert("pool_owned".into(), self.state.owned.to_string());
+        s.insert("block_size_bytes".into(), (self.state.block_sectors * SECTOR).to_string());
+        s.insert("base_size_bytes".into(), (self.state.base_sectors * SECTOR).to_string());
+        s.insert("fs".into(), self.state.fs.name().into());
+        s.insert("discard".into(), self.opts.discard.to_string());
+        s.insert("min_free_space_pct".into(), self.opts.min_free_pct.to_string());
+        s.insert("device_prefix".into(), self.prefix.clone());
+        s.insert("layers".into(), self.meta.list()?.len().to_string());
+        let (st, line) = self.pool_status()?;
+        s.insert("pool_status".into(), line);
+        if let ThinPoolStatus::Working(w) = st {
+            let bs = self.state.block_sectors * SECTOR;
+            s.insert("data_used_bytes".into(), (*w.usage.used_data * bs).to_string());
+            s.insert("data_total_bytes".into(), (*w.usage.total_data * bs).to_string());
+            // thin-pool metadata blocks are 4 KiB
+            s.insert("metadata_used_bytes".into(), (*w.usage.used_meta * 4096).to_string());
+            s.insert("metadata_total_bytes".into(), (*w.usage.total_meta * 4096).to_string());
+            s.insert(
+                "pool_mode".into(),
+                match w.summary {
+                    ThinPoolStatusSummary::Good => "rw",
+                    ThinPoolStatusSummary::ReadOnly => "ro",
+                    ThinPoolStatusSummary::OutOfSpace => "out_of_data_space",
+                }
+                .into(),
+            );
+        }
+        if self.state.owned {
+            for (k, f) in [("data", self.data_file()), ("metadata", self.meta_file())] {
+                s.insert(format!("{k}_file"), f.display().to_string());
+                s.insert(format!("{k}_file_allocated_bytes"), allocated_bytes(&f).to_string());
+                if let Ok(Some(d)) = loopdev::find_by_file(&f).map(|v| v.into_iter().next()) {
+                    s.insert(format!("{k}_loop"), d.display().to_string());
+                }
+            }
+        }
+        let active = dm::list(&self.dm)
+            .map(|v| v.iter().filter(|(n, _)| n.starts_with(&format!("{}-", self.prefix)) && *n != self.state.pool).count())
+            .unwrap_or(0);
+        s.insert("active_thin_devices".into(), active.to_string());
+        Ok(s)
+    }
+
+    fn teardown(&self) -> Result<()> {
+        for (p, r) in self.records() {
+            let _ = mounts::unmount(&r.target);
+            let _ = std::fs::remove_file(p);
+        }
+        mounts::unmount_all_under(&self.root.join("mnt")).ctx(NAME, None, || "unmount layer mountpoints".into())?;
+        self.deactivate_all();
+        let mut first_err = None;
+        if self.state.owned {
+            if let Err(e) = dm::remove(&self.dm, &self.state.pool) {
+                first_err.get_or_insert(dmerr(None, format!("remove pool {}", self.state.pool), e));
+            }
+            for f in [self.data_file(), self.meta_file()] {
+                if let Ok(devs) = loopdev::find_by_file(&f) {
+                    for d in devs {
+                        let _ = loopdev::detach(&d);
+                    }
+                }
+                let _ = std::fs::remove_file(&f);
+            }
+        } else {
+            // The user's pool stays; only the thin devices made here go.
+            let mut ids: Vec<u64> = self.meta.list()?.iter().map(|l| self.thin_id(l)).collect();
+            ids.push(self.state.base_thin_id);
+            for id in ids {
+                if let Err(e) = dm::message(&self.dm, &self.state.pool, &format!("delete {id}")) {
+                    if e.raw_os_error() != Some(libc::ENODATA) {
+                        first_err.get_or_insert(dmerr(None, format!("delete thin device {id}"), e));
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let _ = std::fs::remove_file(self.root.join("pool.json"));
+        self.meta.clear()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8G"), Some(8 << 30));
+        assert_eq!(parse_size("256M"), Some(256 << 20));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("12Q"), None);
+    }
+
+    #[test]
+    fn options() {
+        let o = parse_opts(&DriverConfig::new("/r")).unwrap();
+        assert_eq!((o.data_size, o.metadata_size, o.base_size), (8 << 30, 256 << 20, 10 << 30));
+        assert!(o.discard && o.fs == Fs::Ext4 && o.min_free_pct == 10 && o.thinpool.is_none());
+        let o = parse_opts(
+            &DriverConfig::new("/r")
+                .with_option("thinpool", "/dev/mapper/docker-pool")
+                .with_option("discard", "false")
+                .with_option("fs", "xfs"),
+        )
+        .unwrap();
+        assert_eq!(o.thinpool.as_deref(), Some("docker-pool"));
+        assert!(!o.discard && o.fs == Fs::Xfs);
+        assert!(matches!(parse_opts(&DriverConfig::new("/r").with_option("bogus", "1")), Err(Error::Config { .. })));
+        assert!(matches!(parse_opts(&DriverConfig::new("/r").with_option("base_size", "1000")), Err(Error::Config { .. })));
+    }
+
+    #[test]
+    fn probe_says_why() {
+        let r = probe();
+        if !has_device_mapper() {
+            assert!(!r.available);
+            assert_eq!(r.reason.as_deref(), Some("no device-mapper in this kernel"));
+            assert!(r.hint.as_deref().unwrap().contains("scripts/vm"));
+        } else if r.available {
+            assert_eq!(r.implementation.as_deref(), Some(IMPLEMENTATION));
+        }
+    }
+}
