@@ -18,6 +18,7 @@ pub const TEST_ROOT_ENV: &str = "COWBENCH_TEST_ROOT";
 pub struct Fixture {
     driver: Option<Box<dyn Driver>>,
     root: PathBuf,
+    cfg: DriverConfig,
     tmp: Option<tempfile::TempDir>,
 }
 
@@ -53,7 +54,7 @@ pub fn fixture(name: &str, options: &[(&str, &str)]) -> Option<Fixture> {
         cfg = cfg.with_option(*k, *v);
     }
     let driver = registry::open(name, &cfg).unwrap_or_else(|e| panic!("open {name}: {e}"));
-    Some(Fixture { driver: Some(driver), root, tmp: Some(tmp) })
+    Some(Fixture { driver: Some(driver), root, cfg, tmp: Some(tmp) })
 }
 
 impl Fixture {
@@ -64,6 +65,11 @@ impl Fixture {
     /// The test's own directory (the driver root is `root()/root`).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The configuration the driver was opened with (to open a second handle on the same root).
+    pub fn config(&self) -> &DriverConfig {
+        &self.cfg
     }
 
     /// A fresh empty directory under the test's root, e.g. a mount target.

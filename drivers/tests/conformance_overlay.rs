@@ -1,0 +1,3 @@
+//! The conformance suite on the `overlay` backend (kernel overlayfs).
+
+cowbench_drivers::conformance_tests!("overlay");
