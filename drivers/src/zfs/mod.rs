@@ -1,17 +1,759 @@
-//! The `zfs` backend. (Being written: reports itself unavailable until it lands.)
+//! The `zfs` backend, driving the `zfs`/`zpool` CLI as moby's zfs graphdriver does.
+//!
+//! - base layer: `zfs create` of a filesystem; child layer: `zfs snapshot parent@<id>` +
+//!   `zfs clone`, after which the snapshot is marked for deferred destruction (`destroy -d`),
+//!   so it goes away with its last clone (moby does the same);
+//! - view: a clone with `readonly=on`; commit: `zfs set readonly=on`;
+//! - remove: unmount, destroy the clone, then its origin snapshot if it is still there.
+//!
+//! Two implementations run the same CLI:
+//! - the OpenZFS kernel module: datasets get `mountpoint=legacy` and cowbench mounts them with
+//!   mount(2) (type `zfs`), like moby;
+//! - zfs-fuse (Debian `zfs-fuse`, ZFS in a userspace daemon): it has no `mount -t zfs` and
+//!   ignores legacy mounts (its mounts are FUSE mounts made by the daemon itself), so every
+//!   dataset gets `mountpoint=<driver root>/mnt/<id>` and the daemon mounts it there when it is
+//!   created or its pool imported. Tried here: `mount -t zfs` fails (unknown filesystem
+//!   type), `zfs mount` refuses legacy datasets, a clone is mounted at creation whatever
+//!   `canmount` says. A just-unmounted dataset is sometimes reported busy for a moment, so
+//!   destroys are retried.
+//!
+//! In both cases each layer is mounted at `<driver root>/mnt/<id>` while it exists, and
+//! [`Driver::mount`] is a bind mount of that directory (read-only for views and committed
+//! layers); apply, changes and diff work on those directories.
+//!
+//! Storage: by default a pool `cowbench-<8 hex of sha256(driver root)>` on a sparse file
+//! `<driver root>/pool.img` (option `size`, default 2G), created with `cachefile=none` so that
+//! no daemon or boot imports it behind cowbench's back. `dataset=POOL/DS` uses an existing
+//! dataset instead: layers go to `POOL/DS/cowbench-<hash>`, which teardown destroys; the
+//! dataset itself is never touched.
+//!
+//! Usage: the `used` property of the layer's dataset (its unique bytes; clones share the rest
+//! with their origin), read after a pool sync: properties are updated when a transaction group
+//! syncs, and setting a property is a sync task that returns only after one has.
 
 pub mod cmd;
+pub mod daemon;
 
-use crate::driver::{Driver, DriverConfig, ProbeReport};
-use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::mount::MsFlags;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::archive::{self, DiffSource, Whiteouts};
+use crate::driver::{
+    ApplyStats, Capabilities, Change, ChangeKind, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo,
+    ProbeReport, Usage,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::meta::MetaStore;
+use crate::sys::{hostinfo, loopdev, mounts};
+use cmd::{parse_size, run};
 
 pub const NAME: &str = "zfs";
 
+const DEFAULT_SIZE: u64 = 2 << 30;
+/// ZFS refuses vdevs below 64 MiB.
+const MIN_SIZE: u64 = 64 << 20;
+const TIMEOUT: Duration = Duration::from_secs(120);
+const KNOWN_OPTIONS: [&str; 2] = ["size", "dataset"];
+
+/// Which code runs ZFS here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flavor {
+    /// The OpenZFS kernel module, with its version.
+    Kernel(Option<String>),
+    /// zfs-fuse, with the Debian package version.
+    Fuse(Option<String>),
+}
+
+impl Flavor {
+    fn implementation(&self) -> Implementation {
+        match self {
+            Flavor::Kernel(v) => Implementation {
+                name: format!("kernel (OpenZFS {})", v.as_deref().unwrap_or("unknown version")),
+                version: v.clone(),
+            },
+            Flavor::Fuse(v) => Implementation { name: "zfs-fuse".into(), version: v.clone() },
+        }
+    }
+
+    fn is_fuse(&self) -> bool {
+        matches!(self, Flavor::Fuse(_))
+    }
+}
+
+/// Look at the host without changing anything.
+pub fn detect() -> std::result::Result<Flavor, String> {
+    if hostinfo::which("zfs").is_none() || hostinfo::which("zpool").is_none() {
+        return Err("the zfs/zpool commands are not installed (Debian zfsutils-linux with the OpenZFS module, or zfs-fuse)".into());
+    }
+    if hostinfo::kernel_has_fs("zfs") || Path::new("/sys/module/zfs").exists() {
+        if !Path::new("/dev/zfs").exists() {
+            return Err("the zfs kernel module is loaded but /dev/zfs is missing".into());
+        }
+        let v = fs::read_to_string("/sys/module/zfs/version").ok().map(|s| s.trim().split('-').next().unwrap_or("").to_string());
+        return Ok(Flavor::Kernel(v.filter(|s| !s.is_empty())));
+    }
+    if hostinfo::which("zfs-fuse").is_none() {
+        return Err(format!(
+            "kernel {} has no zfs module and zfs-fuse is not installed",
+            hostinfo::kernel_release()
+        ));
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Err("zfs-fuse needs /dev/fuse, which is missing".into());
+    }
+    Ok(Flavor::Fuse(fuse_version()))
+}
+
+fn fuse_version() -> Option<String> {
+    let out = run(NAME, "dpkg-query", &["-W", "-f", "${Version}", "zfs-fuse"], Duration::from_secs(10)).ok()?;
+    let v = out.stdout.trim();
+    // "0.7.0-25+b1": the upstream part is the zfs-fuse version.
+    (!v.is_empty()).then(|| v.split('-').next().unwrap_or(v).to_string())
+}
+
 pub fn probe() -> ProbeReport {
-    ProbeReport::unavailable(NAME, "backend not built yet")
+    if !hostinfo::is_root() {
+        return ProbeReport::unavailable(NAME, "needs root (zfs/zpool, mounts)");
+    }
+    let flavor = match detect() {
+        Ok(f) => f,
+        Err(reason) => {
+            return ProbeReport::unavailable(NAME, reason)
+                .with_hint("install zfsutils-linux with the OpenZFS module, or the Debian package zfs-fuse")
+        }
+    };
+    if flavor.is_fuse() {
+        // The daemon is part of the implementation: start it now, so "available" means the
+        // CLI answers.
+        let r = daemon::lock().and_then(|_l| daemon::ensure());
+        if let Err(e) = r {
+            return ProbeReport::unavailable(NAME, format!("the zfs-fuse daemon does not answer: {e}"));
+        }
+    }
+    let mut r = ProbeReport::available(NAME, &flavor.implementation());
+    r.stand_in = flavor.is_fuse();
+    if let Ok(out) = run(NAME, "zpool", &["upgrade", "-v"], Duration::from_secs(10)) {
+        if let Some(v) = out.stdout.lines().find_map(|l| l.split("pool version ").nth(1)) {
+            r = r.with_detail("pool_version", v.trim_end_matches('.'));
+        }
+    }
+    if flavor.is_fuse() {
+        r = r
+            .with_detail("daemon_pid", daemon::running_pid().map(|p| p.to_string()).unwrap_or_default())
+            .with_detail("daemon_started_by_cowbench", daemon::started_by_us().to_string());
+    }
+    r
+}
+
+/// An exclusive `flock`, released on drop.
+pub struct FileLock(File);
+
+impl FileLock {
+    fn acquire(path: &Path) -> Result<Self> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .ctx(NAME, None, || format!("open {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::io(NAME, None, format!("flock {}", path.display()), std::io::Error::last_os_error()));
+        }
+        Ok(FileLock(f))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // SAFETY: flock on a descriptor we own.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// Where the layers live; persisted so that a second process finds the same store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+enum Store {
+    /// cowbench's own pool on a sparse file; layers are `<pool>/<id>`.
+    Pool { pool: String, image: PathBuf },
+    /// Below a dataset the user named; layers are `<base>/<id>`.
+    Dataset { dataset: String, base: String },
+}
+
+impl Store {
+    fn base(&self) -> &str {
+        match self {
+            Store::Pool { pool, .. } => pool,
+            Store::Dataset { base, .. } => base,
+        }
+    }
+
+    fn pool(&self) -> &str {
+        match self {
+            Store::Pool { pool, .. } => pool,
+            Store::Dataset { dataset, .. } => dataset.split('/').next().unwrap_or(dataset),
+        }
+    }
+}
+
+pub struct Zfs {
+    root: PathBuf,
+    meta: MetaStore,
+    store: Store,
+    flavor: Flavor,
+}
+
+fn hash8(p: &Path) -> String {
+    let canon = fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    hex::encode(&sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes())[..4])
+}
+
+/// A zfs/zpool failure that means "full" becomes [`Error::NoSpace`].
+fn classify(e: Error, key: Option<&str>) -> Error {
+    match e {
+        Error::Command { ref stderr, ref command, .. } if stderr.contains("out of space") => Error::NoSpace {
+            driver: NAME.into(),
+            key: key.unwrap_or("-").into(),
+            detail: format!("{command}: {stderr}"),
+        },
+        e => e,
+    }
+}
+
+fn zfs(key: Option<&str>, args: &[&str]) -> Result<String> {
+    run(NAME, "zfs", args, TIMEOUT).map(|o| o.stdout).map_err(|e| classify(e, key))
+}
+
+fn zpool(args: &[&str]) -> Result<String> {
+    run(NAME, "zpool", args, TIMEOUT).map(|o| o.stdout).map_err(|e| classify(e, None))
+}
+
+fn stderr_has(e: &Error, what: &[&str]) -> bool {
+    matches!(e, Error::Command { stderr, .. } if what.iter().any(|w| stderr.contains(w)))
+}
+
+fn exists(ds: &str) -> bool {
+    run(NAME, "zfs", &["list", "-H", "-o", "name", ds], TIMEOUT).is_ok()
+}
+
+fn pool_imported(pool: &str) -> bool {
+    run(NAME, "zpool", &["list", "-H", "-o", "name", pool], TIMEOUT).is_ok()
+}
+
+/// `zfs destroy` (with `extra` flags), retried while the dataset is briefly busy after an
+/// unmount (zfs-fuse); a dataset that is already gone counts as destroyed.
+fn destroy(key: Option<&str>, extra: &[&str], ds: &str) -> Result<()> {
+    let mut args = vec!["destroy"];
+    args.extend_from_slice(extra);
+    args.push(ds);
+    let mut last = None;
+    for i in 0..40u64 {
+        match zfs(key, &args) {
+            Ok(_) => return Ok(()),
+            Err(e) if stderr_has(&e, &["does not exist", "could not find"]) => return Ok(()),
+            Err(e) if stderr_has(&e, &["busy"]) => {
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(50 + 25 * i.min(8)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("at least one try"))
 }
 
 /// Open (set up or adopt) the backend under `cfg.root/zfs`.
-pub fn open(_cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
-    Err(Error::unavailable(NAME, "backend not built yet"))
+pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
+    Ok(Box::new(Zfs::open(cfg)?))
+}
+
+impl Zfs {
+    pub fn open(cfg: &DriverConfig) -> Result<Self> {
+        for k in cfg.options.keys() {
+            if !KNOWN_OPTIONS.contains(&k.as_str()) {
+                return Err(Error::config(NAME, format!("unknown option '{k}' (known: {})", KNOWN_OPTIONS.join(", "))));
+            }
+        }
+        let size = match cfg.option("size") {
+            Some(v) => parse_size(v).ok_or_else(|| Error::config(NAME, format!("option size={v}: not a size")))?,
+            None => DEFAULT_SIZE,
+        };
+        if size < MIN_SIZE {
+            return Err(Error::config(NAME, format!("size {size} is below the {MIN_SIZE} bytes a ZFS vdev needs")));
+        }
+        let flavor = detect().map_err(|r| Error::unavailable(NAME, r))?;
+        let root = cfg.driver_root(NAME);
+        fs::create_dir_all(root.join("mnt")).ctx(NAME, None, || format!("create {}", root.display()))?;
+        let _root_lock = FileLock::acquire(&root.join("setup.lock"))?;
+        let _host_lock = daemon::lock()?;
+        if flavor.is_fuse() {
+            daemon::ensure()?;
+        }
+        let meta = MetaStore::open(NAME, &root)?;
+        let state_path = root.join("store.json");
+        let saved: Option<Store> = match fs::read(&state_path) {
+            Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::Metadata {
+                driver: NAME.into(),
+                path: state_path.clone(),
+                message: e.to_string(),
+            })?),
+            Err(_) => None,
+        };
+        let wanted = match cfg.option("dataset") {
+            Some(ds) => {
+                if !exists(ds) {
+                    return Err(Error::config(NAME, format!("dataset={ds} does not exist")));
+                }
+                Store::Dataset { dataset: ds.into(), base: format!("{ds}/cowbench-{}", hash8(&root)) }
+            }
+            None => Store::Pool { pool: format!("cowbench-{}", hash8(&root)), image: root.join("pool.img") },
+        };
+        if let Some(s) = &saved {
+            if *s != wanted {
+                return Err(Error::config(
+                    NAME,
+                    format!("{} was set up with {s:?}; open it with the same options or tear it down first", root.display()),
+                ));
+            }
+        }
+        match &wanted {
+            Store::Pool { pool, image } => {
+                if !pool_imported(pool) {
+                    if image.exists() {
+                        let dir = root.to_string_lossy().into_owned();
+                        zpool(&["import", "-d", &dir, "-o", "cachefile=none", pool])?;
+                    } else {
+                        loopdev::create_sparse(image, size).ctx(NAME, None, || format!("create {}", image.display()))?;
+                        let img = image.to_string_lossy().into_owned();
+                        // No cache file: only cowbench imports this pool, and only from here.
+                        let r = zpool(&["create", "-o", "cachefile=none", "-m", "none", pool, &img]);
+                        if let Err(e) = r {
+                            let _ = fs::remove_file(image);
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            Store::Dataset { base, .. } => {
+                if !exists(base) {
+                    zfs(None, &["create", "-o", "mountpoint=none", base])?;
+                }
+            }
+        }
+        if saved.is_none() {
+            let bytes = serde_json::to_vec_pretty(&wanted).expect("serializable");
+            fs::write(&state_path, bytes).ctx(NAME, None, || format!("write {}", state_path.display()))?;
+        }
+        let z = Zfs { root, meta, store: wanted, flavor };
+        // After a reboot or a daemon restart the layers exist but are not mounted.
+        for l in z.meta.list()? {
+            z.mount_internal(&l)?;
+        }
+        Ok(z)
+    }
+
+    fn ds(&self, id: u64) -> String {
+        format!("{}/{id}", self.store.base())
+    }
+
+    fn mnt(&self, id: u64) -> PathBuf {
+        self.root.join("mnt").join(id.to_string())
+    }
+
+    fn mountpoint_prop(&self, id: u64) -> String {
+        match self.flavor {
+            Flavor::Kernel(_) => "mountpoint=legacy".into(),
+            Flavor::Fuse(_) => format!("mountpoint={}", self.mnt(id).display()),
+        }
+    }
+
+    /// Mount layer `l`'s dataset at its directory under `mnt/` unless it is mounted.
+    fn mount_internal(&self, l: &LayerInfo) -> Result<()> {
+        let dir = self.mnt(l.id);
+        if mounts::is_mountpoint(&dir) {
+            return Ok(());
+        }
+        let ds = self.ds(l.id);
+        match self.flavor {
+            Flavor::Kernel(_) => {
+                fs::create_dir_all(&dir).ctx(NAME, Some(&l.key), || format!("create {}", dir.display()))?;
+                let flags = if l.kind == Kind::Active { MsFlags::empty() } else { MsFlags::MS_RDONLY };
+                mounts::mount(&ds, &dir, "zfs", flags, None)
+                    .ctx(NAME, Some(&l.key), || format!("mount {ds} on {}", dir.display()))
+            }
+            Flavor::Fuse(_) => match zfs(Some(&l.key), &["mount", &ds]) {
+                Err(e) if stderr_has(&e, &["already mounted"]) => Ok(()),
+                r => r.map(|_| ()),
+            },
+        }
+    }
+
+    fn unmount_internal(&self, key: &str, id: u64) -> Result<()> {
+        let dir = self.mnt(id);
+        match self.flavor {
+            Flavor::Kernel(_) => mounts::unmount(&dir).ctx(NAME, Some(key), || format!("unmount {}", dir.display())),
+            Flavor::Fuse(_) => {
+                if !mounts::is_mountpoint(&dir) {
+                    return Ok(());
+                }
+                match zfs(Some(key), &["umount", &self.ds(id)]) {
+                    Err(e) if stderr_has(&e, &["not currently mounted", "not mounted"]) => Ok(()),
+                    r => r.map(|_| ()),
+                }
+            }
+        }
+    }
+
+    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, labels: &Labels) -> Result<LayerInfo> {
+        let (info, ()) = self.meta.create_with(key, parent, kind, labels, |info, parents| {
+            let ds = self.ds(info.id);
+            if exists(&ds) {
+                // Left by a process that died between creating it and recording it.
+                let _ = self.unmount_internal(key, info.id);
+                destroy(Some(key), &["-r"], &ds)?;
+            }
+            let mp = self.mountpoint_prop(info.id);
+            match parents.first() {
+                None => {
+                    zfs(Some(key), &["create", "-o", &mp, &ds])?;
+                }
+                Some(p) => {
+                    let snap = format!("{}@{}", self.ds(p.id), info.id);
+                    zfs(Some(key), &["snapshot", &snap])?;
+                    let mut args = vec!["clone", "-o", &mp];
+                    if kind == Kind::View {
+                        args.extend(["-o", "readonly=on"]);
+                    }
+                    args.extend([snap.as_str(), ds.as_str()]);
+                    if let Err(e) = zfs(Some(key), &args) {
+                        let _ = destroy(Some(key), &[], &snap);
+                        return Err(e);
+                    }
+                    // Deferred: the snapshot goes away by itself with the clone (as in moby).
+                    if let Err(e) = zfs(Some(key), &["destroy", "-d", &snap]) {
+                        log::warn!("zfs: deferred destroy of {snap}: {e}");
+                    }
+                }
+            }
+            if let Err(e) = self.mount_internal(info) {
+                let _ = self.unmount_internal(key, info.id);
+                let _ = destroy(Some(key), &[], &ds);
+                return Err(e);
+            }
+            Ok(())
+        })?;
+        Ok(info)
+    }
+
+    fn parent_dir(&self, key: &str) -> Result<(LayerInfo, Option<PathBuf>)> {
+        let chain = self.meta.chain(key)?;
+        Ok((chain[0].clone(), chain.get(1).map(|p| self.mnt(p.id))))
+    }
+
+    /// Mounts of our datasets outside `mnt/` (bind mounts made by [`Driver::mount`]),
+    /// deepest first.
+    fn foreign_mounts(&self) -> Vec<PathBuf> {
+        let prefix = format!("{}/", self.store.base());
+        let internal = self.root.join("mnt");
+        let internal = fs::canonicalize(&internal).unwrap_or(internal);
+        let mut v: Vec<PathBuf> = mounts::mounts()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.source.starts_with(&prefix) && m.target.parent() != Some(internal.as_path()))
+            .map(|m| m.target)
+            .collect();
+        v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        v.dedup();
+        v
+    }
+
+    fn arc_facts(&self, out: &mut BTreeMap<String, String>) {
+        let wanted = ["size", "c", "c_max", "hits", "misses"];
+        match self.flavor {
+            Flavor::Kernel(_) => match fs::read_to_string("/proc/spl/kstat/zfs/arcstats") {
+                Ok(t) => {
+                    for l in t.lines() {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        if f.len() == 3 && wanted.contains(&f[0]) {
+                            out.insert(format!("arc_{}", f[0]), f[2].into());
+                        }
+                    }
+                }
+                Err(_) => {
+                    out.insert("arc".into(), "not exposed (/proc/spl/kstat/zfs/arcstats unreadable)".into());
+                }
+            },
+            Flavor::Fuse(_) => {
+                // zfs-fuse mounts its kstats (one file per counter) at /zfs-kstat unless
+                // started with --no-kstat-mount.
+                let dir = Path::new("/zfs-kstat/zfs/arcstats");
+                let mut any = false;
+                for w in wanted {
+                    if let Ok(v) = fs::read_to_string(dir.join(w)) {
+                        out.insert(format!("arc_{w}"), v.trim().into());
+                        any = true;
+                    }
+                }
+                if !any {
+                    out.insert("arc".into(), "not exposed (no /zfs-kstat: daemon started with --no-kstat-mount?)".into());
+                }
+            }
+        }
+    }
+}
+
+impl Driver for Zfs {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn implementation(&self) -> Implementation {
+        self.flavor.implementation()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            native_diff: false,
+            // Per-dataset quotas exist in ZFS but cowbench does not set them (yet).
+            quota: false,
+            // Copy-on-write per record (128 KiB by default), not per file.
+            block_level_cow: true,
+            // The claim to test: clones read shared blocks through one ARC.
+            shared_page_cache: true,
+            shares_layers: true,
+            max_depth: None,
+            stand_in: self.flavor.is_fuse(),
+            // A pool on a file vdev (not a loop device, but the same caveat: the host's page
+            // cache and filesystem sit under the pool).
+            loop_backed: matches!(self.store, Store::Pool { .. }),
+            discard: false,
+            // OpenZFS before 2.3 and zfs-fuse accept O_DIRECT opens and serve them cached.
+            o_direct: true,
+        }
+    }
+
+    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<LayerInfo> {
+        self.create(key, parent, Kind::Active, labels)
+    }
+
+    fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<LayerInfo> {
+        self.create(key, Some(parent), Kind::View, labels)
+    }
+
+    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
+        let (info, ()) = self.meta.commit_with(name, key, labels, |active, _| {
+            // Flush what writers left in the page cache before the dataset turns read-only.
+            if let Ok(f) = File::open(self.mnt(active.id)) {
+                let _ = nix::unistd::syncfs(f.as_raw_fd());
+            }
+            zfs(Some(key), &["set", "readonly=on", &self.ds(active.id)]).map(|_| ())
+        })?;
+        Ok(info)
+    }
+
+    fn mount(&self, key: &str, target: &Path) -> Result<()> {
+        let info = self.meta.get(key)?;
+        self.mount_internal(&info)?;
+        let src = self.mnt(info.id);
+        let s = src.to_string_lossy().into_owned();
+        mounts::mount(&s, target, "", MsFlags::MS_BIND, None)
+            .ctx(NAME, Some(key), || format!("bind {} on {}", src.display(), target.display()))?;
+        if info.kind != Kind::Active {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            if let Err(e) = mounts::mount("", target, "", flags, None) {
+                let _ = mounts::unmount(target);
+                return Err(Error::io(NAME, Some(key), format!("make {} read-only", target.display()), e));
+            }
+        }
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        self.meta.remove_with(key, |info| {
+            let ds = self.ds(info.id);
+            let origin = zfs(Some(key), &["get", "-H", "-o", "value", "origin", &ds])
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            self.unmount_internal(key, info.id)?;
+            destroy(Some(key), &[], &ds)?;
+            // Normally gone already (deferred destroy); not when -d was refused.
+            if origin.contains('@') {
+                destroy(Some(key), &[], &origin)?;
+            }
+            let _ = fs::remove_dir(self.mnt(info.id));
+            Ok(())
+        })
+    }
+
+    fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
+        let info = self.meta.get(key)?;
+        if info.kind != Kind::Active {
+            return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", info.kind)));
+        }
+        self.mount_internal(&info)?;
+        archive::apply(NAME, key, tar, &self.mnt(info.id), Whiteouts::Delete)
+    }
+
+    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
+        let (info, lower) = self.parent_dir(key)?;
+        let upper = self.mnt(info.id);
+        archive::write_diff(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &upper }, out)
+    }
+
+    fn changes(&self, key: &str) -> Result<Vec<Change>> {
+        let (info, lower) = self.parent_dir(key)?;
+        let upper = self.mnt(info.id);
+        archive::changes(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &upper })
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        let info = self.meta.get(key)?;
+        let ds = self.ds(info.id);
+        if let Ok(f) = File::open(self.mnt(info.id)) {
+            let _ = nix::unistd::syncfs(f.as_raw_fd());
+        }
+        // A property change is a sync task: it returns once a transaction group has synced,
+        // so `used` below includes everything written so far.
+        let stamp = format!("cowbench:usage-sync={}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        zfs(Some(key), &["set", &stamp, &ds])?;
+        let out = zfs(Some(key), &["get", "-Hp", "-o", "value", "used", &ds])?;
+        let bytes = out.trim().parse::<u64>().map_err(|_| Error::Command {
+            driver: NAME.into(),
+            command: format!("zfs get -Hp -o value used {ds}"),
+            status: "unparsable output".into(),
+            stderr: out.clone(),
+        })?;
+        let inodes = self.changes(key)?.iter().filter(|c| c.kind != ChangeKind::Deleted).count() as u64;
+        Ok(Usage { bytes, inodes })
+    }
+
+    fn stat(&self, key: &str) -> Result<LayerInfo> {
+        self.meta.get(key)
+    }
+
+    fn list(&self) -> Result<Vec<LayerInfo>> {
+        self.meta.list()
+    }
+
+    fn status(&self) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        out.insert("implementation".into(), self.flavor.implementation().to_string());
+        let pool = self.store.pool().to_string();
+        out.insert("pool".into(), pool.clone());
+        out.insert("layers_dataset".into(), self.store.base().into());
+        match &self.store {
+            Store::Pool { image, .. } => {
+                out.insert("mode".into(), "pool on a sparse file".into());
+                out.insert("vdev_file".into(), image.display().to_string());
+                if let Ok(md) = fs::metadata(image) {
+                    use std::os::unix::fs::MetadataExt;
+                    out.insert("vdev_file_apparent_bytes".into(), md.len().to_string());
+                    out.insert("vdev_file_allocated_bytes".into(), (md.blocks() * 512).to_string());
+                }
+            }
+            Store::Dataset { dataset, .. } => {
+                out.insert("mode".into(), "existing dataset".into());
+                out.insert("dataset".into(), dataset.clone());
+            }
+        }
+        // zfs-fuse's zpool has no -p (exact numbers): the pool line is as zpool prints it; the
+        // exact figures come from the pool's root dataset.
+        let cols = ["size", "allocated", "free", "capacity", "health", "dedupratio"];
+        let line = zpool(&["list", "-H", "-o", &cols.join(","), &pool])?;
+        for (k, v) in cols.iter().zip(line.trim().split('\t')) {
+            out.insert(format!("pool_{k}"), v.to_string());
+        }
+        match zpool(&["get", "-H", "-o", "value", "fragmentation", &pool]) {
+            Ok(v) => {
+                out.insert("pool_fragmentation".into(), v.trim().into());
+            }
+            Err(_) => {
+                out.insert("pool_fragmentation".into(), "not exposed by this pool version".into());
+            }
+        }
+        if let Ok(v) = zfs(None, &["get", "-Hp", "-o", "value", "used,available", &pool]) {
+            let mut it = v.lines();
+            if let (Some(u), Some(a)) = (it.next(), it.next()) {
+                out.insert("pool_used_bytes".into(), u.trim().into());
+                out.insert("pool_available_bytes".into(), a.trim().into());
+            }
+        }
+        if let Ok(v) = zpool(&["get", "-H", "-o", "value", "version", &pool]) {
+            out.insert("pool_version".into(), v.trim().into());
+        }
+        self.arc_facts(&mut out);
+        if self.flavor.is_fuse() {
+            out.insert("daemon_pid".into(), daemon::running_pid().map(|p| p.to_string()).unwrap_or_default());
+            out.insert("daemon_started_by_cowbench".into(), daemon::started_by_us().to_string());
+            out.insert("mounts".into(), "FUSE mounts by zfs-fuse at mnt/<id>, bind-mounted to targets".into());
+        } else {
+            out.insert("mounts".into(), "mountpoint=legacy, mount(2) at mnt/<id>, bind-mounted to targets".into());
+        }
+        out.insert("usage_method".into(), "zfs used property after a txg sync".into());
+        out.insert("layers".into(), self.meta.list()?.len().to_string());
+        Ok(out)
+    }
+
+    fn teardown(&self) -> Result<()> {
+        let _root_lock = FileLock::acquire(&self.root.join("setup.lock"))?;
+        let _host_lock = daemon::lock()?;
+        let mut first: Option<Error> = None;
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r {
+                log::warn!("zfs teardown: {e}");
+                first.get_or_insert(e);
+            }
+        };
+        for t in self.foreign_mounts() {
+            note(mounts::unmount(&t).ctx(NAME, None, || format!("unmount {}", t.display())));
+        }
+        if let Flavor::Kernel(_) = self.flavor {
+            note(mounts::unmount_all_under(&self.root.join("mnt")).ctx(NAME, None, || "unmount layers".into()));
+        }
+        match &self.store {
+            Store::Pool { pool, image } => {
+                if pool_imported(pool) {
+                    let mut r = Ok(());
+                    for i in 0..40u64 {
+                        r = zpool(&["destroy", "-f", pool]).map(|_| ());
+                        match &r {
+                            Err(e) if stderr_has(e, &["busy"]) => std::thread::sleep(Duration::from_millis(50 + 25 * i.min(8))),
+                            _ => break,
+                        }
+                    }
+                    note(r);
+                }
+                if image.exists() {
+                    note(fs::remove_file(image).ctx(NAME, None, || format!("remove {}", image.display())));
+                }
+            }
+            Store::Dataset { base, .. } => {
+                if exists(base) {
+                    note(destroy(None, &["-r", "-f"], base));
+                }
+            }
+        }
+        note(mounts::unmount_all_under(&self.root).ctx(NAME, None, || format!("unmount under {}", self.root.display())));
+        let _ = fs::remove_file(self.root.join("store.json"));
+        note(self.meta.clear());
+        if self.flavor.is_fuse() {
+            note(daemon::stop_if_ours_and_idle());
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
 }
