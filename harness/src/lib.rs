@@ -3,5 +3,9 @@
 //! The harness: host probe, backing stores, OCI runtime, runner, results, report and the CLI.
 
 pub mod cli;
+pub mod container;
+pub mod image;
 pub mod host;
 pub mod results;
+pub mod clean;
+pub mod runner;
