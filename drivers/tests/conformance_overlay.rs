@@ -1,3 +1,112 @@
-//! The conformance suite on the `overlay` backend (kernel overlayfs).
+//! The conformance suite on the `overlay` backend (kernel overlayfs), plus what only overlay
+//! has: stacks up to the kernel's limit of lower layers, and its refusals at open.
+
+use std::path::Path;
+
+use cowbench_drivers::conformance::{fixture, util};
+use cowbench_drivers::{overlay, Driver, DriverConfig, Error, Labels, MountGuard};
 
 cowbench_drivers::conformance_tests!("overlay");
+
+fn mount_counts(d: &dyn Driver) -> String {
+    d.status().unwrap().get("mounts").cloned().unwrap_or_default()
+}
+
+/// 500 lower layers (the kernel's OVL_MAX_STACK) mount and read; 501 are refused with a
+/// clear error. Shallow stacks mount with absolute paths, deeper ones with paths relative to
+/// `l/`, the deepest through `lowerdir+`.
+#[test]
+fn stack_to_the_kernel_limit() {
+    let Some(fx) = fixture("overlay", &[]) else { return };
+    let d = fx.driver();
+    let none = Labels::new();
+    let max = overlay::KERNEL_MAX_STACK;
+    for i in 0..=max {
+        let key = format!("l{i}.active");
+        let parent = (i > 0).then(|| format!("l{}", i - 1));
+        d.prepare(&key, parent.as_deref(), &none).unwrap();
+        let tar = util::RawTar::new().file(&format!("file-{i}"), i.to_string().as_bytes()).finish();
+        d.apply(&key, &mut tar.as_slice()).unwrap();
+        d.commit(&format!("l{i}"), &key, &none).unwrap();
+    }
+    let check = |layer: usize, want_method: &str| {
+        let before = mount_counts(d);
+        let target = fx.dir(&format!("depth-{layer}"));
+        let g = MountGuard::new(d, &format!("l{layer}"), &target).unwrap_or_else(|e| panic!("mount of {} layers: {e}", layer + 1));
+        assert_eq!(std::fs::read_to_string(g.path().join("file-0")).unwrap(), "0");
+        assert_eq!(std::fs::read_to_string(g.path().join(format!("file-{layer}"))).unwrap(), layer.to_string());
+        assert_eq!(std::fs::read_dir(g.path()).unwrap().count(), layer + 1);
+        g.unmount().unwrap();
+        let after = mount_counts(d);
+        eprintln!("{} layers: mounts {before} -> {after}", layer + 1);
+        assert_ne!(before, after);
+        assert!(method_count(&after, want_method) == method_count(&before, want_method) + 1, "{} layers: expected a mount by {want_method}: {before} -> {after}", layer + 1);
+    };
+    check(9, "absolute");
+    check(127, "relative to l/");
+    check(max - 1, "lowerdir+");
+    let target = fx.dir("too-deep");
+    let e = MountGuard::new(d, &format!("l{max}"), &target).err().expect("501 layers mounted");
+    assert!(matches!(e, Error::InvalidState { .. }), "{e}");
+    assert!(e.to_string().contains("500"), "{e}");
+    // An active layer on 500 lowers (plus its upper) is within the limit.
+    d.prepare("rw", Some(&format!("l{}", max - 1)), &none).unwrap();
+    let target = fx.dir("rw");
+    let g = MountGuard::new(d, "rw", &target).unwrap();
+    std::fs::write(g.path().join("file-0"), "rewritten").unwrap();
+    g.unmount().unwrap();
+    let c = d.changes("rw").unwrap();
+    assert_eq!(c.len(), 1, "{c:?}");
+}
+
+fn method_count(counts: &str, method: &str) -> u64 {
+    // "N absolute, N relative to l/, N lowerdir+, N bind"
+    counts
+        .split(", ")
+        .find_map(|part| part.split_once(' ').filter(|(_, m)| *m == method).map(|(n, _)| n.parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {method} in {counts}"))
+}
+
+/// A root on overlayfs is refused at open, saying why.
+#[test]
+fn refuses_a_root_on_overlay() {
+    // Uses the fixture only for its scratch space and teardown.
+    let Some(fx) = fixture("overlay", &[]) else { return };
+    let base = fx.dir("ovl");
+    for d in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir_all(base.join(d)).unwrap();
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        base.join("lower").display(),
+        base.join("upper").display(),
+        base.join("work").display()
+    );
+    let merged = base.join("merged");
+    cowbench_drivers::sys::mounts::mount("overlay", &merged, "overlay", nix::mount::MsFlags::empty(), Some(&data)).unwrap();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = cowbench_drivers::sys::mounts::unmount(self.0);
+        }
+    }
+    let _guard = Unmount(&merged);
+    let e = overlay::open(&DriverConfig::new(merged.join("root"))).err().expect("overlay on overlay opened");
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    assert!(e.to_string().contains("overlay"), "{e}");
+}
+
+/// Capabilities and status say what runs.
+#[test]
+fn capabilities_and_status() {
+    let Some(fx) = fixture("overlay", &[]) else { return };
+    let d = fx.driver();
+    let c = d.capabilities();
+    assert!(c.native_diff && c.shared_page_cache && c.shares_layers && !c.stand_in && !c.loop_backed);
+    assert_eq!(c.max_depth, Some(overlay::KERNEL_MAX_STACK));
+    assert_eq!(d.implementation().name, "kernel overlayfs");
+    let s = d.status().unwrap();
+    for k in ["backing_filesystem", "backing_mount_options", "layers", "param.index", "param.redirect_dir", "param.metacopy"] {
+        assert!(s.contains_key(k), "status lacks {k}: {s:?}");
+    }
+}

@@ -1,37 +1,20 @@
-//! Comparing file trees: a per-entry digest (kind, mode, owner, size, content hash, link
-//! target, device number, xattrs, mtime) and an assertion that prints what differs.
+//! Comparing file trees: the archive module's per-entry digest (kind, mode, owner, size,
+//! content hash, link target, device number, xattrs, mtime) plus the root's own entry, and an
+//! assertion that prints what differs.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// One entry of a tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// `d` dir, `f` file, `l` symlink, `c` char dev, `b` block dev, `p` fifo, `s` socket.
-    pub kind: char,
-    /// Permission bits including setuid, setgid, sticky.
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Size of files and symlinks (directory sizes depend on the filesystem: 0 here).
-    pub size: u64,
-    /// sha256 of a file's content, or the target of a symlink.
-    pub content: String,
-    pub rdev: u64,
-    /// Extended attributes, except the overlayfs-private `trusted.overlay.*`.
-    pub xattrs: BTreeMap<String, Vec<u8>>,
-    /// Modification time in whole seconds (files and symlinks; a directory's changes with
-    /// every entry added below it, so it is not compared).
-    pub mtime: i64,
-}
+use crate::archive::DigestOptions;
+pub use crate::archive::{EntryKind, EntrySummary as Entry};
 
-/// A tree: entries by path relative to its root (`.` is the root itself).
+/// A tree: entries by path relative to its root (`.` is the root itself), as summarised by
+/// [`crate::archive::tree_digest`], with mtimes of files and symlinks in whole seconds (what
+/// a ustar header keeps) and none for directories (they change with every entry added).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Tree {
     pub entries: BTreeMap<PathBuf, Entry>,
@@ -40,7 +23,7 @@ pub struct Tree {
 impl fmt::Debug for Tree {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (p, e) in &self.entries {
-            writeln!(f, "{} {} {:o} {}:{} {} {}", e.kind, p.display(), e.mode, e.uid, e.gid, e.size, e.content)?;
+            writeln!(f, "{:?} {} {:o} {}:{} {} {:?} {:?}", e.kind, p.display(), e.mode, e.uid, e.gid, e.size, e.sha256, e.link_target)?;
         }
         Ok(())
     }
@@ -51,12 +34,10 @@ impl Tree {
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         for (p, e) in &self.entries {
+            let mut e = e.clone();
+            e.mtime_ns = None;
             h.update(p.as_os_str().as_encoded_bytes());
-            h.update(format!("\0{}{:o}:{}:{}:{}:{}:{}\0", e.kind, e.mode, e.uid, e.gid, e.size, e.content, e.rdev));
-            for (k, v) in &e.xattrs {
-                h.update(k.as_bytes());
-                h.update(v);
-            }
+            h.update(format!("\0{e:?}\0"));
         }
         hex::encode(h.finalize())
     }
@@ -71,81 +52,41 @@ impl Tree {
     }
 }
 
-fn hash_file(p: &Path) -> std::io::Result<String> {
-    let mut f = fs::File::open(p)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
+/// Digest of the tree at `root` (a mounted layer or a plain directory). Panics on IO errors:
+/// it is a test helper, and an unreadable tree is a failure.
+pub fn tree_digest(root: &Path) -> Tree {
+    let opts = DigestOptions { mtimes: true, dir_mtimes: false };
+    let mut entries =
+        crate::archive::tree_digest(root, opts).unwrap_or_else(|e| panic!("digest of {}: {e}", root.display()));
+    for e in entries.values_mut() {
+        e.mtime_ns = e.mtime_ns.map(|ns| ns.div_euclid(1_000_000_000) * 1_000_000_000);
     }
-    Ok(hex::encode(h.finalize()))
-}
-
-fn entry(p: &Path) -> std::io::Result<Entry> {
-    let m = fs::symlink_metadata(p)?;
-    let ft = m.file_type();
-    let (kind, size, content) = if ft.is_dir() {
-        ('d', 0, String::new())
-    } else if ft.is_symlink() {
-        let t = fs::read_link(p)?;
-        ('l', m.len(), t.display().to_string())
-    } else if ft.is_file() {
-        ('f', m.len(), hash_file(p)?)
-    } else if ft.is_char_device() {
-        ('c', 0, String::new())
-    } else if ft.is_block_device() {
-        ('b', 0, String::new())
-    } else if ft.is_fifo() {
-        ('p', 0, String::new())
-    } else {
-        ('s', 0, String::new())
-    };
+    // The root itself (the archive digest covers what is below it): mode and owner matter.
+    let m = std::fs::symlink_metadata(root).unwrap_or_else(|e| panic!("stat {}: {e}", root.display()));
     let mut xattrs = BTreeMap::new();
-    if let Ok(names) = xattr::list(p) {
-        for n in names {
-            let name = n.to_string_lossy().into_owned();
-            if name.starts_with("trusted.overlay.") || name == "security.selinux" {
-                continue;
-            }
-            if let Ok(Some(v)) = xattr::get(p, &n) {
+    for n in xattr::list(root).into_iter().flatten() {
+        let name = n.to_string_lossy().into_owned();
+        if !name.starts_with("trusted.overlay.") {
+            if let Ok(Some(v)) = xattr::get(root, &n) {
                 xattrs.insert(name, v);
             }
         }
     }
-    Ok(Entry {
-        kind,
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        size,
-        content,
-        rdev: if kind == 'c' || kind == 'b' { m.rdev() } else { 0 },
-        xattrs,
-        mtime: if kind == 'd' { 0 } else { m.mtime() },
-    })
-}
-
-/// Digest of the tree at `root` (a mounted layer or a plain directory). Panics on IO errors:
-/// it is a test helper, and an unreadable tree is a failure.
-pub fn tree_digest(root: &Path) -> Tree {
-    let mut entries = BTreeMap::new();
-    let mut stack = vec![PathBuf::from(".")];
-    while let Some(rel) = stack.pop() {
-        let abs = if rel == Path::new(".") { root.to_path_buf() } else { root.join(&rel) };
-        let e = entry(&abs).unwrap_or_else(|e| panic!("stat {}: {e}", abs.display()));
-        if e.kind == 'd' {
-            for c in fs::read_dir(&abs).unwrap_or_else(|e| panic!("read_dir {}: {e}", abs.display())) {
-                let c = c.unwrap_or_else(|e| panic!("read_dir {}: {e}", abs.display()));
-                let r = if rel == Path::new(".") { PathBuf::from(c.file_name()) } else { rel.join(c.file_name()) };
-                stack.push(r);
-            }
-        }
-        entries.insert(rel, e);
-    }
+    entries.insert(
+        PathBuf::from("."),
+        Entry {
+            kind: EntryKind::Dir,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            size: 0,
+            sha256: None,
+            link_target: None,
+            rdev: None,
+            xattrs,
+            mtime_ns: None,
+        },
+    );
     Tree { entries }
 }
 
@@ -160,8 +101,8 @@ pub fn assert_trees_eq(left: &Tree, right: &Tree, mtimes: bool, what: &str) {
                 let mut a = a.clone();
                 let mut b = b.clone();
                 if !mtimes {
-                    a.mtime = 0;
-                    b.mtime = 0;
+                    a.mtime_ns = None;
+                    b.mtime_ns = None;
                 }
                 if a != b {
                     diffs.push(format!("differs: {}\n   left  {:?}\n   right {:?}", p.display(), a, b));
