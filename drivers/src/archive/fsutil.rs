@@ -200,11 +200,22 @@ impl Dir {
         check(unsafe { libc::unlinkat(self.raw(), c.as_ptr(), libc::AT_REMOVEDIR) })
     }
 
-    /// Names in this directory (without `.` and `..`), sorted.
+    /// Names in this directory (without `.` and `..`), sorted. Reads through a fresh open of
+    /// `.` (its own file offset), so repeated calls each see the whole directory.
     pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        let d = self.open_dir(OsStr::new("."))?;
+        let fd = unsafe { libc::fcntl(d.raw(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut rd = nix::dir::Dir::from_fd(fd).map_err(io::Error::from)?;
         let mut v = Vec::new();
-        for e in std::fs::read_dir(self.proc_path(OsStr::new("")))? {
-            v.push(e?.file_name());
+        for e in rd.iter() {
+            let e = e.map_err(io::Error::from)?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                v.push(std::ffi::OsString::from(OsStr::from_bytes(n)));
+            }
         }
         v.sort();
         Ok(v)

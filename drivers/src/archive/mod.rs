@@ -99,5 +99,10 @@ pub fn changes(driver: &str, key: &str, source: &DiffSource<'_>) -> Result<Vec<C
 /// Write the changes as an uncompressed OCI layer tar; returns bytes written.
 pub fn write_diff(driver: &str, key: &str, source: &DiffSource<'_>, out: &mut dyn Write) -> Result<u64> {
     let items = changes::collect(source).map_err(|e| collect_error(driver, key, e))?;
-    write::write(&items, out).map_err(|e| collect_error(driver, key, e))
+    let root = match source {
+        DiffSource::OverlayUpper { upper, .. } => *upper,
+        DiffSource::AufsBranch { branch, .. } => *branch,
+        DiffSource::Compare { upper, .. } => *upper,
+    };
+    write::write(&items, root, out).map_err(|e| collect_error(driver, key, e))
 }

@@ -6,7 +6,7 @@
 //! files, opaque directories get a `.wh..wh..opq` entry right after themselves, and files that
 //! share an inode inside the diff become tar hardlinks to the first of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -54,15 +54,56 @@ fn marker_path(dir: &Path, name: &[u8]) -> PathBuf {
     dir.join(std::ffi::OsStr::from_bytes(name))
 }
 
-pub fn write(items: &[Item], out: &mut dyn Write) -> Result<u64, CollectError> {
+/// Write `items` (sorted by path) as a tar. `root` is the layer's tree (upper dir, branch or
+/// full tree): parent directories of each change that are not changes themselves are written
+/// too, with their metadata from `root`, as containerd's change writer does. Without them,
+/// applying a child would leave the parent with a new mtime.
+pub fn write(items: &[Item], root: &Path, out: &mut dyn Write) -> Result<u64, CollectError> {
     let mut b = tar::Builder::new(Counting { inner: out, n: 0 });
     let mut inodes: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut dirs_written: HashSet<PathBuf> = HashSet::new();
     for it in items {
+        let mut missing = Vec::new();
+        let mut anc = it.path.parent();
+        while let Some(a) = anc {
+            if a.as_os_str().is_empty() || dirs_written.contains(a) {
+                break;
+            }
+            missing.push(a.to_path_buf());
+            anc = a.parent();
+        }
+        for a in missing.into_iter().rev() {
+            let parent_item = Item {
+                kind: ChangeKind::Modified,
+                path: a.clone(),
+                source: Some(root.join(&a)),
+                opaque: false,
+                covered: false,
+            };
+            append_entry(&mut b, &parent_item, &mut inodes)?;
+            dirs_written.insert(a);
+        }
+        if it.kind != ChangeKind::Deleted {
+            dirs_written.insert(it.path.clone());
+        }
+        append_entry(&mut b, it, &mut inodes)?;
+    }
+    b.finish().map_err(|e| err(Path::new(""), "finishing tar", e))?;
+    let c = b.into_inner().map_err(|e| err(Path::new(""), "finishing tar", e))?;
+    Ok(c.n)
+}
+
+fn append_entry(
+    b: &mut tar::Builder<Counting<'_>>,
+    it: &Item,
+    inodes: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<(), CollectError> {
+    {
         let io_at = |what: &'static str| move |e: io::Error| err(&it.path, what, e);
         match it.kind {
             ChangeKind::Deleted => {
                 if it.covered {
-                    continue;
+                    return Ok(());
                 }
                 let parent = it.path.parent().unwrap_or(Path::new(""));
                 let mut name = OsString::from(WHITEOUT_PREFIX);
@@ -80,7 +121,7 @@ pub fn write(items: &[Item], out: &mut dyn Write) -> Result<u64, CollectError> {
                 if ft == libc::S_IFSOCK {
                     // Sockets belong to running processes, not to images (containerd skips
                     // them as well).
-                    continue;
+                    return Ok(());
                 }
                 let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
                 if st.st_mtime_nsec != 0 {
@@ -117,7 +158,7 @@ pub fn write(items: &[Item], out: &mut dyn Write) -> Result<u64, CollectError> {
                 if let Some(first) = hardlink_to {
                     h.set_entry_type(EntryType::Link);
                     b.append_link(&mut h, &it.path, &first).map_err(io_at("writing hardlink"))?;
-                    continue;
+                    return Ok(());
                 }
                 if !pax.is_empty() {
                     b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
@@ -172,9 +213,7 @@ pub fn write(items: &[Item], out: &mut dyn Write) -> Result<u64, CollectError> {
             }
         }
     }
-    b.finish().map_err(|e| err(Path::new(""), "finishing tar", e))?;
-    let c = b.into_inner().map_err(|e| err(Path::new(""), "finishing tar", e))?;
-    Ok(c.n)
+    Ok(())
 }
 
 trait NoFollow {
