@@ -37,6 +37,7 @@ use crate::driver::{
     Usage,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, mounts};
 use crate::vfs::tree;
@@ -117,6 +118,7 @@ pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
     Ok(Box::new(Overlay {
         root,
         meta,
+        ledger: Ledger::open(&cfg.root),
         o_direct,
         params,
         backing_fs: backing.fstype,
@@ -171,6 +173,8 @@ fn check_mount(root: &Path) -> Result<()> {
 pub struct Overlay {
     root: PathBuf,
     meta: MetaStore,
+    /// Mounts are recorded before they are made, so `cowbench clean` finds them after a crash.
+    ledger: Ledger,
     o_direct: bool,
     params: BTreeMap<String, String>,
     backing_fs: String,
@@ -502,6 +506,18 @@ impl Overlay {
         Ok(())
     }
 
+    fn mount_plan(&self, key: &str, plan: Plan, target: &Path) -> Result<()> {
+        match plan {
+            Plan::Bind { dir, readonly } => {
+                tree::bind_mount(&dir, target, readonly)
+                    .ctx(NAME, Some(key), || format!("bind mount {} on {}", dir.display(), target.display()))?;
+                self.mounts_by.bind.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Plan::Overlay(p) => self.mount_overlay(key, &p, target),
+        }
+    }
+
     fn lower_diffs(&self, info: &LayerInfo) -> Result<Vec<PathBuf>> {
         let chain = self.meta.chain(&info.key)?;
         Ok(chain[1..].iter().map(|l| self.diff_dir(l.id)).collect())
@@ -554,19 +570,22 @@ impl Driver for Overlay {
     }
 
     fn mount(&self, key: &str, target: &Path) -> Result<()> {
-        match self.plan(key)? {
-            Plan::Bind { dir, readonly } => {
-                tree::bind_mount(&dir, target, readonly)
-                    .ctx(NAME, Some(key), || format!("bind mount {} on {}", dir.display(), target.display()))?;
-                self.mounts_by.bind.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Plan::Overlay(p) => self.mount_overlay(key, &p, target),
+        let plan = self.plan(key)?;
+        let id = tree::mount_id(target);
+        self.ledger
+            .record(ResourceKind::Mount, &id, &format!("{NAME} layer {key}"))
+            .ctx(NAME, Some(key), || format!("record the mount on {id} in the ledger"))?;
+        let r = self.mount_plan(key, plan, target);
+        if r.is_err() {
+            let _ = self.ledger.forget(ResourceKind::Mount, &id);
         }
+        r
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))
+        let id = tree::mount_id(target);
+        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))?;
+        self.ledger.forget(ResourceKind::Mount, &id).ctx(NAME, None, || format!("forget the mount on {id} in the ledger"))
     }
 
     fn remove(&self, key: &str) -> Result<()> {

@@ -110,3 +110,21 @@ fn capabilities_and_status() {
         assert!(s.contains_key(k), "status lacks {k}: {s:?}");
     }
 }
+
+/// Mounts are recorded in the root's resource ledger while they exist (for `cowbench clean`).
+#[test]
+fn mounts_are_in_the_ledger() {
+    use cowbench_drivers::ledger::{Ledger, ResourceKind};
+    let Some(fx) = fixture("overlay", &[]) else { return };
+    fx.driver().prepare("a", None, &Labels::new()).unwrap();
+    let ledger = Ledger::open(&fx.config().root);
+    let g = util::mounted(&fx, "a");
+    let target = std::fs::canonicalize(g.path()).unwrap();
+    let live = ledger.entries().unwrap();
+    assert!(
+        live.iter().any(|e| e.kind == ResourceKind::Mount && std::path::Path::new(&e.id) == target),
+        "{live:?}"
+    );
+    util::unmount(g);
+    assert!(ledger.entries().unwrap().is_empty(), "{:?}", ledger.entries());
+}

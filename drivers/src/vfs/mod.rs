@@ -25,6 +25,7 @@ use crate::driver::{
     Usage,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, mounts};
 
@@ -54,12 +55,15 @@ pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
     let meta = MetaStore::open(NAME, &root)?;
     let reflink = tree::supports_reflink(&root);
     let o_direct = tree::supports_o_direct(&root);
-    Ok(Box::new(Vfs { root, meta, reflink, o_direct, last_copy: Mutex::new(None) }))
+    let ledger = Ledger::open(&cfg.root);
+    Ok(Box::new(Vfs { root, meta, ledger, reflink, o_direct, last_copy: Mutex::new(None) }))
 }
 
 pub struct Vfs {
     root: PathBuf,
     meta: MetaStore,
+    /// Mounts are recorded before they are made, so `cowbench clean` finds them after a crash.
+    ledger: Ledger,
     reflink: bool,
     o_direct: bool,
     last_copy: Mutex<Option<tree::CopyStats>>,
@@ -151,12 +155,22 @@ impl Driver for Vfs {
     fn mount(&self, key: &str, target: &Path) -> Result<()> {
         let info = self.meta.get(key)?;
         let dir = self.layer_dir(info.id);
-        tree::bind_mount(&dir, target, info.kind != Kind::Active)
-            .ctx(NAME, Some(key), || format!("bind mount {} on {}", dir.display(), target.display()))
+        let id = tree::mount_id(target);
+        self.ledger
+            .record(ResourceKind::Mount, &id, &format!("{NAME} layer {key}"))
+            .ctx(NAME, Some(key), || format!("record the mount on {id} in the ledger"))?;
+        let r = tree::bind_mount(&dir, target, info.kind != Kind::Active)
+            .ctx(NAME, Some(key), || format!("bind mount {} on {}", dir.display(), target.display()));
+        if r.is_err() {
+            let _ = self.ledger.forget(ResourceKind::Mount, &id);
+        }
+        r
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))
+        let id = tree::mount_id(target);
+        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))?;
+        self.ledger.forget(ResourceKind::Mount, &id).ctx(NAME, None, || format!("forget the mount on {id} in the ledger"))
     }
 
     fn remove(&self, key: &str) -> Result<()> {

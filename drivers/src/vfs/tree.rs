@@ -255,6 +255,11 @@ pub fn bind_mount(src: &Path, target: &Path, readonly: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// The ledger id of a mount on `target`: its canonical path (as /proc/self/mountinfo shows it).
+pub fn mount_id(target: &Path) -> String {
+    fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf()).display().to_string()
+}
+
 /// Whether files in `dir` can be opened with O_DIRECT.
 pub fn supports_o_direct(dir: &Path) -> bool {
     let p = dir.join(".cowbench-odirect-probe");
