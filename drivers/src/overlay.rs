@@ -149,9 +149,9 @@ fn supports_d_type(dir: &Path) -> io::Result<bool> {
 /// refuses as upper (no trusted xattrs, no tmpfile ...) fails at open with the kernel's errno,
 /// not at the first layer.
 fn check_mount(root: &Path) -> Result<()> {
-    let dir = root.join("check");
-    let _ = mounts::unmount(&dir.join("merged"));
-    let _ = tree::remove_tree(&dir);
+    // A name of its own: another process may be opening the same root right now.
+    let name = random_link().map_err(|e| Error::io(NAME, None, "read /dev/urandom", e))?;
+    let dir = root.join(format!("check-{name}"));
     let res = (|| -> io::Result<()> {
         for d in ["l1", "l2", "upper", "work", "merged"] {
             fs::create_dir_all(dir.join(d))?;
@@ -285,7 +285,7 @@ fn mount_in_dir(cwd: &Path, target: &Path, data: &str, flags: libc::c_ulong) -> 
             errno => Err(io::Error::from_raw_os_error(errno)),
         }
     } else {
-        Err(io::Error::new(io::ErrorKind::Other, format!("mount child ended abnormally (status {status})")))
+        Err(io::Error::other(format!("mount child ended abnormally (status {status})")))
     }
 }
 
@@ -558,14 +558,9 @@ impl Driver for Overlay {
     }
 
     fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
-        // diff/ stays where it is (the committed layer keeps the id and link); work/ is only
-        // needed while the layer is an upper, so empty it.
-        let (info, ()) = self.meta.commit_with(name, key, labels, |active, _| {
-            let work = self.layer_dir(active.id).join("work");
-            tree::remove_tree(&work)
-                .and_then(|()| fs::create_dir(&work))
-                .ctx(NAME, Some(key), || format!("reset {}", work.display()))
-        })?;
+        // diff/ stays where it is: the committed layer keeps the id and the link, so children
+        // find it under the same short name. Nothing to move (as overlay2).
+        let (info, ()) = self.meta.commit_with(name, key, labels, |_, _| Ok(()))?;
         Ok(info)
     }
 

@@ -92,5 +92,8 @@ macro_rules! conformance_tests {
     };
 }
 
-/// Every scenario by name (`theme::scenario`), for runners other than `cargo test`.
-pub const SCENARIOS: &[(&str, fn(&Fixture))] = __conformance_scenarios!(__conformance_table!());
+/// A scenario: its name (`theme::scenario`) and function.
+pub type Scenario = (&'static str, fn(&Fixture));
+
+/// Every scenario by name, for runners other than `cargo test`.
+pub const SCENARIOS: &[Scenario] = __conformance_scenarios!(__conformance_table!());
