@@ -87,6 +87,13 @@ pub fn build(spec: &ContainerSpec, p: &BundleParams<'_>) -> Result<Spec> {
         .permitted(caps)
         .build()
         .map_err(spec_err)?;
+    // Open-file limit: this process's hard limit, as Docker passes on the daemon's. A higher
+    // one would need CAP_SYS_RESOURCE and fail in the runtime.
+    let nofile = {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: rl is a valid out-pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 { rl.rlim_max } else { 1024 }
+    };
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(p.args.clone())
@@ -96,8 +103,8 @@ pub fn build(spec: &ContainerSpec, p: &BundleParams<'_>) -> Result<Spec> {
         .capabilities(capabilities)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
-            .hard(1_048_576u64)
-            .soft(1_048_576u64)
+            .hard(nofile)
+            .soft(nofile)
             .build()
             .map_err(spec_err)?])
         .build()

@@ -215,6 +215,9 @@ pub struct RunOutput {
     pub layer_key: String,
     pub cgroup_path: String,
     pub timed_out: bool,
+    /// The accounting was read after the process ended (runc); false: it is the last sample
+    /// taken while the container ran (crun, which removes the cgroup at exit).
+    pub accounting_final: bool,
 }
 
 impl RunOutput {
@@ -522,52 +525,79 @@ impl Runtime {
         let id = st.id.clone();
         let t1 = Instant::now();
         let bundle = st.dir.to_string_lossy().into_owned();
+        // runc keeps a stopped container (and its cgroup, with the final accounting) with
+        // --keep; crun 1.8 has no --keep and removes the cgroup when the process exits, so its
+        // accounting is the last sample taken while the container ran.
+        let keep = self.kind == RuntimeKind::Runc;
+        let mut args = vec!["run"];
+        if keep {
+            args.push("--keep");
+        }
+        args.extend(["--bundle", &bundle, &id]);
         let child = self
             .command()
-            .args(["run", "--keep", "--bundle", &bundle, &id])
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(io_err(format!("run {} run", self.kind)))?;
         st.created = true;
-        // Watchdog: kill the container when it overstays its timeout.
+        let cgroup_path = self.cgroup_path(&id);
+        // Watchdog (kills the container when it overstays its timeout) and, without --keep,
+        // accounting sampler.
         let (tx, rx) = mpsc::channel::<()>();
         let timeout = spec.timeout.unwrap_or(Duration::from_secs(600));
         let rt = self.clone();
         let wid = id.clone();
+        let wcg = cgroup_path.clone();
         let watchdog = std::thread::spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(timeout) {
-                let _ = rt.exec_runtime(&["kill", &wid, "KILL"]);
-                true
-            } else {
-                false
+            let deadline = Instant::now() + timeout;
+            let tick = if keep { timeout } else { Duration::from_millis(5) };
+            let mut last = None;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(tick.min(left)) {
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return (false, last),
+                    Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
+                        let _ = rt.exec_runtime(&["kill", &wid, "KILL"]);
+                        return (true, last);
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Ok(a) = rt.hier.accounting(&wcg) {
+                            last = Some(a);
+                        }
+                    }
+                }
             }
         });
         let out = child.wait_with_output().map_err(io_err(format!("wait for {} run {id}", self.kind)));
         let _ = tx.send(());
-        let timed_out = watchdog.join().unwrap_or(false);
+        let (timed_out, sampled) = watchdog.join().unwrap_or((false, None));
         let out = out?;
         let run_ns = ns(t1.elapsed());
-        // The runtime's own failure (bad bundle, mount error) leaves no container state behind;
-        // a container that ran and exited non-zero does.
-        let state = self.exec_runtime(&["state", &id]);
-        if state.is_err() && !out.status.success() {
-            return Err(Error::Runtime {
-                command: format!("{} run {id}", self.kind),
-                status: status_string(out.status),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().into(),
-            });
-        }
-        let cgroup_path = self.cgroup_path(&id);
-        let accounting = match self.hier.accounting(&cgroup_path) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                log::warn!("container {id}: accounting: {e}");
-                None
-            }
+        let runtime_failed = |out: &std::process::Output| Error::Runtime {
+            command: format!("{} run {id}", self.kind),
+            status: status_string(out.status),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().into(),
         };
-        // The runtime reports a process killed by signal N as exit 128+N.
+        let accounting = if keep {
+            // The runtime's own failure (bad bundle, mount error) leaves no container state
+            // behind; a container that ran and exited non-zero does.
+            if self.exec_runtime(&["state", &id]).is_err() && !out.status.success() {
+                return Err(runtime_failed(&out));
+            }
+            match self.hier.accounting(&cgroup_path) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    log::warn!("container {id}: accounting: {e}");
+                    None
+                }
+            }
+        } else {
+            sampled
+        };
+        let accounting_final = keep;
         let (exit_code, signal) = match out.status.code() {
             Some(c) if c > 128 && timed_out => (None, Some(c - 128)),
             Some(c) => (Some(c), None),
@@ -587,6 +617,7 @@ impl Runtime {
             layer_key: st.layer_key.clone(),
             cgroup_path,
             timed_out,
+            accounting_final,
         })
     }
 

@@ -1,7 +1,67 @@
-//! Images: stacks of committed layers in a driver, built from synthetic tar streams or
-//! imported from `docker save` tarballs and OCI image layouts.
+//! Images: stacks of committed layers in a driver.
+//!
+//! ```text
+//! image::build(&dyn Driver, &ImageSpec) -> Result<Image>       synthetic, seeded, runnable
+//! image::import(&dyn Driver, path: &Path, name: Option<&str>) -> Result<Image>
+//!                                              `docker save` tarball or OCI layout (dir or tar)
+//! Image::load(&dyn Driver, name) -> Result<Image>               an image built or imported before
+//! image::list(&dyn Driver) -> Result<Vec<Image>>
+//! image::remove(&dyn Driver, name) -> Result<()>
+//! image::commit_stack(&dyn Driver, name, &[&dyn LayerSource], &ImageConfig) -> Result<Image>
+//! probe_bin::find_or_build() / probe_bin::busybox()             what the base layer holds
+//! ```
+//!
+//! Layer `n` of image `name` is the committed layer `img-<name>-<n>`, built by `prepare`,
+//! `apply` (the tar stream, through the driver's archive conversion) and `commit`. It carries
+//! labels `cowbench.digest` (sha256 of its tar), `cowbench.chain` (sha256 over the digests of
+//! it and every layer below, and for the top layer the config) and, on the top layer,
+//! `cowbench.config` (the image config as JSON). A layer whose chain matches is reused, so
+//! building the same image twice costs one pass over the tar streams to hash them; a layer
+//! whose chain differs is replaced together with everything above it.
 
+pub mod import;
+pub mod probe_bin;
+pub mod synth;
+
+use std::io::{self, Read, Write};
+
+use cowbench_drivers::{ApplyStats, Driver, Kind, Labels};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use import::import;
+pub use synth::{SizeDist, SynthSpec};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Driver(#[from] cowbench_drivers::Error),
+    #[error("image {image}: {context}: {source}")]
+    Io {
+        image: String,
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A `docker save` tarball or OCI layout that cannot be read as one.
+    #[error("image {image}: {message}")]
+    Format { image: String, message: String },
+    #[error("image {0} not found")]
+    NotFound(String),
+    /// The probe or busybox binary for the base layer.
+    #[error("{0}")]
+    Probe(String),
+}
+
+impl Error {
+    fn io(image: &str, context: impl Into<String>) -> impl FnOnce(io::Error) -> Error + '_ {
+        let context = context.into();
+        move |source| Error::Io { image: image.into(), context, source }
+    }
+}
 
 /// What a container of this image runs by default (the OCI image config's `config` part).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,4 +85,297 @@ pub struct Image {
     /// The top layer (the parent of every container's active layer).
     pub top: String,
     pub config: ImageConfig,
+}
+
+pub const LABEL_IMAGE: &str = "cowbench.image";
+pub const LABEL_DIGEST: &str = "cowbench.digest";
+pub const LABEL_CHAIN: &str = "cowbench.chain";
+pub const LABEL_CONFIG: &str = "cowbench.config";
+
+/// `img-<name>-<n>`.
+pub fn layer_key(name: &str, n: usize) -> String {
+    format!("img-{name}-{n}")
+}
+
+fn layer_index(name: &str, key: &str) -> Option<usize> {
+    key.strip_prefix(&format!("img-{name}-"))?.parse().ok()
+}
+
+/// Image names become layer keys: keep them to `[A-Za-z0-9_.-]`.
+pub fn sanitize_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' })
+        .collect();
+    if s.is_empty() {
+        "image".into()
+    } else {
+        s
+    }
+}
+
+impl Image {
+    /// The image `name` as committed in `driver` before.
+    pub fn load(driver: &dyn Driver, name: &str) -> Result<Image> {
+        let mut layers: Vec<(usize, cowbench_drivers::LayerInfo)> = driver
+            .list()?
+            .into_iter()
+            .filter(|l| l.kind == Kind::Committed)
+            .filter_map(|l| layer_index(name, &l.key).map(|n| (n, l)))
+            .collect();
+        layers.sort_by_key(|(n, _)| *n);
+        if layers.is_empty() || layers.iter().enumerate().any(|(i, (n, _))| i != *n) {
+            return Err(Error::NotFound(name.into()));
+        }
+        let top = layers.last().unwrap().1.clone();
+        let config = match top.labels.get(LABEL_CONFIG) {
+            Some(j) => serde_json::from_str(j).map_err(|e| Error::Format { image: name.into(), message: format!("config label: {e}") })?,
+            None => ImageConfig::default(),
+        };
+        Ok(Image {
+            name: name.into(),
+            layers: layers.iter().map(|(_, l)| l.key.clone()).collect(),
+            top: top.key,
+            config,
+        })
+    }
+}
+
+/// Every image in `driver`.
+pub fn list(driver: &dyn Driver) -> Result<Vec<Image>> {
+    let mut names: Vec<String> = driver
+        .list()?
+        .into_iter()
+        .filter(|l| l.kind == Kind::Committed)
+        .filter_map(|l| l.labels.get(LABEL_IMAGE).cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names.iter().filter_map(|n| Image::load(driver, n).ok()).collect())
+}
+
+/// Remove image `name`'s layers, top first (refused while containers use them).
+pub fn remove(driver: &dyn Driver, name: &str) -> Result<()> {
+    remove_from(driver, name, 0)
+}
+
+fn remove_from(driver: &dyn Driver, name: &str, from: usize) -> Result<()> {
+    let mut keys: Vec<(usize, String)> =
+        driver.list()?.into_iter().filter_map(|l| layer_index(name, &l.key).map(|n| (n, l.key))).filter(|(n, _)| *n >= from).collect();
+    keys.sort();
+    for (_, k) in keys.into_iter().rev() {
+        driver.remove(&k)?;
+    }
+    Ok(())
+}
+
+/// A layer tar that can be hashed and applied.
+pub trait LayerSource {
+    /// `sha256:<hex>` of the (uncompressed or as-stored) tar stream.
+    fn digest(&self) -> io::Result<String>;
+    /// Stream the tar into `driver.apply(key)`.
+    fn apply(&self, driver: &dyn Driver, key: &str) -> Result<ApplyStats, cowbench_drivers::Error>;
+}
+
+/// A layer produced by a writer function (generated content): hashed by writing it to a
+/// hashing sink, applied by writing it into a pipe that `driver.apply` reads.
+pub struct Generated<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> {
+    pub write: F,
+}
+
+struct HashSink(Sha256);
+
+impl Write for HashSink {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> LayerSource for Generated<F> {
+    fn digest(&self) -> io::Result<String> {
+        let mut h = HashSink(Sha256::new());
+        {
+            let mut bw = io::BufWriter::with_capacity(1 << 20, &mut h);
+            (self.write)(&mut bw)?;
+            bw.flush()?;
+        }
+        Ok(format!("sha256:{}", hex::encode(h.0.finalize())))
+    }
+
+    fn apply(&self, driver: &dyn Driver, key: &str) -> Result<ApplyStats, cowbench_drivers::Error> {
+        let (reader, writer) = io::pipe().map_err(|e| cowbench_drivers::Error::io(driver.name(), Some(key), "pipe", e))?;
+        std::thread::scope(|s| {
+            let gen = s.spawn(move || {
+                let mut w = io::BufWriter::with_capacity(1 << 20, writer);
+                (self.write)(&mut w)?;
+                w.flush()
+            });
+            // The reader is dropped before the writer thread is joined, so a failed apply
+            // gives the writer EPIPE instead of blocking it forever.
+            let applied = {
+                let mut r = reader;
+                let res = driver.apply(key, &mut r);
+                // Drain what the archive reader left (tar padding), so the writer can finish.
+                let _ = io::copy(&mut r, &mut io::sink());
+                res
+            };
+            let written = gen.join().unwrap_or_else(|_| Err(io::Error::other("layer writer panicked")));
+            let stats = applied?;
+            written.map_err(|e| cowbench_drivers::Error::io(driver.name(), Some(key), "generate layer tar", e))?;
+            Ok(stats)
+        })
+    }
+}
+
+/// A layer stored as a file (or part of one): a blob of a `docker save` tarball or OCI layout.
+pub struct Blob<'a> {
+    pub open: Box<dyn Fn() -> io::Result<Box<dyn Read + 'a>> + 'a>,
+    /// Known digest (OCI descriptors give it); computed by reading the blob otherwise.
+    pub digest: Option<String>,
+}
+
+impl LayerSource for Blob<'_> {
+    fn digest(&self) -> io::Result<String> {
+        if let Some(d) = &self.digest {
+            return Ok(d.clone());
+        }
+        let mut r = (self.open)()?;
+        let mut h = HashSink(Sha256::new());
+        io::copy(&mut r, &mut h)?;
+        Ok(format!("sha256:{}", hex::encode(h.0.finalize())))
+    }
+
+    fn apply(&self, driver: &dyn Driver, key: &str) -> Result<ApplyStats, cowbench_drivers::Error> {
+        let mut r = (self.open)().map_err(|e| cowbench_drivers::Error::io(driver.name(), Some(key), "open layer blob", e))?;
+        driver.apply(key, &mut r)
+    }
+}
+
+/// Commit `layers` (bottom → top) as image `name`, reusing layers whose chain digest matches.
+pub fn commit_stack(driver: &dyn Driver, name: &str, layers: &[&dyn LayerSource], config: &ImageConfig) -> Result<Image> {
+    let name = sanitize_name(name);
+    if layers.is_empty() {
+        return Err(Error::Format { image: name, message: "an image needs at least one layer".into() });
+    }
+    let config_json = serde_json::to_string(config).expect("config serialises");
+    let mut keys = Vec::new();
+    let mut chain = String::new();
+    let mut parent: Option<String> = None;
+    for (n, src) in layers.iter().enumerate() {
+        let key = layer_key(&name, n);
+        let digest = src.digest().map_err(Error::io(&name, format!("hash layer {n}")))?;
+        let top = n + 1 == layers.len();
+        let mut h = Sha256::new();
+        h.update(chain.as_bytes());
+        h.update(b"\n");
+        h.update(digest.as_bytes());
+        if top {
+            h.update(b"\n");
+            h.update(config_json.as_bytes());
+        }
+        chain = format!("sha256:{}", hex::encode(h.finalize()));
+        let reuse = match driver.stat(&key) {
+            Ok(info) => {
+                if info.kind == Kind::Committed && info.labels.get(LABEL_CHAIN) == Some(&chain) {
+                    true
+                } else {
+                    // Stale (another seed, another probe binary, an interrupted build): replace
+                    // it and everything above it.
+                    remove_from(driver, &name, n)?;
+                    false
+                }
+            }
+            Err(cowbench_drivers::Error::NotFound { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !reuse {
+            let active = format!("{key}.build");
+            if driver.stat(&active).is_ok() {
+                driver.remove(&active)?;
+            }
+            driver.prepare(&active, parent.as_deref(), &Labels::new())?;
+            let applied = src.apply(driver, &active);
+            if let Err(e) = applied {
+                if let Err(e2) = driver.remove(&active) {
+                    log::warn!("image {name}: removing half-built layer {active}: {e2}");
+                }
+                return Err(e.into());
+            }
+            let mut labels = Labels::new();
+            labels.insert(LABEL_IMAGE.into(), name.clone());
+            labels.insert(LABEL_DIGEST.into(), digest);
+            labels.insert(LABEL_CHAIN.into(), chain.clone());
+            if top {
+                labels.insert(LABEL_CONFIG.into(), config_json.clone());
+            }
+            driver.commit(&key, &active, &labels)?;
+        }
+        parent = Some(key.clone());
+        keys.push(key);
+    }
+    // A previous, taller build of the same name leaves layers above the new top.
+    remove_from(driver, &name, layers.len())?;
+    let top = keys.last().unwrap().clone();
+    Ok(Image { name, layers: keys, top, config: config.clone() })
+}
+
+/// The fixed shapes workloads need, plus the general synthetic generator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "shape", rename_all = "snake_case")]
+pub enum Shape {
+    /// Only the base layer.
+    Base,
+    Synthetic(SynthSpec),
+    /// One file of `bytes` at `path`.
+    LargeFile { path: String, bytes: u64 },
+    /// `count` files of `bytes` under /small, `per_dir` per directory.
+    SmallFiles { count: usize, bytes: u64, per_dir: usize },
+    /// `depth` layers; `target` (of `target_bytes`) in the bottom one.
+    DeepStack { depth: usize, target: String, target_bytes: u64 },
+}
+
+/// A synthetic image: the base layer (busybox + probe) and the shape's layers above it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageSpec {
+    pub name: String,
+    pub seed: u64,
+    pub shape: Shape,
+}
+
+impl ImageSpec {
+    pub fn new(name: &str, seed: u64, shape: Shape) -> Self {
+        ImageSpec { name: name.into(), seed, shape }
+    }
+}
+
+/// The default config of synthetic images: run the probe, reading its request from stdin.
+pub fn probe_config() -> ImageConfig {
+    ImageConfig {
+        env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+        cmd: vec![cowbench_workloads::probe::PROBE_PATH.into()],
+        entrypoint: vec![],
+        workdir: Some("/".into()),
+    }
+}
+
+/// Build (or reuse) a synthetic image.
+pub fn build(driver: &dyn Driver, spec: &ImageSpec) -> Result<Image> {
+    let busybox = probe_bin::busybox()?;
+    let probe = probe_bin::find_or_build()?;
+    let plans = match &spec.shape {
+        Shape::Base => vec![],
+        Shape::Synthetic(s) => synth::plan_synthetic(spec.seed, s),
+        Shape::LargeFile { path, bytes } => vec![synth::plan_large_file(spec.seed, path, *bytes)],
+        Shape::SmallFiles { count, bytes, per_dir } => vec![synth::plan_small_files(spec.seed, *count, *bytes, *per_dir)],
+        Shape::DeepStack { depth, target, target_bytes } => synth::plan_deep_stack(spec.seed, *depth, target, *target_bytes),
+    };
+    let base = Generated { write: |w: &mut dyn Write| synth::write_base_layer(&busybox, &probe, w) };
+    let gens: Vec<_> = plans.iter().map(|p| Generated { write: move |w: &mut dyn Write| synth::write_layer(p, w) }).collect();
+    let mut layers: Vec<&dyn LayerSource> = vec![&base];
+    layers.extend(gens.iter().map(|g| g as &dyn LayerSource));
+    commit_stack(driver, &spec.name, &layers, &probe_config())
 }
