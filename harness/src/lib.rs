@@ -9,3 +9,5 @@ pub mod host;
 pub mod results;
 pub mod clean;
 pub mod runner;
+pub mod claims;
+pub mod report;

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod clean;
+mod image;
 mod probe;
+mod report;
+mod run;
 mod snapshot;
 
 /// Default cowbench root: every backing store, pool and layer cowbench makes lives below it.
@@ -24,6 +28,14 @@ pub enum Command {
     Probe(probe::ProbeArgs),
     /// Drive one backend's snapshotter by hand (prepare, commit, mount, apply, diff ...).
     Snapshot(snapshot::SnapshotArgs),
+    /// Decide every claim of the trade-off table from run dirs; write report.md/html/json and charts.
+    Report(report::ReportArgs),
+    /// Run workloads on drivers in real containers; results in results/<run-id>/.
+    Run(run::RunArgs),
+    /// Remove everything cowbench created under the root (after a crash or kill -9).
+    Clean(clean::CleanArgs),
+    /// Import real images (`docker save` tarballs, OCI layouts) into a driver; list, remove.
+    Image(image::ImageArgs),
 }
 
 /// Options every command that opens a driver takes.
@@ -57,5 +69,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Probe(a) => probe::run(a),
         Command::Snapshot(a) => snapshot::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Clean(a) => clean::run(a),
+        Command::Image(a) => image::run(a),
     }
 }

@@ -1,0 +1,439 @@
+//! `cowbench clean`: remove everything cowbench created under a root after a crash or `kill -9`
+//! — and nothing else. Idempotent: a second call finds nothing and removes nothing.
+//!
+//! Order matters, each step frees what the next one needs:
+//! 1. containers in cowbench's runtime state dirs `<root>/runtime/{runc,crun}` (kill, delete);
+//! 2. cgroups of this root (`cowbench-<tag>` in every v1 controller and the unified hierarchy,
+//!    plus the ledger's), processes killed, removed deepest first;
+//! 3. every mount under the root, deepest first (FUSE daemons serving them exit; any left are
+//!    killed);
+//! 4. each backend whose directory exists: `registry::open(name).teardown()`; when opening fails,
+//!    its equivalents: zpools named `cowbench-<tag>`, dm devices with that prefix, loop devices
+//!    whose backing file is under the root;
+//! 5. the ledger (`<root>/ledger.jsonl`) as a second safety net for anything still live.
+//!
+//! `<tag>` is 8 hex digits of sha256 of the canonical root path ([`root_tag`]).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cowbench_drivers::ledger::{Entry, Ledger, ResourceKind};
+use cowbench_drivers::sys::{hostinfo, loopdev, mounts};
+use cowbench_drivers::{registry, DriverConfig};
+use serde::Serialize;
+use sha2::Digest;
+
+/// Runtimes whose state dirs live under `<root>/runtime/`.
+pub const RUNTIMES: [&str; 2] = ["runc", "crun"];
+
+#[derive(Debug, Clone, Default)]
+pub struct CleanOptions {
+    /// Do not print each removal on stderr.
+    pub quiet: bool,
+    /// Backend options (as given to `run`), passed to `registry::open` for teardown.
+    pub driver_options: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Removed {
+    pub kind: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanReport {
+    pub root: String,
+    pub removed: Vec<Removed>,
+    pub errors: Vec<String>,
+}
+
+impl CleanReport {
+    fn removed(&mut self, quiet: bool, kind: &str, id: impl Into<String>) {
+        let id = id.into();
+        if !quiet {
+            eprintln!("removed {kind} {id}");
+        }
+        self.removed.push(Removed { kind: kind.into(), id });
+    }
+    fn error(&mut self, quiet: bool, e: String) {
+        if !quiet {
+            eprintln!("error: {e}");
+        }
+        self.errors.push(e);
+    }
+}
+
+/// The canonical form of `root` (which may no longer exist: then as given, made absolute).
+pub fn canonical_root(root: &Path) -> PathBuf {
+    std::fs::canonicalize(root).unwrap_or_else(|_| std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()))
+}
+
+/// 8 hex digits naming this root in host-wide namespaces (cgroups, zpools, dm devices).
+pub fn root_tag(root: &Path) -> String {
+    let canon = canonical_root(root);
+    hex::encode(&sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes())[..4])
+}
+
+/// The cgroup (relative to every hierarchy's root) under which cowbench puts the containers of
+/// `root`: `cowbench-<tag>`.
+pub fn cgroup_parent(root: &Path) -> String {
+    format!("cowbench-{}", root_tag(root))
+}
+
+/// The runtime state dir cowbench uses for `runtime` under `root`.
+pub fn runtime_state_dir(root: &Path, runtime: &str) -> PathBuf {
+    root.join("runtime").join(runtime)
+}
+
+pub fn clean(root: &Path, opts: &CleanOptions) -> CleanReport {
+    let q = opts.quiet;
+    let root = canonical_root(root);
+    let mut rep = CleanReport { root: root.display().to_string(), ..Default::default() };
+    let ledger = Ledger::open(&root);
+    let entries = ledger.entries().unwrap_or_else(|e| {
+        rep.error(q, format!("read ledger {}: {e}", ledger.path().display()));
+        Vec::new()
+    });
+
+    // 1. Containers.
+    for rt in RUNTIMES {
+        clean_runtime_dir(&root, rt, &runtime_state_dir(&root, rt), &mut rep, q);
+    }
+    for e in entries.iter().filter(|e| e.kind == ResourceKind::Container) {
+        // detail: "<runtime> <state dir>" — state dirs outside the root are not ours to touch.
+        if let Some((rt, dir)) = e.detail.split_once(' ') {
+            let dir = PathBuf::from(dir);
+            if dir.starts_with(&root) && dir != runtime_state_dir(&root, rt) {
+                clean_runtime_dir(&root, rt, &dir, &mut rep, q);
+            }
+        }
+    }
+
+    // 2. Cgroups.
+    let mut cgroups = vec![cgroup_parent(&root)];
+    cgroups.extend(entries.iter().filter(|e| e.kind == ResourceKind::Cgroup).map(|e| e.id.trim_matches('/').to_string()));
+    cgroups.sort();
+    cgroups.dedup();
+    for hierarchy in crate::host::cgroup_hierarchies() {
+        for cg in &cgroups {
+            if cg.is_empty() || cg.split('/').any(|c| c == "..") {
+                continue;
+            }
+            let dir = hierarchy.join(cg);
+            if dir.is_dir() {
+                remove_cgroup_tree(&dir, &mut rep, q);
+            }
+        }
+    }
+
+    // 3. Mounts under the root (and FUSE daemons serving them).
+    unmount_under(&root, &mut rep, q);
+
+    // 4. Backends.
+    let mut cfg = DriverConfig::new(&root);
+    for (k, v) in &opts.driver_options {
+        cfg = cfg.with_option(k, v);
+    }
+    for name in registry::DRIVERS {
+        if !root.join(name).exists() {
+            continue;
+        }
+        let per_driver = DriverConfig { root: root.clone(), options: cfg.options.clone() };
+        match registry::open(name, &per_driver).and_then(|d| d.teardown()) {
+            Ok(()) => {
+                // Teardown leaves the metadata; with nothing mounted below it the directory
+                // goes too, so that a second clean finds nothing.
+                let dir = root.join(name);
+                if mounts::mounts_under(&dir).map(|m| m.is_empty()).unwrap_or(false) {
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        rep.error(q, format!("remove {}: {e}", dir.display()));
+                    }
+                }
+                rep.removed(q, "backend", name)
+            }
+            Err(e) => log::info!("teardown of {name} through the driver failed ({e}); removing its resources directly"),
+        }
+    }
+    let tags = [root_tag(&root), registry::DRIVERS.iter().map(|n| root_tag(&root.join(n))).collect::<Vec<_>>().join(",")];
+    let prefixes: Vec<String> =
+        tags.iter().flat_map(|t| t.split(',').map(|t| format!("cowbench-{t}")).collect::<Vec<_>>()).collect();
+    destroy_pools(&prefixes, &mut rep, q);
+    remove_dm(&prefixes, &mut rep, q);
+    unmount_under(&root, &mut rep, q);
+    detach_loops_under(&root, &mut rep, q);
+
+    // 5. The ledger.
+    for e in &entries {
+        ledger_entry(&root, e, &mut rep, q);
+    }
+    if rep.errors.is_empty() {
+        if let Err(e) = ledger.clear() {
+            rep.error(q, format!("remove ledger: {e}"));
+        }
+    }
+    rep
+}
+
+fn run_quiet(cmd: &mut Command) -> Result<String, String> {
+    match cmd.output() {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Ok(o) => Err(format!("{:?}: {}: {}", cmd, o.status, String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("{:?}: {e}", cmd)),
+    }
+}
+
+fn clean_runtime_dir(_root: &Path, rt: &str, dir: &Path, rep: &mut CleanReport, q: bool) {
+    if !dir.is_dir() {
+        return;
+    }
+    let Some(bin) = hostinfo::which(rt) else {
+        rep.error(q, format!("{} holds {rt} state but {rt} is not installed", dir.display()));
+        return;
+    };
+    let mut ids: Vec<String> = run_quiet(Command::new(&bin).arg("--root").arg(dir).args(["list", "-q"]))
+        .map(|t| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+        .unwrap_or_default();
+    // A container whose state exists but that `list` could not read is still a directory here.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    for id in ids {
+        let _ = run_quiet(Command::new(&bin).arg("--root").arg(dir).args(["kill", &id, "KILL"]));
+        match run_quiet(Command::new(&bin).arg("--root").arg(dir).args(["delete", "-f", &id])) {
+            Ok(_) => rep.removed(q, "container", format!("{rt}:{id}")),
+            Err(e) => {
+                // Already gone as far as the runtime knows: drop the leftover state dir.
+                let state = dir.join(&id);
+                if state.exists() && std::fs::remove_dir_all(&state).is_ok() {
+                    rep.removed(q, "container-state", format!("{rt}:{id}"));
+                } else if state.exists() {
+                    rep.error(q, format!("delete {rt} container {id}: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// Kill every process in the cgroup tree at `dir`, then remove it deepest first.
+fn remove_cgroup_tree(dir: &Path, rep: &mut CleanReport, q: bool) {
+    let mut dirs: Vec<PathBuf> = walkdir_dirs(dir);
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in &dirs {
+        kill_cgroup_procs(d);
+    }
+    for d in &dirs {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match std::fs::remove_dir(d) {
+                Ok(()) => {
+                    rep.removed(q, "cgroup", d.display().to_string());
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if Instant::now() < deadline => {
+                    // EBUSY while dying processes are still being reaped.
+                    log::debug!("rmdir {}: {e}", d.display());
+                    kill_cgroup_procs(d);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    rep.error(q, format!("remove cgroup {}: {e}", d.display()));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn walkdir_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(rd) = std::fs::read_dir(&out[i]) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn kill_cgroup_procs(d: &Path) {
+    // v1 freezer: thaw first, a frozen task never dies.
+    let state = d.join("freezer.state");
+    if state.exists() {
+        let _ = std::fs::write(&state, "THAWED");
+    }
+    if d.join("cgroup.kill").exists() {
+        let _ = std::fs::write(d.join("cgroup.kill"), "1");
+    }
+    for pid in std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+fn unmount_under(root: &Path, rep: &mut CleanReport, q: bool) {
+    let ms = match mounts::mounts_under(root) {
+        Ok(m) => m,
+        Err(e) => return rep.error(q, format!("read mounts: {e}")),
+    };
+    let mut fuse_targets = Vec::new();
+    for m in ms {
+        if m.fstype.starts_with("fuse") {
+            fuse_targets.push(m.target.clone());
+        }
+        match mounts::unmount(&m.target) {
+            Ok(()) => rep.removed(q, "mount", format!("{} ({})", m.target.display(), m.fstype)),
+            Err(e) => rep.error(q, format!("unmount {}: {e}", m.target.display())),
+        }
+    }
+    for t in fuse_targets {
+        kill_fuse_daemons(&t, rep, q);
+    }
+}
+
+/// FUSE daemons (unionfs ...) whose command line names the mount point `target`.
+fn kill_fuse_daemons(target: &Path, rep: &mut CleanReport, q: bool) {
+    let want = target.as_os_str().as_encoded_bytes();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        if cmd.split(|b| *b == 0).any(|arg| arg == want) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            rep.removed(q, "fuse-daemon", format!("pid {pid} for {}", target.display()));
+        }
+    }
+}
+
+fn detach_loops_under(root: &Path, rep: &mut CleanReport, q: bool) {
+    let Ok(rd) = std::fs::read_dir("/sys/block") else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let dev = PathBuf::from(format!("/dev/{name}"));
+        if let Ok(Some(b)) = loopdev::backing_file(&dev) {
+            let b = PathBuf::from(b.to_string_lossy().trim_end_matches(" (deleted)"));
+            if b.starts_with(root) {
+                match loopdev::detach(&dev) {
+                    Ok(()) => rep.removed(q, "loop", format!("{} ({})", dev.display(), b.display())),
+                    Err(e) => rep.error(q, format!("detach {}: {e}", dev.display())),
+                }
+            }
+        }
+    }
+}
+
+fn destroy_pools(prefixes: &[String], rep: &mut CleanReport, q: bool) {
+    let Some(zpool) = hostinfo::which("zpool") else { return };
+    let Ok(list) = run_quiet(Command::new(&zpool).args(["list", "-H", "-o", "name"])) else { return };
+    for name in list.lines().map(str::trim) {
+        if prefixes.iter().any(|p| name == p || name.starts_with(&format!("{p}-"))) {
+            match run_quiet(Command::new(&zpool).args(["destroy", "-f", name])) {
+                Ok(_) => rep.removed(q, "pool", name),
+                Err(e) => rep.error(q, e),
+            }
+        }
+    }
+}
+
+fn remove_dm(prefixes: &[String], rep: &mut CleanReport, q: bool) {
+    let Some(dmsetup) = hostinfo::which("dmsetup") else { return };
+    if !Path::new("/dev/mapper/control").exists() {
+        return;
+    }
+    let Ok(list) = run_quiet(Command::new(&dmsetup).args(["ls"])) else { return };
+    // Thin devices before their pool: remove longer names (children) first.
+    let mut names: Vec<&str> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p.as_str())))
+        .collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    for n in names {
+        match run_quiet(Command::new(&dmsetup).args(["remove", "-f", n])) {
+            Ok(_) => rep.removed(q, "dm", n),
+            Err(e) => rep.error(q, e),
+        }
+    }
+}
+
+fn ledger_entry(root: &Path, e: &Entry, rep: &mut CleanReport, q: bool) {
+    match e.kind {
+        ResourceKind::Mount | ResourceKind::Fuse => {
+            let t = PathBuf::from(&e.id);
+            if t.starts_with(root) && mounts::is_mountpoint(&t) {
+                match mounts::unmount(&t) {
+                    Ok(()) => rep.removed(q, "mount", e.id.clone()),
+                    Err(err) => rep.error(q, format!("unmount {}: {err}", e.id)),
+                }
+            }
+            if e.kind == ResourceKind::Fuse {
+                kill_fuse_daemons(&t, rep, q);
+            }
+        }
+        ResourceKind::Loop => {
+            for dev in loopdev::find_by_file(Path::new(&e.id)).unwrap_or_default() {
+                match loopdev::detach(&dev) {
+                    Ok(()) => rep.removed(q, "loop", format!("{} ({})", dev.display(), e.id)),
+                    Err(err) => rep.error(q, format!("detach {}: {err}", dev.display())),
+                }
+            }
+        }
+        ResourceKind::Pool => destroy_pools(&[e.id.clone()], rep, q),
+        ResourceKind::Dm => remove_dm(&[e.id.clone()], rep, q),
+        ResourceKind::Cgroup => {
+            let rel = e.id.trim_matches('/');
+            if !rel.is_empty() && !rel.split('/').any(|c| c == "..") {
+                for h in crate::host::cgroup_hierarchies() {
+                    let d = h.join(rel);
+                    if d.is_dir() {
+                        remove_cgroup_tree(&d, rep, q);
+                    }
+                }
+            }
+        }
+        // Done in step 1 (runtime state dirs, ledger-named ones included).
+        ResourceKind::Container => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_stable_and_distinct() {
+        let a = root_tag(Path::new("/var/lib/cowbench-test-a"));
+        assert_eq!(a.len(), 8);
+        assert_eq!(a, root_tag(Path::new("/var/lib/cowbench-test-a")));
+        assert_ne!(a, root_tag(Path::new("/var/lib/cowbench-test-b")));
+        assert_eq!(cgroup_parent(Path::new("/var/lib/cowbench-test-a")), format!("cowbench-{a}"));
+    }
+
+    #[test]
+    fn clean_of_empty_root_removes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let r = clean(d.path(), &CleanOptions { quiet: true, ..Default::default() });
+        assert!(r.removed.is_empty(), "{:?}", r.removed);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+}

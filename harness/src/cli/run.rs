@@ -1,0 +1,82 @@
+//! `cowbench run`: the matrix driver × workload × parameters, results in `results/<run-id>/`.
+//! stdout: one JSON document naming the results; progress and logs on stderr.
+//! Exit code 1 when any cell failed (skipped cells are not failures).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cowbench_workloads::Profile;
+
+use super::RootArgs;
+use crate::results::CellStatus;
+use crate::runner::{self, RunConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Drivers to run, comma-separated (default: every driver; unavailable ones are recorded as
+    /// skipped with their reason).
+    #[arg(long, value_delimiter = ',')]
+    pub drivers: Option<Vec<String>>,
+    /// Workloads to run, comma-separated (default: every workload).
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Option<Vec<String>>,
+    /// quick (the default `cowbench run`, minutes) or full (hours).
+    #[arg(long, default_value = "quick")]
+    pub profile: Profile,
+    /// OCI runtime: runc or crun.
+    #[arg(long, default_value = "runc", value_parser = ["runc", "crun"])]
+    pub runtime: String,
+    /// Where run directories are written.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Recorded repetitions per cell (default: the workload's, for the profile).
+    #[arg(long)]
+    pub repeat: Option<u32>,
+    /// Seed of every generated image and random access pattern.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub root: RootArgs,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = RunConfig {
+        drivers: args.drivers,
+        workloads: args.workloads,
+        profile: args.profile,
+        runtime: args.runtime,
+        out: args.out,
+        repeat: args.repeat,
+        seed: args.seed,
+        root: args.root.root.clone(),
+        driver_options: args.root.driver_config().options,
+        command_line: std::env::args().collect(),
+    };
+    let out = runner::run(&cfg)?;
+    let d = &out.doc;
+    let failed: Vec<&str> = d.cells.iter().filter(|c| c.status == CellStatus::Failed).map(|c| c.key.as_str()).collect();
+    eprintln!(
+        "cowbench: {} cells ok, {} failed, {} skipped in {:.0} s — results: {}",
+        d.counts.ok,
+        d.counts.failed,
+        d.counts.skipped,
+        d.duration_s.unwrap_or(0.0),
+        out.dir.display()
+    );
+    let summary = serde_json::json!({
+        "run_id": d.run_id,
+        "status": d.status,
+        "dir": out.dir,
+        "run_json": out.dir.join("run.json"),
+        "samples_csv": out.dir.join("samples.csv"),
+        "counts": d.counts,
+        "failed_cells": failed,
+        "duration_s": d.duration_s,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(if d.counts.failed > 0 || d.status != crate::results::RunStatus::Complete {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,106 @@
+//! The run plan: which cells, in which order, with how many repetitions.
+
+use cowbench_drivers::registry;
+use cowbench_workloads::{Params, Profile, Workload};
+
+pub struct Planned {
+    pub driver: String,
+    pub workload: &'static dyn Workload,
+    pub params: Params,
+    pub warmup: u32,
+    pub repetitions: u32,
+}
+
+impl Planned {
+    pub fn key(&self) -> String {
+        crate::results::Cell::key_of(self.workload.id(), &self.driver, &self.params)
+    }
+    pub fn reps_total(&self) -> u32 {
+        self.warmup + self.repetitions
+    }
+}
+
+pub struct Plan {
+    pub drivers: Vec<String>,
+    pub workloads: Vec<String>,
+    /// Driver-major, then workload, then parameters.
+    pub cells: Vec<Planned>,
+}
+
+impl Plan {
+    pub fn total_reps(&self) -> u64 {
+        self.cells.iter().map(|c| c.reps_total() as u64).sum()
+    }
+}
+
+/// Build the plan; unknown driver or workload names are an error naming the known ones.
+pub fn plan(drivers: Option<&[String]>, workloads: Option<&[String]>, profile: Profile, repeat: Option<u32>) -> anyhow::Result<Plan> {
+    let drivers: Vec<String> = match drivers {
+        Some(d) => d.to_vec(),
+        None => registry::DRIVERS.iter().map(|s| s.to_string()).collect(),
+    };
+    for d in &drivers {
+        if !registry::DRIVERS.contains(&d.as_str()) {
+            anyhow::bail!("unknown driver '{d}'; known drivers: {}", registry::DRIVERS.join(", "));
+        }
+    }
+    let all = cowbench_workloads::all();
+    let workloads: Vec<&'static dyn Workload> = match workloads {
+        Some(ws) => ws
+            .iter()
+            .map(|w| {
+                cowbench_workloads::by_id(w).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown workload '{w}'; known workloads: {}",
+                        all.iter().map(|w| w.id()).collect::<Vec<_>>().join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        None => all,
+    };
+    if repeat == Some(0) {
+        anyhow::bail!("--repeat must be at least 1");
+    }
+    let mut cells = Vec::new();
+    for d in &drivers {
+        for w in &workloads {
+            for params in w.cells(profile) {
+                cells.push(Planned {
+                    driver: d.clone(),
+                    workload: *w,
+                    params,
+                    warmup: w.warmup(profile),
+                    // The same count for every driver: it depends on the workload and profile only.
+                    repetitions: repeat.unwrap_or_else(|| w.repetitions(profile)),
+                });
+            }
+        }
+    }
+    Ok(Plan { drivers, workloads: workloads.iter().map(|w| w.id().to_string()).collect(), cells })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_repetitions_for_every_driver() {
+        let p = plan(Some(&["overlay".into(), "vfs".into()]), None, Profile::Quick, None).unwrap();
+        assert_eq!(p.drivers, vec!["overlay", "vfs"]);
+        let n = p.cells.len();
+        assert!(n >= 2 && n % 2 == 0);
+        for (a, b) in p.cells[..n / 2].iter().zip(&p.cells[n / 2..]) {
+            assert_eq!((a.workload.id(), &a.params, a.repetitions, a.warmup), (b.workload.id(), &b.params, b.repetitions, b.warmup));
+        }
+        let r = plan(Some(&["vfs".into()]), Some(&["copyup".into()]), Profile::Quick, Some(7)).unwrap();
+        assert!(r.cells.iter().all(|c| c.repetitions == 7 && c.workload.id() == "copyup"));
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        assert!(plan(Some(&["ext9".into()]), None, Profile::Quick, None).is_err());
+        assert!(plan(None, Some(&["nope".into()]), Profile::Quick, None).is_err());
+        assert!(plan(None, None, Profile::Quick, Some(0)).is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! The runner: driver × workload × parameters, with warm-up, the same number of recorded
+//! repetitions for every driver, caches dropped where the workload asks, results written after
+//! every cell, and cleanup on success, error and SIGINT/SIGTERM.
+//!
+//! Order: driver-major (a driver is opened once, every workload runs on it, then it is torn
+//! down), so images built for a driver are reused across its cells and at most one backend's
+//! store exists at a time.
+
+mod copyup;
+mod density;
+pub mod exec;
+pub mod matrix;
+pub mod progress;
+pub mod signals;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use cowbench_drivers::{registry, DriverConfig};
+use cowbench_workloads::Profile;
+
+use crate::results::schema::{CacheDrop, Cell, CellStatus, Counts, Metric, RunParameters, RunStatus, Snapshot};
+use crate::results::{stats, RunDoc, ResultsWriter, SCHEMA_VERSION};
+use exec::{Session, SetupError};
+use matrix::Planned;
+
+/// What `cowbench run` was asked.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// None: every driver cowbench knows (unavailable ones are recorded as skipped).
+    pub drivers: Option<Vec<String>>,
+    /// None: every workload.
+    pub workloads: Option<Vec<String>>,
+    pub profile: Profile,
+    pub runtime: String,
+    pub out: PathBuf,
+    pub repeat: Option<u32>,
+    pub seed: u64,
+    pub root: PathBuf,
+    pub driver_options: BTreeMap<String, String>,
+    pub command_line: Vec<String>,
+}
+
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub doc: RunDoc,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `sync; echo 3 > /proc/sys/vm/drop_caches`.
+pub fn drop_caches() -> Result<(), String> {
+    // SAFETY: sync(2) has no arguments and cannot fail.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3").map_err(|e| format!("write /proc/sys/vm/drop_caches: {e}"))
+}
+
+fn snapshot(session: Option<&Session>) -> Snapshot {
+    Snapshot {
+        unix: now_unix(),
+        meminfo_bytes: crate::results::schema::meminfo(),
+        backend_status: session.and_then(|s| s.driver.status().ok()).unwrap_or_default(),
+    }
+}
+
+/// Run the matrix. Errors only for what prevents a run at all (bad selection, unwritable
+/// output); a failing cell is recorded and the run goes on.
+pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
+    let plan = matrix::plan(cfg.drivers.as_deref(), cfg.workloads.as_deref(), cfg.profile, cfg.repeat)?;
+    signals::install();
+    std::fs::create_dir_all(&cfg.root).with_context(|| format!("create root {}", cfg.root.display()))?;
+
+    let run_id = crate::results::new_run_id();
+    let writer = ResultsWriter::create(&cfg.out, &run_id)?;
+    let host = crate::host::probe(&cfg.root, &cfg.runtime, &cfg.driver_options);
+    let started = Instant::now();
+    let mut doc = RunDoc {
+        schema_version: SCHEMA_VERSION,
+        run_id: run_id.clone(),
+        status: RunStatus::Running,
+        started_unix: now_unix(),
+        finished_unix: None,
+        duration_s: None,
+        host,
+        parameters: RunParameters {
+            drivers: plan.drivers.clone(),
+            workloads: plan.workloads.clone(),
+            profile: cfg.profile.as_str().into(),
+            repeat: cfg.repeat,
+            seed: cfg.seed,
+            runtime: cfg.runtime.clone(),
+            root: cfg.root.display().to_string(),
+            driver_options: cfg.driver_options.clone(),
+            command_line: cfg.command_line.clone(),
+        },
+        counts: Counts::default(),
+        ci_method: stats::CI_METHOD.into(),
+        cells: Vec::new(),
+    };
+    writer.write(&doc)?;
+    eprintln!("cowbench: run {run_id}: {} cells, results in {}", plan.cells.len(), writer.dir().display());
+
+    let progress = progress::Progress::new(plan.total_reps());
+    let total = plan.cells.len();
+    let mut index = 0usize;
+    for driver in &plan.drivers {
+        let cells: Vec<&Planned> = plan.cells.iter().filter(|c| &c.driver == driver).collect();
+        if cells.is_empty() {
+            continue;
+        }
+        if signals::stop_requested() {
+            break;
+        }
+        let probe = registry::probe(driver)?;
+        let driver_cfg = cfg.driver_options.iter().fold(DriverConfig::new(&cfg.root), |c, (k, v)| c.with_option(k, v));
+        let opened: Result<Session, String> = if !probe.available {
+            Err(format!("driver unavailable: {}", probe.reason.clone().unwrap_or_default()))
+        } else {
+            Session::open(driver, &driver_cfg, &cfg.runtime, cfg.seed).map_err(|e| format!("{e:#}"))
+        };
+        for planned in cells {
+            if signals::stop_requested() {
+                break;
+            }
+            progress.cell(index, total, driver, &planned.key());
+            let cell = match &opened {
+                Err(reason) if !probe.available => skipped(planned, &probe, reason),
+                Err(reason) => failed_open(planned, &probe, reason),
+                Ok(session) => run_cell(planned, session, &progress),
+            };
+            let line = match cell.status {
+                CellStatus::Ok => format!("ok      {}", cell.key),
+                CellStatus::Failed => format!("FAILED  {}: {}", cell.key, cell.reason.as_deref().unwrap_or("")),
+                CellStatus::Skipped => format!("skipped {}: {}", cell.key, cell.reason.as_deref().unwrap_or("")),
+            };
+            if cell.status != CellStatus::Ok {
+                progress.tick(planned.reps_total() as u64);
+            }
+            progress.line(&line);
+            doc.cells.push(cell);
+            doc.recount();
+            writer.write(&doc)?;
+            index += 1;
+        }
+        if let Ok(session) = opened {
+            if let Err(e) = session.close() {
+                progress.line(&format!("warning: teardown of {driver} failed: {e:#}"));
+            }
+        }
+    }
+    progress.finish();
+
+    // A run owns its root: whatever a failed cell or an interrupted executor left is released.
+    let report = crate::clean::clean(&cfg.root, &crate::clean::CleanOptions { quiet: true, ..Default::default() });
+    if !report.errors.is_empty() {
+        eprintln!("cowbench: cleanup after the run left errors: {}", report.errors.join("; "));
+    }
+
+    doc.status = if signals::stop_requested() { RunStatus::Interrupted } else { RunStatus::Complete };
+    doc.finished_unix = Some(now_unix());
+    doc.duration_s = Some(started.elapsed().as_secs_f64());
+    doc.recount();
+    writer.write(&doc)?;
+    Ok(RunOutcome { dir: writer.dir().to_path_buf(), doc })
+}
+
+fn base_cell(p: &Planned, probe: &cowbench_drivers::ProbeReport) -> Cell {
+    Cell {
+        key: p.key(),
+        workload: p.workload.id().into(),
+        driver: p.driver.clone(),
+        implementation: probe.implementation.as_ref().map(|i| match &probe.version {
+            Some(v) => format!("{i} {v}"),
+            None => i.clone(),
+        }),
+        stand_in: probe.stand_in,
+        loop_backed: false,
+        params: p.params.clone(),
+        status: CellStatus::Skipped,
+        reason: None,
+        warmup: p.warmup,
+        repetitions: p.repetitions,
+        caches_dropped: false,
+        cache_drop: CacheDrop { requested: p.workload.drop_caches(), ..Default::default() },
+        metrics: BTreeMap::new(),
+        notes: BTreeMap::new(),
+        host_before: None,
+        host_after: None,
+        started_unix: now_unix(),
+        duration_s: 0.0,
+    }
+}
+
+fn skipped(p: &Planned, probe: &cowbench_drivers::ProbeReport, reason: &str) -> Cell {
+    let mut c = base_cell(p, probe);
+    c.status = CellStatus::Skipped;
+    c.reason = Some(reason.into());
+    c
+}
+
+fn failed_open(p: &Planned, probe: &cowbench_drivers::ProbeReport, reason: &str) -> Cell {
+    let mut c = base_cell(p, probe);
+    c.status = CellStatus::Failed;
+    c.reason = Some(format!("opening the driver failed: {reason}"));
+    c
+}
+
+fn run_cell(p: &Planned, session: &Session, progress: &progress::Progress) -> Cell {
+    let t0 = Instant::now();
+    let mut c = base_cell(p, &session.probe);
+    c.implementation = Some(session.driver.implementation().to_string());
+    let caps = session.driver.capabilities();
+    c.stand_in = caps.stand_in || session.probe.stand_in;
+    c.loop_backed = caps.loop_backed;
+    for m in p.workload.metrics() {
+        c.metrics.insert(
+            m.name.into(),
+            Metric { unit: m.unit.into(), samples: Vec::new(), sample_rep: Vec::new(), summary: None },
+        );
+    }
+    c.host_before = Some(snapshot(Some(session)));
+    let result = (|| -> Result<(), SetupError> {
+        let mut ex = exec::setup(p.workload.id(), session, &p.params)?;
+        let mut outcome = Ok(());
+        for i in 0..p.warmup + p.repetitions {
+            if signals::stop_requested() {
+                outcome = Err(SetupError::Fail(anyhow::anyhow!("interrupted by signal")));
+                break;
+            }
+            if p.workload.drop_caches() {
+                c.cache_drop.attempts += 1;
+                match drop_caches() {
+                    Ok(()) => c.cache_drop.succeeded += 1,
+                    Err(e) => {
+                        c.cache_drop.error.get_or_insert(e);
+                    }
+                }
+            }
+            let warm = i < p.warmup;
+            let rep = i.saturating_sub(p.warmup);
+            match ex.repetition(rep) {
+                Ok(samples) => {
+                    if !warm {
+                        for (name, v) in samples {
+                            match c.metrics.get_mut(name) {
+                                Some(m) if v.is_finite() => {
+                                    m.samples.push(v);
+                                    m.sample_rep.push(rep);
+                                }
+                                Some(_) => {}
+                                None => log::warn!("{}: executor reported unknown metric {name}", p.key()),
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    outcome = Err(SetupError::Fail(e.context(format!("repetition {i} ({})", if warm { "warm-up" } else { "recorded" }))));
+                    break;
+                }
+            }
+            progress.tick(1);
+        }
+        c.notes = ex.notes();
+        let fin = ex.finish();
+        outcome?;
+        fin.map_err(SetupError::Fail)
+    })();
+    match result {
+        Ok(()) => c.status = CellStatus::Ok,
+        Err(SetupError::Skip(r)) => {
+            c.status = CellStatus::Skipped;
+            c.reason = Some(r);
+            progress.tick(p.reps_total() as u64);
+        }
+        Err(SetupError::Fail(e)) => {
+            c.status = CellStatus::Failed;
+            c.reason = Some(format!("{e:#}"));
+        }
+    }
+    c.caches_dropped = c.cache_drop.requested && c.cache_drop.attempts > 0 && c.cache_drop.succeeded == c.cache_drop.attempts;
+    c.host_after = Some(snapshot(Some(session)));
+    c.summarize();
+    c.duration_s = t0.elapsed().as_secs_f64();
+    c
+}
