@@ -1,0 +1,236 @@
+//! What the verdict engine reads: per run, the backends with their implementation and storage,
+//! and every cell's raw samples. Built from a `run.json` ([`crate::results::RunDoc`]) or by hand
+//! (tests, other front ends). Summaries stored in results are deliberately not carried over.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cowbench_workloads::Params;
+use serde::Serialize;
+
+use crate::host::Environment;
+use crate::results::{CellStatus, RunDoc};
+
+/// One backend as the run saw it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Backend {
+    pub available: bool,
+    pub implementation: Option<String>,
+    pub version: Option<String>,
+    pub stand_in: bool,
+    pub loop_backed: bool,
+    /// Probe reason when unavailable.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
+pub enum CellState {
+    Ok,
+    Failed(String),
+    Skipped(String),
+}
+
+/// One cell: a workload on a driver with one parameter set; raw samples per metric.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvCell {
+    pub workload: String,
+    pub driver: String,
+    pub implementation: Option<String>,
+    pub stand_in: bool,
+    pub loop_backed: bool,
+    pub params: Params,
+    pub state: CellState,
+    /// metric name (unit in the name) → raw samples.
+    pub metrics: BTreeMap<String, Vec<f64>>,
+}
+
+impl EvCell {
+    pub fn new(workload: &str, driver: &str, params: Params) -> Self {
+        EvCell {
+            workload: workload.into(),
+            driver: driver.into(),
+            implementation: None,
+            stand_in: false,
+            loop_backed: false,
+            params,
+            state: CellState::Ok,
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    pub fn with_metric(mut self, metric: &str, samples: Vec<f64>) -> Self {
+        self.metrics.insert(metric.into(), samples);
+        self
+    }
+
+    /// Numeric value of a parameter (numbers, and strings that parse as numbers).
+    pub fn param_f64(&self, name: &str) -> Option<f64> {
+        match self.params.get(name)? {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            serde_json::Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            _ => None,
+        }
+    }
+
+    /// The cell ran on a stand-in for the kernel driver (aufs on unionfs-fuse, zfs on zfs-fuse).
+    pub fn is_stand_in(&self) -> bool {
+        self.stand_in || self.implementation.as_deref().is_some_and(implementation_is_stand_in)
+    }
+}
+
+/// Implementations that are stand-ins for a kernel driver.
+pub fn implementation_is_stand_in(imp: &str) -> bool {
+    let i = imp.to_ascii_lowercase();
+    i.contains("stand-in") || i.contains("unionfs-fuse") || i.contains("zfs-fuse")
+}
+
+/// One run (one host or environment).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunEvidence {
+    /// Column title in merged reports: host and environment.
+    pub label: String,
+    pub dir: Option<PathBuf>,
+    pub run_id: String,
+    /// Ran inside the cowbench VM (software-emulated devices and CPU).
+    pub vm: bool,
+    pub profile: String,
+    pub drivers_requested: Vec<String>,
+    pub workloads_requested: Vec<String>,
+    pub backends: BTreeMap<String, Backend>,
+    pub cells: Vec<EvCell>,
+    /// Host and reproducibility facts, in display order.
+    pub facts: Vec<(String, String)>,
+}
+
+impl RunEvidence {
+    /// A run with every given driver available on real storage (used to build evidence by hand).
+    pub fn synthetic(label: &str, drivers: &[&str], workloads: &[&str]) -> Self {
+        RunEvidence {
+            label: label.into(),
+            run_id: label.into(),
+            profile: "quick".into(),
+            drivers_requested: drivers.iter().map(|s| s.to_string()).collect(),
+            workloads_requested: workloads.iter().map(|s| s.to_string()).collect(),
+            backends: drivers
+                .iter()
+                .map(|d| (d.to_string(), Backend { available: true, ..Default::default() }))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn workload_ran(&self, workload: &str) -> bool {
+        self.cells.iter().any(|c| c.workload == workload)
+    }
+
+    pub fn from_doc(doc: &RunDoc, dir: Option<&Path>) -> Self {
+        let h = &doc.host;
+        let vm = matches!(h.environment, Environment::Vm { .. });
+        let env = match &h.environment {
+            Environment::Host => "host".to_string(),
+            Environment::Vm { accel, vcpus, mem_bytes } => {
+                format!("VM ({accel}, {vcpus} vCPU, {})", crate::report::fmt_bytes(*mem_bytes as f64))
+            }
+        };
+        let host_name = dir
+            .and_then(|d| d.file_name())
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| doc.run_id.clone());
+        let label = format!("{host_name} ({})", if vm { "VM" } else { "host" });
+        let backends = h
+            .drivers
+            .iter()
+            .map(|b| {
+                (
+                    b.probe.name.clone(),
+                    Backend {
+                        available: b.probe.available,
+                        implementation: b.probe.implementation.clone(),
+                        version: b.probe.version.clone(),
+                        stand_in: b.probe.stand_in,
+                        loop_backed: b.storage.loop_backed,
+                        reason: b.probe.reason.clone(),
+                    },
+                )
+            })
+            .collect();
+        let cells = doc
+            .cells
+            .iter()
+            .map(|c| EvCell {
+                workload: c.workload.clone(),
+                driver: c.driver.clone(),
+                implementation: c.implementation.clone(),
+                stand_in: c.stand_in,
+                loop_backed: c.loop_backed,
+                params: c.params.clone(),
+                state: match c.status {
+                    CellStatus::Ok => CellState::Ok,
+                    CellStatus::Failed => CellState::Failed(c.reason.clone().unwrap_or_else(|| "failed".into())),
+                    CellStatus::Skipped => CellState::Skipped(c.reason.clone().unwrap_or_else(|| "skipped".into())),
+                },
+                // Raw samples only: `summary` is ignored on purpose.
+                metrics: c.metrics.iter().map(|(k, m)| (k.clone(), m.samples.clone())).collect(),
+            })
+            .collect();
+        let runtime = h
+            .runtime
+            .as_ref()
+            .map(|r| format!("{} {} ({})", r.name, r.version.clone().unwrap_or_default(), r.path))
+            .unwrap_or_else(|| "none found".into());
+        let root = &h.root;
+        let facts = vec![
+            ("run id".into(), doc.run_id.clone()),
+            (
+                "cowbench".into(),
+                format!("{} (git {})", h.cowbench.version, h.cowbench.git_revision.clone().unwrap_or_else(|| "unknown".into())),
+            ),
+            ("profile".into(), doc.parameters.profile.clone()),
+            ("command".into(), doc.parameters.command_line.join(" ")),
+            ("environment".into(), env),
+            ("kernel".into(), h.kernel.clone()),
+            ("distro".into(), h.distro.clone()),
+            ("CPU".into(), format!("{} × {}", h.cpu.count, h.cpu.model)),
+            ("memory".into(), crate::report::fmt_bytes(h.memory_bytes as f64)),
+            ("cgroups".into(), format!("{:?}", h.cgroup).to_lowercase()),
+            ("OCI runtime".into(), runtime),
+            (
+                "root storage".into(),
+                format!(
+                    "{} on {} ({}), scheduler {}, options {}",
+                    root.path,
+                    root.device.clone().unwrap_or_else(|| "?".into()),
+                    root.filesystem.clone().unwrap_or_else(|| "?".into()),
+                    root.scheduler.clone().unwrap_or_else(|| "?".into()),
+                    root.mount_options.clone().unwrap_or_else(|| "?".into())
+                ),
+            ),
+            ("duration".into(), doc.duration_s.map(|d| format!("{d:.0} s")).unwrap_or_else(|| format!("{:?}", doc.status).to_lowercase())),
+            ("cells".into(), format!("{} ok, {} failed, {} skipped", doc.counts.ok, doc.counts.failed, doc.counts.skipped)),
+        ];
+        RunEvidence {
+            label,
+            dir: dir.map(Path::to_path_buf),
+            run_id: doc.run_id.clone(),
+            vm,
+            profile: doc.parameters.profile.clone(),
+            drivers_requested: doc.parameters.drivers.clone(),
+            workloads_requested: doc.parameters.workloads.clone(),
+            backends,
+            cells,
+            facts,
+        }
+    }
+
+    /// Read `RUN_DIR/run.json`.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let path = if dir.is_file() { dir.to_path_buf() } else { dir.join("run.json") };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let doc: RunDoc = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let run_dir = if dir.is_file() { dir.parent().unwrap_or(dir) } else { dir };
+        Ok(Self::from_doc(&doc, Some(run_dir)))
+    }
+}

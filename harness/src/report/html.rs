@@ -1,0 +1,379 @@
+//! report.html: one self-contained file (CSS inline, charts as base64 PNG) that opens offline.
+
+use std::fmt::Write;
+
+use anyhow::Context;
+
+use super::fmt::{fmt_ratio, fmt_value};
+use super::{base64, CellVerdict, Report};
+use crate::claims::{ClaimVerdict, Verdict, VerdictKind};
+
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Inline `code` spans from backticks.
+fn code(s: &str) -> String {
+    let e = esc(s);
+    let mut out = String::new();
+    for (i, part) in e.split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn class(k: VerdictKind) -> &'static str {
+    match k {
+        VerdictKind::Confirmed => "confirmed",
+        VerdictKind::Refuted => "refuted",
+        VerdictKind::Inconclusive => "inconclusive",
+        VerdictKind::NotMeasured => "notmeasured",
+    }
+}
+
+fn badge(k: VerdictKind) -> String {
+    format!("<span class=\"badge {}\">{} {}</span>", class(k), k.symbol(), k.as_str())
+}
+
+fn marks(v: &Verdict) -> String {
+    v.marks.labels().iter().map(|m| format!("<span class=\"mark\">{}</span>", esc(m))).collect::<Vec<_>>().join("")
+}
+
+/// Badge, key number, why, marks.
+fn verdict_html(v: &Verdict, compact: bool) -> String {
+    let mut s = badge(v.kind);
+    if !v.key.is_empty() {
+        let _ = write!(s, " <span class=\"key\">{}</span>", esc(&v.key));
+    }
+    if let Some(w) = &v.why {
+        let _ = write!(s, " <span class=\"why\">{}</span>", esc(&w.text()));
+    }
+    let m = marks(v);
+    if !m.is_empty() {
+        let _ = write!(s, "{}{m}", if compact { " " } else { "<br>" });
+    }
+    s
+}
+
+fn cell_verdicts(vs: &[CellVerdict], multi: bool) -> String {
+    vs.iter()
+        .map(|c| {
+            let who = if multi { format!("<span class=\"run\">{}</span> ", esc(&c.run)) } else { String::new() };
+            format!("<div class=\"cv\">{who}{}</div>", verdict_html(&c.verdict, true))
+        })
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+fn numbers(cv: &ClaimVerdict) -> String {
+    let mut rows: Vec<String> = Vec::new();
+    for d in &cv.drivers {
+        for r in &d.rules {
+            for p in &r.points {
+                let cov = if p.ci_coverage < 0.95 {
+                    format!(" <span class=\"why\">(coverage {:.0}%)</span>", p.ci_coverage * 100.0)
+                } else {
+                    String::new()
+                };
+                let row = format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} – {}{}</td></tr>",
+                    esc(r.label.as_deref().unwrap_or(&r.metric)),
+                    esc(&p.driver),
+                    esc(&p.label),
+                    p.n,
+                    fmt_value(&r.metric, p.median),
+                    fmt_value(&r.metric, p.ci_lo),
+                    fmt_value(&r.metric, p.ci_hi),
+                    cov
+                );
+                if !rows.contains(&row) {
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<details><summary>Numbers ({} groups)</summary><table class=\"numbers\"><thead><tr><th>rule / metric</th><th>driver</th><th>parameters</th><th>n</th><th>median</th><th>95% CI</th></tr></thead><tbody>{}</tbody></table></details>",
+        rows.len(),
+        rows.join("")
+    )
+}
+
+const CSS: &str = r#"
+:root { --fg:#1f2328; --muted:#59636e; --line:#d1d9e0; --bg:#ffffff; --soft:#f6f8fa;
+  --ok:#1a7f37; --ok-bg:#dafbe1; --bad:#cf222e; --bad-bg:#ffebe9; --mid:#9a6700; --mid-bg:#fff8c5;
+  --nm:#59636e; --nm-bg:#eaeef2; --accent:#0969da; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--soft); color:var(--fg);
+  font: 15px/1.5 "DejaVu Sans", -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 28px 32px 64px; background: var(--bg);
+  box-shadow: 0 0 0 1px var(--line); min-height: 100vh; }
+h1 { font-size: 30px; margin: 0 0 4px; letter-spacing: -0.01em; }
+h2 { font-size: 22px; margin: 40px 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 18px; margin: 0 0 6px; }
+.sub { color: var(--muted); margin: 0 0 18px; }
+.warn { background: var(--mid-bg); border: 1px solid #d4a72c66; border-left: 4px solid #d4a72c;
+  padding: 10px 14px; margin: 10px 0; border-radius: 6px; }
+table { border-collapse: collapse; width: 100%; margin: 10px 0 16px; font-size: 14px; }
+th, td { border: 1px solid var(--line); padding: 7px 10px; vertical-align: top; text-align: left; }
+th { background: var(--soft); font-weight: 600; }
+td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+table.facts td:first-child { width: 170px; color: var(--muted); white-space: nowrap; }
+table.tradeoffs td { width: 21%; } table.tradeoffs td:first-child { width: 10%; font-weight: 600; }
+table.tradeoffs .text { margin-bottom: 6px; }
+.ids { display:block; color: var(--muted); font-size: 12px; margin-bottom: 4px; }
+.cv { margin-top: 4px; font-size: 13px; }
+.badge { display: inline-block; padding: 1px 9px; border-radius: 999px; font-size: 12.5px; font-weight: 600;
+  white-space: nowrap; border: 1px solid transparent; }
+.badge.confirmed { color: var(--ok); background: var(--ok-bg); border-color: #4ac26b66; }
+.badge.refuted { color: var(--bad); background: var(--bad-bg); border-color: #ff818266; }
+.badge.inconclusive { color: var(--mid); background: var(--mid-bg); border-color: #d4a72c66; }
+.badge.notmeasured { color: var(--nm); background: var(--nm-bg); border-color: #afb8c166; }
+.key { font-variant-numeric: tabular-nums; }
+.why { color: var(--muted); }
+.mark { display: inline-block; margin: 2px 4px 0 0; padding: 0 7px; border-radius: 4px; font-size: 11.5px;
+  color: #6639ba; background: #fbefff; border: 1px solid #c297ff66; }
+.run { font-weight: 600; color: var(--accent); }
+.claim { border: 1px solid var(--line); border-radius: 10px; padding: 16px 18px; margin: 18px 0; }
+.claim blockquote { margin: 6px 0 8px; padding: 2px 12px; border-left: 3px solid var(--line); color: #32383f; }
+.meta { color: var(--muted); font-size: 13px; margin-bottom: 8px; }
+.verdict { margin: 10px 0; }
+.drivers { margin: 6px 0 10px 0; padding-left: 18px; font-size: 13.5px; }
+figure { margin: 12px 0; }
+figure img { width: 100%; max-width: 960px; height: auto; border: 1px solid var(--line); border-radius: 6px; display: block; }
+figcaption { color: var(--muted); font-size: 12.5px; margin-top: 4px; }
+.rule { font-size: 13px; color: #32383f; background: var(--soft); border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
+.rule p { margin: 3px 0; }
+details summary { cursor: pointer; color: var(--accent); font-size: 13.5px; margin: 6px 0; }
+code { font-family: "DejaVu Sans Mono", ui-monospace, monospace; font-size: 12.5px; background: var(--soft);
+  padding: 0 4px; border-radius: 4px; }
+.legend span { margin-right: 10px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 14px; }
+footer { margin-top: 40px; color: var(--muted); font-size: 13px; }
+a { color: var(--accent); text-decoration: none; } a:hover { text-decoration: underline; }
+"#;
+
+/// Sets `data-images-total` / `data-images-loaded` on <body> once the page loaded: a
+/// self-check that every embedded chart decodes (read back by headless browsers).
+const SCRIPT: &str = r#"
+window.addEventListener('load', function () {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }
+  document.body.setAttribute('data-images-total', String(imgs.length));
+  document.body.setAttribute('data-images-loaded', String(ok));
+});
+"#;
+
+pub fn render(r: &Report) -> anyhow::Result<String> {
+    let multi = r.runs.len() > 1;
+    let mut img = std::collections::BTreeMap::new();
+    for c in &r.charts {
+        let bytes = std::fs::read(&c.png).with_context(|| format!("reading chart {}", c.png.display()))?;
+        img.insert(c.id.clone(), (c.title.clone(), format!("data:image/png;base64,{}", base64(&bytes))));
+    }
+    let figure = |id: &str| -> String {
+        match img.get(id) {
+            Some((title, uri)) => format!(
+                "<figure><img src=\"{uri}\" alt=\"{}\" width=\"960\" height=\"540\"><figcaption>{} — <code>charts/{id}.svg</code>, <code>charts/{id}.png</code></figcaption></figure>",
+                esc(title),
+                esc(title)
+            ),
+            None => String::new(),
+        }
+    };
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>cowbench report — {}</title><style>{CSS}</style><script>{SCRIPT}</script></head><body><main>",
+        esc(&r.runs.iter().map(|x| x.label.clone()).collect::<Vec<_>>().join(", "))
+    );
+    let _ = write!(
+        o,
+        "<h1>cowbench report</h1><p class=\"sub\">Which container storage driver should I use, and why? Every claim of the storage-driver trade-off table, decided from raw samples. {} · runs: {}</p>",
+        esc(&r.generated_by),
+        r.runs.iter().map(|x| format!("<code>{}</code>", esc(&x.label))).collect::<Vec<_>>().join(", ")
+    );
+    for run in &r.runs {
+        for w in &run.warnings {
+            let _ = write!(
+                o,
+                "<div class=\"warn\"><strong>Warning{}:</strong> {}</div>",
+                if multi { format!(" ({})", esc(&run.label)) } else { String::new() },
+                esc(w)
+            );
+        }
+    }
+
+    // Host and reproducibility.
+    let head: String = r.runs.iter().map(|x| format!("<th>{}</th>", esc(&x.label))).collect();
+    let _ = write!(o, "<h2 id=\"host\">Host and reproducibility</h2><table class=\"facts\"><thead><tr><th></th>{head}</tr></thead><tbody>");
+    let mut keys: Vec<&String> = Vec::new();
+    for run in &r.runs {
+        for (k, _) in &run.facts {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    for k in keys {
+        let vals: String = r
+            .runs
+            .iter()
+            .map(|x| format!("<td>{}</td>", x.facts.iter().find(|(fk, _)| fk == k).map(|(_, v)| esc(v)).unwrap_or_default()))
+            .collect();
+        let _ = write!(o, "<tr><td>{}</td>{vals}</tr>", esc(k));
+    }
+    let _ = write!(o, "</tbody></table><h3>Backends</h3><table class=\"facts\"><thead><tr><th>driver</th>{head}</tr></thead><tbody>");
+    let mut drivers: Vec<&String> =
+        r.runs.iter().flat_map(|x| x.backends.keys()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    drivers.sort_by_key(|d| (super::driver_rank(d), d.to_string()));
+    for d in drivers {
+        let vals: String = r
+            .runs
+            .iter()
+            .map(|x| match x.backends.get(d) {
+                Some(b) if b.available => format!(
+                    "<td><span class=\"badge confirmed\">available</span> {}{}{}</td>",
+                    esc(&b.implementation.clone().unwrap_or_default()),
+                    b.version.as_ref().map(|v| format!(" {}", esc(v))).unwrap_or_default(),
+                    if b.loop_backed { " <span class=\"mark\">loop-backed</span>" } else { "" }
+                ),
+                Some(b) => format!(
+                    "<td><span class=\"badge notmeasured\">unavailable</span> <span class=\"why\">{}</span></td>",
+                    esc(&b.reason.clone().unwrap_or_default())
+                ),
+                None => "<td class=\"why\">not probed</td>".into(),
+            })
+            .collect();
+        let _ = write!(o, "<tr><td>{}</td>{vals}</tr>", esc(d));
+    }
+    o.push_str("</tbody></table>");
+
+    // The table.
+    o.push_str("<h2 id=\"table\">The trade-off table, measured</h2><p class=\"sub\">The table of the storage-driver documents, each cell with its measured verdict and the number that decided it. Claim ids link to their sections.</p>");
+    o.push_str("<table class=\"tradeoffs\" id=\"tradeoffs\"><thead><tr><th>Driver</th><th>Traits</th><th>Advantage</th><th>Disadvantage</th><th>Suited for</th></tr></thead><tbody>");
+    for row in &r.table {
+        let _ = write!(o, "<tr data-driver=\"{}\"><td>{}</td>", esc(&row.driver), esc(&row.driver));
+        for c in &row.cells {
+            let ids: String = c.claims.iter().map(|id| format!("<a href=\"#{id}\">{id}</a>")).collect::<Vec<_>>().join(", ");
+            let _ = write!(
+                o,
+                "<td><div class=\"text\">{}</div>{}{}</td>",
+                esc(&c.text),
+                if ids.is_empty() { String::new() } else { format!("<span class=\"ids\">{ids}</span>") },
+                cell_verdicts(&c.verdicts, multi)
+            );
+        }
+        o.push_str("</tr>");
+    }
+    o.push_str("</tbody></table>");
+
+    // Claims summary.
+    let _ = write!(o, "<h2 id=\"claims\">Claims</h2><table class=\"claims\" id=\"claims-table\"><thead><tr><th>Claim</th>{head}</tr></thead><tbody>");
+    for c in &r.claims {
+        let vs: String = c.verdicts.iter().map(|v| format!("<td>{}</td>", verdict_html(&v.verdict, true))).collect();
+        let _ = write!(o, "<tr data-claim=\"{}\"><td><a href=\"#{}\">{}</a></td>{vs}</tr>", c.id, c.id, c.id);
+    }
+    o.push_str("</tbody></table>");
+
+    for c in &r.claims {
+        let _ = write!(o, "<section class=\"claim\" id=\"{}\"><h3>{}</h3><blockquote>{}</blockquote>", c.id, c.id, esc(&c.statement));
+        let _ = write!(
+            o,
+            "<div class=\"meta\">Source: {} · workloads: {} · drivers: {} (aggregate: {})</div>",
+            esc(&c.source),
+            esc(&c.workloads.join(", ")),
+            esc(&c.drivers.join(", ")),
+            esc(&c.aggregate)
+        );
+        for (i, v) in c.verdicts.iter().enumerate() {
+            let who = if multi { format!("<span class=\"run\">{}</span> ", esc(&v.run)) } else { String::new() };
+            let _ = write!(o, "<div class=\"verdict\">{who}{}</div>", verdict_html(&v.verdict, false));
+            if v.drivers.len() > 1 {
+                o.push_str("<ul class=\"drivers\">");
+                for d in &v.drivers {
+                    let _ = write!(o, "<li><strong>{}</strong>: {}</li>", esc(&d.driver), verdict_html(&d.verdict, true));
+                }
+                o.push_str("</ul>");
+            }
+            if let Some(Some(id)) = c.charts.get(i) {
+                o.push_str(&figure(id));
+            }
+            o.push_str(&numbers(v));
+        }
+        o.push_str("<div class=\"rule\"><strong>Decision rule</strong>");
+        for rule in &c.rules {
+            let _ = write!(o, "<p>{}</p>", code(rule));
+        }
+        o.push_str("</div></section>");
+    }
+
+    // Workloads.
+    o.push_str("<h2 id=\"workloads\">Workloads</h2>");
+    if r.workloads.is_empty() {
+        o.push_str("<p class=\"why\">No workload produced samples.</p>");
+    }
+    for w in &r.workloads {
+        let _ = write!(o, "<h3>{}{}</h3><div class=\"grid\">", esc(&w.workload), if multi { format!(" — {}", esc(&w.run)) } else { String::new() });
+        for id in &w.charts {
+            o.push_str(&figure(id));
+        }
+        o.push_str("</div>");
+    }
+
+    if let Some(cmp) = &r.comparison {
+        let _ = write!(
+            o,
+            "<h2 id=\"comparison\">Comparison: {} against baseline {}</h2><p>{} regression(s) beyond noise (95% CIs apart and ≥ {:.0}% worse).</p>",
+            esc(&cmp.run),
+            esc(&cmp.baseline),
+            cmp.regressions,
+            super::compare::MIN_CHANGE * 100.0
+        );
+        o.push_str("<table><thead><tr><th>cell</th><th>metric</th><th>baseline</th><th>this run</th><th>ratio</th><th>95% interval</th><th>change</th></tr></thead><tbody>");
+        for row in &cmp.rows {
+            let cls = match row.change {
+                super::Change::Faster | super::Change::Better => "confirmed",
+                super::Change::Slower | super::Change::Worse => "refuted",
+                super::Change::NoChange => "notmeasured",
+            };
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} – {}</td><td><span class=\"badge {cls}\">{}</span></td></tr>",
+                esc(&row.cell),
+                esc(&row.metric),
+                fmt_value(&row.metric, row.baseline_median),
+                fmt_value(&row.metric, row.median),
+                fmt_ratio(row.ratio),
+                fmt_ratio(row.ratio_lo),
+                fmt_ratio(row.ratio_hi),
+                row.change.as_str()
+            );
+        }
+        o.push_str("</tbody></table>");
+        for u in &cmp.unmatched {
+            let _ = write!(o, "<p class=\"why\">unmatched: {}</p>", esc(u));
+        }
+    }
+    let _ = write!(o, "<h2 id=\"method\">Method</h2><p>{}</p><footer>{}</footer></main></body></html>\n", esc(&r.method), esc(&r.generated_by));
+    Ok(o)
+}

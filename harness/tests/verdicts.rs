@@ -1,0 +1,356 @@
+//! The verdict engine on synthetic samples built to confirm, refute and be inconclusive for the
+//! claims — so every rule can fail — and the not-measured reasons.
+
+use cowbench::claims::{
+    evaluate_claim, Backend, CellState, ClaimSet, ClaimVerdict, EvCell, RunEvidence, VerdictKind, Why,
+};
+use serde_json::json;
+
+const KIB: f64 = 1024.0;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Deterministic jitter in [1 − amp, 1 + amp] (a tiny LCG: reproducible, no rand seed games).
+struct Jitter(u64);
+impl Jitter {
+    fn next(&mut self, amp: f64) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let u = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+        1.0 + amp * (2.0 * u - 1.0)
+    }
+    fn samples(&mut self, center: f64, amp: f64, n: usize) -> Vec<f64> {
+        (0..n).map(|_| center * self.next(amp)).collect()
+    }
+}
+
+fn claims() -> ClaimSet {
+    ClaimSet::builtin()
+}
+
+fn verdict(run: &RunEvidence, id: &str) -> ClaimVerdict {
+    let set = claims();
+    let c = set.claim(id).unwrap_or_else(|| panic!("claim {id} missing"));
+    let v = evaluate_claim(c, run);
+    eprintln!("{id}: {}", v.verdict.summary());
+    v
+}
+
+/// copyup cells for one driver: latency = fixed + per_byte·size (with noise `amp`).
+fn copyup(run: &mut RunEvidence, driver: &str, fixed_ns: f64, per_byte_ns: f64, amp: f64, sizes: &[f64], seed: u64) {
+    let mut j = Jitter(seed);
+    for &s in sizes {
+        let p = [("file_bytes", json!(s as u64)), ("depth", json!(1)), ("write_at", json!("start"))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let lat = j.samples(fixed_ns + per_byte_ns * s, amp, 9);
+        run.cells.push(EvCell::new("copyup", driver, p).with_metric("first_write_latency_ns", lat));
+    }
+}
+
+const SIZES: [f64; 4] = [4.0 * KIB, MIB, 16.0 * MIB, 64.0 * MIB];
+
+#[test]
+fn claims_file_has_every_id_and_row() {
+    let set = claims();
+    let ids = [
+        "overlay-copyup-whole-file", "aufs-copyup-size-depth", "aufs-deep-lookup", "dm-block-copyup",
+        "dm-no-shared-cache", "btrfs-no-shared-cache", "zfs-shared-arc", "zfs-fragmentation",
+        "dm-churn-overflow", "filelevel-density", "dm-io-intensive", "btrfs-not-dense", "zfs-dense",
+        "near-bare-metal", "layer-sharing", "fast-start",
+    ];
+    assert_eq!(set.claims.len(), 16);
+    for id in ids {
+        assert!(set.claim(id).is_some(), "{id}");
+    }
+    let rows: Vec<&str> = set.rows.iter().map(|r| r.driver.as_str()).collect();
+    assert_eq!(rows, ["aufs", "overlay", "devicemapper", "btrfs", "zfs"]);
+    // Every claim's rules name a metric with its unit and a workload of the claim.
+    for c in &set.claims {
+        for r in &c.rules {
+            assert!(c.workloads.contains(&r.workload), "{}: {}", c.id, r.workload);
+        }
+    }
+}
+
+#[test]
+fn overlay_copyup_confirmed_refuted_inconclusive() {
+    // Whole-file copy: 30 µs + 1 ns/byte (≈ 1 GB/s) → ×~2000 from 4 KiB to 64 MiB.
+    let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
+    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 1);
+    let v = verdict(&run, "overlay-copyup-whole-file");
+    assert_eq!(v.verdict.kind, VerdictKind::Confirmed, "{}", v.verdict.summary());
+    assert!(v.verdict.key.contains("from 4 KiB to 64 MiB"), "{}", v.verdict.key);
+
+    // Block-level behaviour: constant 40 µs → refuted.
+    let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
+    copyup(&mut run, "overlay", 40e3, 0.0, 0.1, &SIZES, 2);
+    assert_eq!(verdict(&run, "overlay-copyup-whole-file").verdict.kind, VerdictKind::Refuted);
+
+    // Growth of only ×~10: between the thresholds.
+    let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
+    copyup(&mut run, "overlay", 100e3, 900e3 / (64.0 * MIB), 0.05, &SIZES, 3);
+    let v = verdict(&run, "overlay-copyup-whole-file");
+    assert_eq!(v.verdict.kind, VerdictKind::Inconclusive);
+    assert!(matches!(v.verdict.why, Some(Why::BelowThreshold(_))), "{:?}", v.verdict.why);
+
+    // Large growth drowned in noise: samples spread ×50 around the centre → CIs overlap.
+    let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
+    let mut j = Jitter(9);
+    for (i, &s) in SIZES.iter().enumerate() {
+        let p = [("file_bytes", json!(s as u64)), ("depth", json!(1)), ("write_at", json!("start"))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let center = 1e5 * 60f64.powf(i as f64 / 3.0);
+        let lat: Vec<f64> = (0..9).map(|k| center * if k % 2 == 0 { 0.05 } else { 1.0 } * j.next(0.05)).collect();
+        let mut lat = lat;
+        if i == 0 {
+            lat.push(center * 80.0);
+            lat.push(center * 90.0);
+            lat.push(center * 95.0);
+            lat.push(center * 99.0);
+        }
+        run.cells.push(EvCell::new("copyup", "overlay", p).with_metric("first_write_latency_ns", lat));
+    }
+    let v = verdict(&run, "overlay-copyup-whole-file");
+    assert_eq!(v.verdict.kind, VerdictKind::Inconclusive, "{}", v.verdict.summary());
+    assert!(matches!(v.verdict.why, Some(Why::Noise(_))), "{:?}", v.verdict.why);
+}
+
+#[test]
+fn dm_block_copyup_three_ways() {
+    let mut run = RunEvidence::synthetic("t", &["devicemapper"], &["copyup"]);
+    copyup(&mut run, "devicemapper", 120e3, 0.0, 0.2, &SIZES, 4);
+    assert_eq!(verdict(&run, "dm-block-copyup").verdict.kind, VerdictKind::Confirmed);
+
+    let mut run = RunEvidence::synthetic("t", &["devicemapper"], &["copyup"]);
+    copyup(&mut run, "devicemapper", 30e3, 1.0, 0.1, &SIZES, 5);
+    assert_eq!(verdict(&run, "dm-block-copyup").verdict.kind, VerdictKind::Refuted);
+
+    // ×~8 growth: neither flat nor whole-file.
+    let mut run = RunEvidence::synthetic("t", &["devicemapper"], &["copyup"]);
+    copyup(&mut run, "devicemapper", 100e3, 700e3 / (64.0 * MIB), 0.05, &SIZES, 6);
+    assert_eq!(verdict(&run, "dm-block-copyup").verdict.kind, VerdictKind::Inconclusive);
+}
+
+/// sharedcache cells: cache growth for N readers of a 256 MiB file = copies(N) × 256 MiB.
+fn sharedcache(run: &mut RunEvidence, driver: &str, metric: &str, copies: impl Fn(f64) -> f64, amp: f64, seed: u64) {
+    let mut j = Jitter(seed);
+    for n in [1.0, 2.0, 4.0, 8.0, 16.0] {
+        let p = [("containers".to_string(), json!(n as u64))].into_iter().collect();
+        run.cells.push(EvCell::new("sharedcache", driver, p).with_metric(metric, j.samples(copies(n) * 256.0 * MIB, amp, 7)));
+    }
+}
+
+#[test]
+fn page_cache_n_times_rule() {
+    let id = "btrfs-no-shared-cache";
+    let mut run = RunEvidence::synthetic("t", &["btrfs"], &["sharedcache"]);
+    sharedcache(&mut run, "btrfs", "page_cache_growth_bytes", |n| n, 0.05, 7);
+    let v = verdict(&run, id);
+    assert_eq!(v.verdict.kind, VerdictKind::Confirmed);
+    assert!(v.verdict.key.contains("private"), "{}", v.verdict.key);
+
+    let mut run = RunEvidence::synthetic("t", &["btrfs"], &["sharedcache"]);
+    sharedcache(&mut run, "btrfs", "page_cache_growth_bytes", |n| 1.0 + 0.02 * (n - 1.0), 0.05, 8);
+    assert_eq!(verdict(&run, id).verdict.kind, VerdictKind::Refuted);
+
+    let mut run = RunEvidence::synthetic("t", &["btrfs"], &["sharedcache"]);
+    sharedcache(&mut run, "btrfs", "page_cache_growth_bytes", |n| 1.0 + 0.5 * (n - 1.0), 0.05, 9);
+    assert_eq!(verdict(&run, id).verdict.kind, VerdictKind::Inconclusive);
+
+    // The ARC claim expects the opposite: one shared copy.
+    let mut run = RunEvidence::synthetic("t", &["zfs"], &["sharedcache"]);
+    sharedcache(&mut run, "zfs", "arc_growth_bytes", |_| 1.0, 0.05, 10);
+    assert_eq!(verdict(&run, "zfs-shared-arc").verdict.kind, VerdictKind::Confirmed);
+    let mut run = RunEvidence::synthetic("t", &["zfs"], &["sharedcache"]);
+    sharedcache(&mut run, "zfs", "arc_growth_bytes", |n| n, 0.05, 11);
+    assert_eq!(verdict(&run, "zfs-shared-arc").verdict.kind, VerdictKind::Refuted);
+}
+
+/// density cells: per container start latency at N = 1, 4, 16.
+fn density(run: &mut RunEvidence, driver: &str, start_ns: f64, amp: f64, seed: u64) {
+    let mut j = Jitter(seed);
+    for n in [1u64, 4, 16] {
+        let p = [("containers".to_string(), json!(n))].into_iter().collect();
+        let k = (n as usize * 2).max(6);
+        run.cells.push(
+            EvCell::new("density", driver, p)
+                .with_metric("start_latency_ns", j.samples(start_ns, amp, k))
+                .with_metric("disk_per_container_bytes", j.samples(if driver == "vfs" { 80.0 * MIB } else { 24.0 * KIB }, 0.1, k)),
+        );
+    }
+}
+
+#[test]
+fn fast_start_threshold() {
+    let only = |ns: f64, amp: f64| {
+        let mut run = RunEvidence::synthetic("t", &["overlay"], &["density"]);
+        density(&mut run, "overlay", ns, amp, 12);
+        // The claim names five drivers; here only overlay is part of the run.
+        verdict(&run, "fast-start")
+    };
+    let v = only(0.3e9, 0.2);
+    assert_eq!(v.verdict.kind, VerdictKind::Confirmed, "{}", v.verdict.summary());
+    // The "hundreds per host" part is optional and outside the quick sweep: noted, not blocking.
+    let part = &v.drivers[0].rules[1];
+    assert_eq!(part.verdict.kind, VerdictKind::NotMeasured);
+    assert!(matches!(part.verdict.why, Some(Why::ParameterNotInProfile(_))));
+    assert!(v.drivers.iter().filter(|d| d.driver != "overlay").all(|d| d.verdict.kind == VerdictKind::NotMeasured));
+    assert_eq!(only(5e9, 0.2).verdict.kind, VerdictKind::Refuted);
+    let v = only(2.2e9, 0.05);
+    assert_eq!(v.verdict.kind, VerdictKind::Inconclusive);
+    assert!(matches!(v.verdict.why, Some(Why::BelowThreshold(_))));
+}
+
+#[test]
+fn rank_best_for_density() {
+    let field = |overlay: f64, aufs: f64, amp: f64| {
+        let mut run = RunEvidence::synthetic("t", &["overlay", "aufs", "btrfs", "zfs", "vfs"], &["density"]);
+        density(&mut run, "overlay", overlay, amp, 20);
+        density(&mut run, "aufs", aufs, amp, 21);
+        density(&mut run, "btrfs", 0.40e9, amp, 22);
+        density(&mut run, "zfs", 0.60e9, amp, 23);
+        density(&mut run, "vfs", 0.90e9, amp, 24);
+        verdict(&run, "filelevel-density")
+    };
+    // overlay clearly fastest (aufs slower than btrfs): "any" of the two suffices.
+    let v = field(0.10e9, 0.50e9, 0.05);
+    assert_eq!(v.verdict.kind, VerdictKind::Confirmed, "{}", v.verdict.summary());
+    assert!(v.verdict.key.contains("containers=16"), "{}", v.verdict.key);
+    // Both file-level drivers clearly slower than btrfs.
+    assert_eq!(field(0.70e9, 0.80e9, 0.05).verdict.kind, VerdictKind::Refuted);
+    // Within noise of btrfs.
+    let v = field(0.39e9, 0.41e9, 0.3);
+    assert_eq!(v.verdict.kind, VerdictKind::Inconclusive, "{}", v.verdict.summary());
+
+    // btrfs-not-dense and zfs-dense use the same samples with other expectations.
+    let mut run = RunEvidence::synthetic("t", &["overlay", "aufs", "btrfs", "zfs"], &["density"]);
+    density(&mut run, "overlay", 0.1e9, 0.05, 30);
+    density(&mut run, "aufs", 0.2e9, 0.05, 31);
+    density(&mut run, "btrfs", 0.8e9, 0.05, 32);
+    density(&mut run, "zfs", 0.15e9, 0.05, 33);
+    assert_eq!(verdict(&run, "btrfs-not-dense").verdict.kind, VerdictKind::Confirmed);
+    assert_eq!(verdict(&run, "zfs-dense").verdict.kind, VerdictKind::Confirmed);
+}
+
+#[test]
+fn not_measured_says_why() {
+    // Backend unavailable: the probe's reason is carried.
+    let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
+    run.backends.insert(
+        "devicemapper".into(),
+        Backend { available: false, reason: Some("no dm-thin-pool in this kernel".into()), ..Default::default() },
+    );
+    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 40);
+    let v = verdict(&run, "dm-block-copyup");
+    assert_eq!(v.verdict.kind, VerdictKind::NotMeasured);
+    match &v.verdict.why {
+        Some(Why::BackendUnavailable(r)) => assert!(r.contains("dm-thin-pool"), "{r}"),
+        o => panic!("{o:?}"),
+    }
+    // Workload not run.
+    let v = verdict(&run, "zfs-fragmentation");
+    assert_eq!(v.verdict.kind, VerdictKind::NotMeasured);
+    let v = verdict(&run, "aufs-deep-lookup");
+    assert!(matches!(v.verdict.why, Some(Why::DriverNotRun(_)) | Some(Why::WorkloadNotRun(_))), "{:?}", v.verdict.why);
+    let mut run2 = RunEvidence::synthetic("t", &["aufs"], &["copyup"]);
+    copyup(&mut run2, "aufs", 30e3, 1.0, 0.1, &SIZES, 41);
+    let v = verdict(&run2, "aufs-deep-lookup");
+    assert!(matches!(v.verdict.why, Some(Why::WorkloadNotRun(_))), "{:?}", v.verdict.why);
+
+    // Parameter not in this profile: a single file size.
+    let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
+    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &[4.0 * KIB], 42);
+    let v = verdict(&run, "overlay-copyup-whole-file");
+    assert_eq!(v.verdict.kind, VerdictKind::NotMeasured);
+    assert!(matches!(v.verdict.why, Some(Why::ParameterNotInProfile(_))));
+
+    // Failed cells carry their reason.
+    let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
+    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 43);
+    for c in &mut run.cells {
+        c.state = CellState::Failed("runc create: EPERM".into());
+    }
+    let v = verdict(&run, "overlay-copyup-whole-file");
+    match &v.verdict.why {
+        Some(Why::CellsFailed(r)) => assert!(r.contains("EPERM")),
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn aufs_depth_part_and_stand_in_mark() {
+    // Size sweep present, depth sweep absent (quick profile): the claim stays open, and the
+    // unionfs-fuse implementation is marked.
+    let mut run = RunEvidence::synthetic("t", &["aufs"], &["copyup"]);
+    copyup(&mut run, "aufs", 200e3, 2.0, 0.1, &SIZES, 50);
+    for c in &mut run.cells {
+        c.implementation = Some("aufs (unionfs-fuse stand-in)".into());
+        c.loop_backed = true;
+    }
+    let v = verdict(&run, "aufs-copyup-size-depth");
+    assert_eq!(v.verdict.kind, VerdictKind::Inconclusive, "{}", v.verdict.summary());
+    assert!(v.verdict.marks.stand_in.iter().any(|s| s.contains("unionfs-fuse")));
+    assert!(v.verdict.marks.loop_backed);
+    assert_eq!(v.drivers[0].rules[0].verdict.kind, VerdictKind::Confirmed);
+    assert_eq!(v.drivers[0].rules[1].verdict.kind, VerdictKind::NotMeasured);
+
+    // With a depth sweep where deeper is slower, both parts confirm.
+    let mut j = Jitter(51);
+    for depth in [1u64, 8, 32] {
+        let p = [("file_bytes", json!(64 * 1024 * 1024)), ("depth", json!(depth)), ("write_at", json!("start"))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let lat = j.samples(140e6 * (1.0 + 0.05 * depth as f64), 0.03, 9);
+        run.cells.push(EvCell::new("copyup", "aufs", p).with_metric("first_write_latency_ns", lat));
+    }
+    assert_eq!(verdict(&run, "aufs-copyup-size-depth").verdict.kind, VerdictKind::Confirmed);
+}
+
+#[test]
+fn other_rule_kinds() {
+    // Fragmentation: sequential read drops to 40% after random overwrites.
+    let mut run = RunEvidence::synthetic("t", &["zfs"], &["fragmentation"]);
+    let mut j = Jitter(60);
+    for (phase, bw) in [("before", 400.0 * MIB), ("after", 160.0 * MIB)] {
+        let p = [("phase", json!(phase)), ("file_bytes", json!(256 * 1024 * 1024)), ("overwrite_percent", json!(25))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        run.cells.push(EvCell::new("fragmentation", "zfs", p).with_metric("seq_read_bytes_per_s", j.samples(bw, 0.05, 7)));
+    }
+    assert_eq!(verdict(&run, "zfs-fragmentation").verdict.kind, VerdictKind::Confirmed);
+
+    // Churn: 30% of each cycle's 64 MiB stays allocated / nothing stays.
+    for (leak, want) in [(0.3, VerdictKind::Confirmed), (0.0, VerdictKind::Refuted)] {
+        let mut run = RunEvidence::synthetic("t", &["devicemapper"], &["churn"]);
+        let mut j = Jitter(61);
+        for k in 1..=20u64 {
+            let p = [("cycle", json!(k)), ("write_bytes", json!(64 * 1024 * 1024)), ("discard", json!(false))]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            let used = 500.0 * MIB + leak * 64.0 * MIB * k as f64 + 2.0 * MIB * (j.next(1.0) - 1.0);
+            run.cells.push(EvCell::new("churn", "devicemapper", p).with_metric("backend_used_bytes", vec![used]));
+        }
+        assert_eq!(verdict(&run, "dm-churn-overflow").verdict.kind, want);
+    }
+
+    // Layer sharing: CoW drivers use a few KiB per container, vfs a full image copy.
+    let mut run = RunEvidence::synthetic("t", &["overlay", "vfs"], &["density"]);
+    density(&mut run, "overlay", 0.2e9, 0.1, 62);
+    density(&mut run, "vfs", 0.5e9, 0.1, 63);
+    assert_eq!(verdict(&run, "layer-sharing").verdict.kind, VerdictKind::Confirmed);
+
+    // Near bare metal: 95% of host-direct throughput / 30%.
+    for (frac, want) in [(0.95, VerdictKind::Confirmed), (0.3, VerdictKind::Refuted)] {
+        let mut run = RunEvidence::synthetic("t", &["overlay"], &["seqio", "baremetal"]);
+        let mut j = Jitter(64);
+        let p: cowbench_workloads::Params = [("file_bytes".to_string(), json!(256 * 1024 * 1024))].into_iter().collect();
+        run.cells.push(EvCell::new("seqio", "overlay", p.clone()).with_metric("read_bytes_per_s", j.samples(frac * 500.0 * MIB, 0.03, 7)));
+        run.cells.push(EvCell::new("baremetal", "overlay", p).with_metric("read_bytes_per_s", j.samples(500.0 * MIB, 0.03, 7)));
+        assert_eq!(verdict(&run, "near-bare-metal").verdict.kind, want);
+    }
+}
