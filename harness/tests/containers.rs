@@ -46,6 +46,7 @@ fn probe_runs_and_returns_samples(driver: &str, kind: RuntimeKind) {
         Op::Copyup { path: "/etc/passwd".into(), offset: 0, bytes: 4, fsync: true },
         Op::Read { path: "/bin/busybox".into(), block_bytes: 65536, direct: false, random: false, count: None, per_block: false, seed: 0 },
         Op::Write { path: "/tmp/w".into(), block_bytes: 4096, bytes: 1 << 20, direct: false, random: false, fsync: true, create: true, per_block: false, seed: 0 },
+        Op::Write { path: "/tmp/direct".into(), block_bytes: 1 << 20, bytes: 4 << 20, direct: true, random: false, fsync: true, create: true, per_block: false, seed: 0 },
         Op::Meminfo,
     ]);
     let mut spec = ContainerSpec::probe(&req);
@@ -65,6 +66,11 @@ fn probe_runs_and_returns_samples(driver: &str, kind: RuntimeKind) {
     assert!(resp.samples_of("meminfo", "total").next().unwrap().values["vm_rss_bytes"] > 0);
     let acct = out.accounting.clone().expect("accounting");
     assert!(acct.memory_bytes > 0 || acct.memory_peak_bytes.unwrap_or(0) > 0, "{acct:?}");
+    // O_DIRECT writes are issued by the container's own task, so its cgroup is charged for
+    // them (buffered writeback is charged to the root blkio cgroup on v1).
+    if out.accounting_final {
+        assert!(acct.io_write_bytes >= 4 << 20, "{acct:?}");
+    }
     assert!(!rt.hierarchies().exists(&out.cgroup_path), "cgroup {} still there", out.cgroup_path);
     // The write went to the container's own layer, copied up from the image.
     let changes = fx.driver().changes(&out.layer_key).unwrap();
@@ -187,6 +193,11 @@ fn twenty_held_containers(driver: &str) {
     }
     drop(rest);
     assert_clean(&fx, &rt);
+    // The per-root cgroup parent goes with the last runtime handle.
+    let (hier, parent) = (rt.hierarchies().clone(), rt.cgroup_parent().to_string());
+    assert!(hier.exists(&parent));
+    drop(rt);
+    assert!(!hier.exists(&parent), "{parent} left");
 }
 
 #[test]

@@ -34,6 +34,13 @@
 //! our containers and only ours; the cgroups are `/cowbench/<hash of root>/<id>` in every
 //! hierarchy. Everything created is undone by guards, also when the caller panics.
 //!
+//! IO accounting on cgroup v1: the kernel keeps `blkio.throttle.io_service_bytes` only for a
+//! cgroup with a throttle rule on the device, so every container gets read and write rules of
+//! 2^60 B/s (never reached) on the block device under its rootfs. Buffered writes are written
+//! back by the kernel's flusher, which v1 charges to the root blkio cgroup: a container's
+//! `io_write_bytes` counts its direct and synchronous-path IO only (v2 charges writeback to
+//! the container).
+//!
 //! crun 1.8 refuses to run on a hybrid host whose v2 hierarchy has any controller bound
 //! ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2" — here
 //! `hugetlb`), even with `--cgroup-manager=disabled`. cowbench runs crun in a private mount
@@ -296,6 +303,29 @@ pub struct Runtime {
     version: String,
     /// crun on a hybrid host: (empty file, v2 `cgroup.controllers`) to bind over it.
     hide_v2_controllers: Option<(PathBuf, PathBuf)>,
+    /// Removes the (empty) cgroup parent when the last handle (runtime or container) is gone.
+    _parent: std::sync::Arc<ParentCgroup>,
+}
+
+/// The per-root cgroup parent, removed when empty and no longer used by this process. Not
+/// removed after each container: another thread may be creating the next one below it.
+#[derive(Debug)]
+struct ParentCgroup {
+    hier: Hierarchies,
+    parent: String,
+}
+
+impl Drop for ParentCgroup {
+    fn drop(&mut self) {
+        // rmdir fails on a cgroup that still has children (another process on the same root):
+        // then it stays, which is right.
+        for d in self.hier.dirs(&self.parent) {
+            let _ = fs::remove_dir(&d);
+            if let Some(top) = d.parent() {
+                let _ = fs::remove_dir(top);
+            }
+        }
+    }
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -355,16 +385,9 @@ impl Runtime {
             let v2 = hier.v2.clone().expect("hybrid has v2");
             hide_v2_controllers = Some((empty, v2.join("cgroup.controllers")));
         }
-        Ok(Runtime {
-            kind,
-            binary,
-            root,
-            state_dir,
-            cgroup_parent: format!("/cowbench/{hash}"),
-            hier,
-            version,
-            hide_v2_controllers,
-        })
+        let cgroup_parent = format!("/cowbench/{hash}");
+        let _parent = std::sync::Arc::new(ParentCgroup { hier: hier.clone(), parent: cgroup_parent.clone() });
+        Ok(Runtime { kind, binary, root, state_dir, cgroup_parent, hier, version, hide_v2_controllers, _parent })
     }
 
     pub fn kind(&self) -> RuntimeKind {
@@ -502,6 +525,22 @@ impl Runtime {
         let env = merge_env(&cfg.env, &spec.env);
         let cwd = spec.cwd.clone().or_else(|| cfg.workdir.clone().filter(|w| !w.is_empty())).unwrap_or_else(|| "/".into());
         let cgroups_path = self.cgroup_path(&id);
+        let mut spec = spec.clone();
+        if self.hier.v1.contains_key("blkio") {
+            if let Some((maj, min)) = self.backing_device(&rootfs) {
+                // cgroup v1 keeps blkio.throttle.io_service_bytes only for a cgroup with a
+                // throttle rule on the device: a rule of 2^60 B/s (never reached) makes the
+                // kernel count the container's IO without limiting it.
+                const UNLIMITED: u64 = 1 << 60;
+                if !spec.limits.io_read_bps.iter().any(|d| (d.0, d.1) == (maj, min)) {
+                    spec.limits.io_read_bps.push((maj, min, UNLIMITED));
+                }
+                if !spec.limits.io_write_bps.iter().any(|d| (d.0, d.1) == (maj, min)) {
+                    spec.limits.io_write_bps.push((maj, min, UNLIMITED));
+                }
+            }
+        }
+        let spec = &spec;
         let oci = bundle::build(
             spec,
             &bundle::BundleParams {
@@ -515,6 +554,34 @@ impl Runtime {
         )?;
         oci.save(dir.join("config.json")).map_err(|e| Error::Spec(format!("write config.json: {e}")))?;
         Ok(st)
+    }
+
+    /// The block device (major, minor) holding a container's files: the rootfs mount's source
+    /// when it is a device (btrfs, ext4 on a loop device ...), else the device of the cowbench
+    /// root (overlay and vfs layers live there). None for storage without one (tmpfs, FUSE).
+    fn backing_device(&self, rootfs: &Path) -> Option<(u64, u64)> {
+        let dev_of = |p: &Path| -> Option<(u64, u64)> {
+            let m = cowbench_drivers::sys::mounts::fstype_of(p).ok()?;
+            if !m.source.starts_with("/dev/") {
+                return None;
+            }
+            let st = nix::sys::stat::stat(Path::new(&m.source)).ok()?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFBLK {
+                return None;
+            }
+            let (maj, min) = (libc::major(st.st_rdev) as u64, libc::minor(st.st_rdev) as u64);
+            // Partitions are not throttle targets; their whole disk is.
+            let whole = fs::canonicalize(format!("/sys/dev/block/{maj}:{min}/.."))
+                .ok()
+                .and_then(|p| fs::read_to_string(p.join("dev")).ok())
+                .filter(|_| Path::new(&format!("/sys/dev/block/{maj}:{min}/partition")).exists())
+                .and_then(|d| {
+                    let (a, b) = d.trim().split_once(':')?;
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                });
+            Some(whole.unwrap_or((maj, min)))
+        };
+        dev_of(rootfs).or_else(|| dev_of(&self.root))
     }
 
     /// Run a container to completion. See the module docs.
