@@ -3,7 +3,7 @@
 //!
 //! Order matters, each step frees what the next one needs:
 //! 1. containers in cowbench's runtime state dirs `<root>/runtime/{runc,crun}` (kill, delete);
-//! 2. cgroups of this root (`cowbench-<tag>` in every v1 controller and the unified hierarchy,
+//! 2. cgroups of this root (`cowbench/<hash>` in every v1 controller and the unified hierarchy,
 //!    plus the ledger's), processes killed, removed deepest first;
 //! 3. every mount under the root, deepest first (FUSE daemons serving them exit; any left are
 //!    killed);
@@ -22,6 +22,8 @@ use cowbench_drivers::ledger::{Entry, Ledger, ResourceKind};
 use cowbench_drivers::sys::{hostinfo, loopdev, mounts};
 use cowbench_drivers::{registry, DriverConfig};
 use serde::Serialize;
+
+use crate::container::{Runtime, RuntimeKind};
 use sha2::Digest;
 
 /// Runtimes whose state dirs live under `<root>/runtime/`.
@@ -76,9 +78,10 @@ pub fn root_tag(root: &Path) -> String {
 }
 
 /// The cgroup (relative to every hierarchy's root) under which cowbench puts the containers of
-/// `root`: `cowbench-<tag>`.
+/// `root`: `cowbench/<12 hex of sha256(canonical root)>`, as `container::Runtime` names it.
 pub fn cgroup_parent(root: &Path) -> String {
-    format!("cowbench-{}", root_tag(root))
+    let canon = canonical_root(root);
+    format!("cowbench/{}", hex::encode(&sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes())[..6]))
 }
 
 /// The runtime state dir cowbench uses for `runtime` under `root`.
@@ -96,7 +99,30 @@ pub fn clean(root: &Path, opts: &CleanOptions) -> CleanReport {
         Vec::new()
     });
 
-    // 1. Containers.
+    // 1. Containers: through the container module first (it knows how each runtime must be
+    //    called on this host), then directly for anything it could not handle.
+    for kind in [RuntimeKind::Runc, RuntimeKind::Crun] {
+        if !runtime_state_dir(&root, kind.as_str()).is_dir() {
+            continue;
+        }
+        match Runtime::new(kind, &root).and_then(|rt| rt.kill_all_ours()) {
+            Ok(r) => {
+                for c in r.containers {
+                    rep.removed(q, "container", format!("{kind}:{c}"));
+                }
+                for c in r.cgroups {
+                    rep.removed(q, "cgroup", c);
+                }
+                for m in r.mounts {
+                    rep.removed(q, "mount", m.display().to_string());
+                }
+                for e in r.errors {
+                    log::info!("{kind}: {e} (retried below)");
+                }
+            }
+            Err(e) => log::info!("{kind}: {e} (removing its containers directly)"),
+        }
+    }
     for rt in RUNTIMES {
         clean_runtime_dir(&root, rt, &runtime_state_dir(&root, rt), &mut rep, q);
     }
@@ -125,6 +151,11 @@ pub fn clean(root: &Path, opts: &CleanOptions) -> CleanReport {
                 remove_cgroup_tree(&dir, &mut rep, q);
             }
         }
+    }
+
+    // The shared parent `cowbench` goes when no other root has containers in it.
+    for hierarchy in crate::host::cgroup_hierarchies() {
+        let _ = std::fs::remove_dir(hierarchy.join("cowbench"));
     }
 
     // 3. Mounts under the root (and FUSE daemons serving them).
@@ -426,7 +457,8 @@ mod tests {
         assert_eq!(a.len(), 8);
         assert_eq!(a, root_tag(Path::new("/var/lib/cowbench-test-a")));
         assert_ne!(a, root_tag(Path::new("/var/lib/cowbench-test-b")));
-        assert_eq!(cgroup_parent(Path::new("/var/lib/cowbench-test-a")), format!("cowbench-{a}"));
+        let cg = cgroup_parent(Path::new("/var/lib/cowbench-test-a"));
+        assert!(cg.starts_with("cowbench/") && cg.len() == "cowbench/".len() + 12, "{cg}");
     }
 
     #[test]

@@ -23,11 +23,16 @@ pub const QUICK_N: [u32; 3] = [1, 4, 16];
 /// Full profile: up to a thousand, or until the backend fails (the failure is recorded).
 pub const FULL_N: [u32; 8] = [1, 4, 16, 64, 128, 256, 512, 1000];
 
-pub const METRICS: [MetricSpec; 4] = [
+pub const METRICS: [MetricSpec; 5] = [
     MetricSpec {
         name: "start_latency_ns",
         unit: "ns",
-        description: "create + start of one container until its probe reports ready",
+        description: "runtime start timing of one container: layer prepare + mount + bundle + create + start",
+    },
+    MetricSpec {
+        name: "layer_setup_ns",
+        unit: "ns",
+        description: "the storage part of the start: prepare + mount of the container's layer (and the bundle)",
     },
     MetricSpec {
         name: "memory_per_container_bytes",

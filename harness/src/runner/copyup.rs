@@ -1,105 +1,100 @@
-//! Executor of `copyup`.
+//! Executor of `copyup`: a container holds (probe `hold`), the harness reads the usage of its
+//! fresh layer, then SIGTERM lets the probe do the first write to the image file and time it
+//! with its own clock; the harness reads the usage again. The layer is kept until both usage
+//! figures are read, then removed.
+//!
+//! Image: base layer (busybox + probe) and a stack of `depth` layers whose bottom one holds
+//! `/data/copyup` of `file_bytes` (depth 1: the file is in the topmost image layer).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::time::Instant;
+use std::time::Duration;
 
-use cowbench_drivers::{Labels, MountGuard};
 use cowbench_workloads::copyup::CopyupParams;
+use cowbench_workloads::probe::{Op, Request};
 use cowbench_workloads::{Params, TypedParams};
 
 use super::exec::{CellExec, RepSamples, Session, SetupError};
+use crate::container::ContainerSpec;
+use crate::image::{self, Image, ImageSpec, Shape};
+
+const TARGET: &str = "/data/copyup";
 
 pub fn setup<'a>(s: &'a Session, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
     let p = CopyupParams::from_params(params).map_err(|e| SetupError::Fail(anyhow::anyhow!(e)))?;
-    let tag = format!("copyup-{}-{}", p.file_bytes, p.depth);
-    let d = &*s.driver;
-    let labels = Labels::new();
-    // Image: `depth` layers, the file in the lowest one.
-    let mut parent: Option<String> = None;
-    for i in 0..p.depth {
-        let key = format!("{tag}-img{i}");
-        let active = format!("{key}-active");
-        d.prepare(&active, parent.as_deref(), &labels)?;
-        let mnt = tempfile::tempdir().map_err(anyhow::Error::from)?;
-        {
-            let g = MountGuard::new(d, &active, mnt.path())?;
-            if i == 0 {
-                write_file(&g.path().join("file"), p.file_bytes, s.seed).map_err(anyhow::Error::from)?;
-            } else {
-                std::fs::write(g.path().join(format!("layer{i}")), b"x").map_err(anyhow::Error::from)?;
-            }
-            g.unmount()?;
+    if let Some(max) = s.driver.capabilities().max_depth {
+        // The image is the base layer plus `depth` layers, and the container adds one.
+        if p.depth as usize + 2 > max {
+            return Err(SetupError::Skip(format!("{} mounts at most {max} layers", s.name)));
         }
-        d.commit(&key, &active, &labels)?;
-        parent = Some(key);
     }
-    Ok(Box::new(Copyup { s, p, image: parent.expect("depth >= 1"), tag, layers: p.depth }))
-}
-
-fn write_file(path: &std::path::Path, bytes: u64, seed: u64) -> std::io::Result<()> {
-    use rand::RngCore;
-    use rand::SeedableRng;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ bytes);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        rng.fill_bytes(&mut buf[..n]);
-        f.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    f.into_inner().map_err(|e| e.into_error())?.sync_all()
+    let name = format!("copyup-d{}-b{}", p.depth, p.file_bytes);
+    let spec = ImageSpec::new(
+        &name,
+        s.seed,
+        Shape::DeepStack { depth: p.depth as usize, target: TARGET.into(), target_bytes: p.file_bytes },
+    );
+    let img = image::build(&*s.driver, &spec).map_err(anyhow::Error::from)?;
+    Ok(Box::new(Copyup { s, p, img }))
 }
 
 struct Copyup<'a> {
     s: &'a Session,
     p: CopyupParams,
-    image: String,
-    tag: String,
-    layers: u32,
+    img: Image,
 }
 
 impl CellExec for Copyup<'_> {
-    fn repetition(&mut self, rep: u32) -> anyhow::Result<RepSamples> {
+    fn repetition(&mut self, _rep: u32) -> anyhow::Result<RepSamples> {
         let d = &*self.s.driver;
-        let key = format!("{}-c{rep}-{}", self.tag, rand::random::<u32>());
-        d.prepare(&key, Some(&self.image), &Labels::new())?;
-        let out = (|| -> anyhow::Result<RepSamples> {
-            let before = d.usage(&key)?.bytes;
-            let mnt = tempfile::tempdir()?;
-            let g = MountGuard::new(d, &key, mnt.path())?;
-            let path = g.path().join("file");
-            let t0 = Instant::now();
-            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-            let open_ns = t0.elapsed().as_nanos() as f64;
-            std::os::unix::fs::FileExt::write_all_at(&f, &vec![0x5au8; self.p.write_len() as usize], self.p.write_offset())?;
-            drop(f);
-            let total_ns = t0.elapsed().as_nanos() as f64;
-            g.unmount()?;
-            let after = d.usage(&key)?.bytes;
+        let req = Request::new(vec![
+            Op::Hold,
+            Op::Copyup { path: TARGET.into(), offset: self.p.write_offset(), bytes: self.p.write_len(), fsync: false },
+        ]);
+        let spec = ContainerSpec { keep_layer: true, ..ContainerSpec::probe(&req) };
+        let c = self.s.runtime.start(d, &self.img, &spec)?;
+        let layer = c.layer_key().to_string();
+        let measured = (|| -> anyhow::Result<RepSamples> {
+            c.wait_ready(Duration::from_secs(60))?;
+            let before = d.usage(&layer)?.bytes;
+            let out = c.stop()?;
+            let resp = out.probe_response()?;
+            if let Some((s, e)) = resp.first_error() {
+                anyhow::bail!("probe {} {}: {}", s.op, s.phase, e.message);
+            }
+            let phase = |ph: &str| {
+                resp.samples_of("copyup", ph)
+                    .next()
+                    .map(|s| s.latency_ns as f64)
+                    .ok_or_else(|| anyhow::anyhow!("probe response has no copyup/{ph} sample"))
+            };
+            let open = phase("open")?;
+            let write = phase("pwrite")?;
+            let after = d.usage(&layer)?.bytes;
             Ok(vec![
-                ("open_latency_ns", open_ns),
-                ("first_write_latency_ns", total_ns),
+                ("open_latency_ns", open),
+                ("write_latency_ns", write),
+                ("first_write_latency_ns", open + write),
                 ("usage_delta_bytes", after.saturating_sub(before) as f64),
             ])
         })();
-        let rm = d.remove(&key);
-        let samples = out?;
-        rm?;
+        // `stop` has unmounted and deleted the container; the kept layer goes now.
+        let removed = d.remove(&layer);
+        let samples = measured?;
+        removed?;
         Ok(samples)
     }
 
     fn notes(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("image_layers".into(), self.layers.to_string()), ("timed_in".into(), "host".into())])
+        BTreeMap::from([
+            ("image".into(), self.img.name.clone()),
+            ("image_layers".into(), self.img.layers.len().to_string()),
+            ("target".into(), TARGET.into()),
+            ("timed_in".into(), "container (probe CLOCK_MONOTONIC)".into()),
+        ])
     }
 
     fn finish(self: Box<Self>) -> anyhow::Result<()> {
-        let d = &*self.s.driver;
-        for i in (0..self.layers).rev() {
-            d.remove(&format!("{}-img{i}", self.tag))?;
-        }
+        image::remove(&*self.s.driver, &self.img.name)?;
         Ok(())
     }
 }

@@ -6,25 +6,35 @@ use std::collections::BTreeMap;
 use cowbench_drivers::{registry, Driver, DriverConfig, ProbeReport};
 use cowbench_workloads::Params;
 
+use crate::container::{Runtime, RuntimeKind};
+
 /// One opened driver and what the executors share on it (the run's runtime, seed, root).
 pub struct Session {
     pub name: String,
     pub driver: Box<dyn Driver>,
     pub cfg: DriverConfig,
     pub probe: ProbeReport,
-    pub runtime: String,
+    /// The OCI runtime every container of the run starts through.
+    pub runtime: Runtime,
     pub seed: u64,
 }
 
 impl Session {
     pub fn open(name: &str, cfg: &DriverConfig, runtime: &str, seed: u64) -> anyhow::Result<Session> {
         let probe = registry::probe(name)?;
+        let kind: RuntimeKind = runtime.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let runtime = Runtime::new(kind, &cfg.root)?;
         let driver = registry::open(name, cfg)?;
-        Ok(Session { name: name.into(), driver, cfg: cfg.clone(), probe, runtime: runtime.into(), seed })
+        Ok(Session { name: name.into(), driver, cfg: cfg.clone(), probe, runtime, seed })
     }
 
     /// Release the driver's backing store (every layer the run made goes with it).
     pub fn close(self) -> anyhow::Result<()> {
+        // Containers a failed cell left behind hold mounts of the driver's layers.
+        let left = self.runtime.kill_all_ours()?;
+        if !left.errors.is_empty() {
+            log::warn!("{}: leftover containers: {}", self.name, left.errors.join("; "));
+        }
         self.driver.teardown()?;
         Ok(())
     }
