@@ -106,7 +106,7 @@ fn shapes(driver: &str) {
         assert_eq!(std::fs::metadata(m.path().join("data/big")).unwrap().len(), big);
         // The content is the seeded stream, byte for byte.
         let mut h = Sha256::new();
-        std::io::copy(&mut synth::Content::new(content_seed_of(&large, &fx), big), &mut h).unwrap();
+        std::io::copy(&mut synth::Content::new(large_file_seed(), big), &mut h).unwrap();
         let mut f = std::fs::File::open(m.path().join("data/big")).unwrap();
         let mut h2 = Sha256::new();
         std::io::copy(&mut f, &mut h2).unwrap();
@@ -133,8 +133,8 @@ fn shapes(driver: &str) {
     fx.driver().remove("view-small").unwrap();
 }
 
-fn content_seed_of(img: &Image, fx: &Fixture) -> u64 {
-    let _ = (img, fx);
+/// The content seed the generator gives the large file of seed 1.
+fn large_file_seed() -> u64 {
     match &synth::plan_large_file(1, "/data/big", 1).entries[0] {
         synth::Entry::File { content_seed, .. } => *content_seed,
         _ => unreachable!(),
@@ -310,6 +310,15 @@ fn oci_layout_imports_and_runs_overlay() {
     let img = image::import(fx.driver(), &layout, None).unwrap();
     assert_eq!(img.name, "ocibox");
     run_imported(&fx, &img);
+    // The same layout as a tar archive.
+    let tarball = fx.dir("ocitar").join("layout.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
+    b.append_dir_all(".", &layout).unwrap();
+    b.into_inner().unwrap().flush().unwrap();
+    let img2 = image::import(fx.driver(), &tarball, Some("ocitar")).unwrap();
+    assert_eq!(img2.layers, vec!["img-ocitar-0"]);
+    assert_eq!(fx.driver().stat(&img2.top).unwrap().labels[image::LABEL_DIGEST], fx.driver().stat(&img.top).unwrap().labels[image::LABEL_DIGEST]);
+    run_imported(&fx, &img2);
 }
 
 #[test]

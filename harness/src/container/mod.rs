@@ -651,7 +651,7 @@ impl Runtime {
         let accounting = if keep {
             // The runtime's own failure (bad bundle, mount error) leaves no container state
             // behind; a container that ran and exited non-zero does.
-            if self.exec_runtime(&["state", &id]).is_err() && !out.status.success() {
+            if !self.state_dir.join(&id).exists() && !out.status.success() {
                 return Err(runtime_failed(&out));
             }
             match self.hier.accounting(&cgroup_path) {

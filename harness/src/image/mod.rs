@@ -219,8 +219,11 @@ impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> LayerSource for Generated<F
             let applied = {
                 let mut r = reader;
                 let res = driver.apply(key, &mut r);
-                // Drain what the archive reader left (tar padding), so the writer can finish.
-                let _ = io::copy(&mut r, &mut io::sink());
+                if res.is_ok() {
+                    // Drain what the archive reader left (end-of-archive blocks), so the
+                    // writer can finish.
+                    let _ = io::copy(&mut r, &mut io::sink());
+                }
                 res
             };
             let written = gen.join().unwrap_or_else(|_| Err(io::Error::other("layer writer panicked")));
