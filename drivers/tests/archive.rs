@@ -297,6 +297,41 @@ fn hostile_nested_dotdot_escape_is_refused() {
 }
 
 #[test]
+fn hostile_names_in_pax_and_gnu_long_name_records_are_refused() {
+    // The name the reader uses comes from a PAX `path` record (or a GNU long-name record),
+    // not from the harmless-looking header name.
+    let j = Jail::new();
+    let long_escape = format!("{}/{}", "a/..".repeat(40), "../escaped_long");
+    for (name, how) in [("../escaped_pax", "pax"), (j.victim.to_str().unwrap(), "pax"), (long_escape.as_str(), "gnu")] {
+        let mut b = tar::Builder::new(Vec::new());
+        match how {
+            "pax" => b.append_pax_extensions([("path", name.as_bytes())]).unwrap(),
+            _ => {
+                let mut h = Header::new_gnu();
+                h.set_entry_type(EntryType::GNULongName);
+                h.set_size(name.len() as u64 + 1);
+                h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+                h.set_cksum();
+                let mut data = name.as_bytes().to_vec();
+                data.push(0);
+                b.append(&h, &data[..]).unwrap();
+            }
+        }
+        let mut h = Header::new_gnu();
+        h.set_path("harmless").unwrap();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(5);
+        h.set_cksum();
+        b.append(&h, &b"pwned"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        assert_refused(apply(&j.dest, &tar, Whiteouts::Delete), name);
+        j.assert_untouched();
+        assert!(!exists(&j.dest.join("harmless")));
+    }
+}
+
+#[test]
 fn dotdot_that_stays_inside_is_resolved_lexically() {
     let t = tmp();
     let tar = Tar::new().add(E::dir("a")).raw(b"a/../b", EntryType::Regular, None, b"inside").bytes();

@@ -200,10 +200,18 @@ impl<'a> Applier<'a> {
     fn meta<R: Read>(&self, shown: &Path, entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
         let h = entry.header();
         let bad = |what: &str, e: io::Error| self.err(shown, format!("bad {what} field in header: {e}"));
-        let mode = h.mode().map_err(|e| bad("mode", e))? & 0o7777;
-        let mut uid = h.uid().map_err(|e| bad("uid", e))?;
-        let mut gid = h.gid().map_err(|e| bad("gid", e))?;
-        let mut mtime = (h.mtime().map_err(|e| bad("mtime", e))? as i64, 0u32);
+        // An all-blank numeric field (some writers leave uid/gid/mtime empty) reads as 0.
+        let blank = |raw: &[u8]| raw.iter().all(|b| *b == 0 || *b == b' ');
+        let old = h.as_old();
+        let num = |what: &str, v: io::Result<u64>, raw: &[u8]| match v {
+            Ok(v) => Ok(v),
+            Err(_) if blank(raw) => Ok(0),
+            Err(e) => Err(bad(what, e)),
+        };
+        let mode = num("mode", h.mode().map(u64::from), &old.mode)? as u32 & 0o7777;
+        let mut uid = num("uid", h.uid(), &old.uid)?;
+        let mut gid = num("gid", h.gid(), &old.gid)?;
+        let mut mtime = (num("mtime", h.mtime(), &old.mtime)? as i64, 0u32);
         let mut xattrs = Vec::new();
         let pax = pax_records(entry).map_err(|e| self.err(shown, format!("bad PAX header: {e}")))?;
         for (k, v) in pax {
@@ -414,7 +422,12 @@ impl<'a> Applier<'a> {
                 if existing.is_some() {
                     // The tar describes the directory fully: xattrs it does not list go, except
                     // overlayfs's own (opaque markers of this same layer).
-                    let have = d.list_xattr().map_err(|e| io("listing xattrs", e))?;
+                    // A filesystem without xattrs (zfs-fuse) has none to drop.
+                    let have: Vec<OsString> = match d.list_xattr() {
+                        Ok(names) => names.collect(),
+                        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+                        Err(e) => return Err(io("listing xattrs", e)),
+                    };
                     for k in have {
                         if !fsutil::is_overlay_xattr(&k) && !meta.xattrs.iter().any(|(n, _)| *n == k) {
                             d.remove_xattr(&k).map_err(|e| io("removing xattr", e))?;
