@@ -50,3 +50,32 @@ pub fn decompress<'a>(r: &'a mut dyn Read) -> io::Result<(Compression, Box<dyn R
         Compression::None => (kind, Box::new(buf)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(data: &[u8]) -> io::Result<Compression> {
+        let mut r = data;
+        decompress(&mut r).map(|(k, _)| k)
+    }
+
+    #[test]
+    fn detects_from_magic_bytes() {
+        assert_eq!(kind(b"").unwrap(), Compression::None);
+        assert_eq!(kind(b"abc").unwrap(), Compression::None);
+        assert_eq!(kind(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).unwrap(), Compression::Gzip);
+        assert_eq!(kind(&zstd::encode_all(&b"x"[..], 1).unwrap()).unwrap(), Compression::Zstd);
+        assert!(kind(b"BZh91AY&SY").is_err());
+        assert!(kind(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]).is_err());
+    }
+
+    #[test]
+    fn plain_stream_is_passed_through_whole() {
+        let mut r: &[u8] = b"0123456789";
+        let (_, mut d) = decompress(&mut r).unwrap();
+        let mut out = Vec::new();
+        d.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"0123456789");
+    }
+}
