@@ -40,6 +40,11 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Unknown driver or workload names are usage errors (exit 2), found before anything starts.
+    if let Err(e) = runner::matrix::plan(args.drivers.as_deref(), args.workloads.as_deref(), args.profile, args.repeat) {
+        eprintln!("cowbench run: {e:#}");
+        return Ok(ExitCode::from(2));
+    }
     let cfg = RunConfig {
         drivers: args.drivers,
         workloads: args.workloads,

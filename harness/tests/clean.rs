@@ -1,0 +1,205 @@
+//! `kill -9` of a run in the middle of a density cell, then `cowbench clean --root`: no mount,
+//! loop device, runc container, cgroup or FUSE daemon of cowbench may remain under that root.
+//!
+//! One test per driver (overlay and vfs always; btrfs adds a loop device, aufs a FUSE daemon).
+//! Skips with a printed reason when the driver or runc is unavailable, but fails when
+//! COWBENCH_REQUIRE_DRIVERS lists the driver.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cowbench_drivers::registry;
+use cowbench_drivers::sys::{hostinfo, loopdev, mounts};
+
+fn required(driver: &str) -> bool {
+    std::env::var("COWBENCH_REQUIRE_DRIVERS")
+        .map(|v| v.split(',').any(|d| d.trim() == driver || d.trim() == "all"))
+        .unwrap_or(false)
+}
+
+fn skip_reason(driver: &str) -> Option<String> {
+    if !hostinfo::is_root() {
+        return Some("needs root (mounts, containers)".into());
+    }
+    let r = registry::probe(driver).unwrap();
+    if !r.available {
+        let why = format!("{driver} unavailable: {}", r.reason.unwrap_or_default());
+        assert!(!required(driver), "{driver} is listed in COWBENCH_REQUIRE_DRIVERS but {why}");
+        return Some(why);
+    }
+    if hostinfo::which("runc").is_none() {
+        assert!(!required(driver), "runc is needed for {driver} but not installed");
+        return Some("runc not installed".into());
+    }
+    None
+}
+
+/// Kills the run (if still alive) and cleans the root on drop, also when the test panics.
+struct Guard {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Guard {
+    fn root(&self) -> PathBuf {
+        std::fs::canonicalize(self.dir.path()).unwrap().join("root")
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new(env!("CARGO_BIN_EXE_cowbench")).arg("clean").arg("--root").arg(self.root()).output();
+    }
+}
+
+fn runc_list(root: &Path) -> Vec<String> {
+    let state = root.join("runtime/runc");
+    let out = Command::new("runc").arg("--root").arg(&state).args(["list", "-q"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    mounts::mounts().unwrap().into_iter().filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2").map(|m| m.target).collect()
+}
+
+/// Every cgroup dir of this root: `cowbench/<hash>` in any hierarchy.
+fn our_cgroups(root: &Path) -> Vec<PathBuf> {
+    let parent = cowbench::clean::cgroup_parent(root);
+    cgroup_hierarchies().into_iter().map(|h| h.join(&parent)).filter(|p| p.exists()).collect()
+}
+
+fn loops_under(root: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("loop") {
+            let dev = PathBuf::from(format!("/dev/{name}"));
+            if let Ok(Some(b)) = loopdev::backing_file(&dev) {
+                if b.starts_with(root) {
+                    v.push(dev);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Processes (FUSE daemons, container inits, runc) whose command line mentions the root.
+fn processes_mentioning(root: &Path) -> Vec<String> {
+    let want = root.to_string_lossy().into_owned();
+    let me = std::process::id().to_string();
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&want) && !cmd.contains(" clean ") {
+                v.push(format!("{pid}: {cmd}"));
+            }
+        }
+    }
+    v
+}
+
+fn kill_mid_density_then_clean(driver: &str) {
+    if let Some(why) = skip_reason(driver) {
+        eprintln!("SKIPPED clean after kill -9 on {driver}: {why}");
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix(&format!("cowbench-test-clean-{driver}-")).tempdir_in("/var/tmp").unwrap();
+    let mut g = Guard { dir, child: None };
+    let root = g.root();
+    let child = Command::new(env!("CARGO_BIN_EXE_cowbench"))
+        .args(["run", "--drivers", driver, "--workloads", "density", "--profile", "quick", "--repeat", "5", "--root"])
+        .arg(&root)
+        .arg("--out")
+        .arg(g.dir.path().join("results"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    g.child = Some(child);
+
+    // Wait until the run holds several containers at once (the N = 4 or N = 16 cell).
+    let t0 = Instant::now();
+    let held = loop {
+        let ids = runc_list(&root);
+        if ids.len() >= 3 {
+            break ids;
+        }
+        if let Some(status) = g.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("the run ended ({status}) before containers were up");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(300), "no density containers after 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    // kill -9: no handler runs, nothing is cleaned by the run itself.
+    let mut child = g.child.take().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+
+    // There is something to clean, or the test proves nothing.
+    assert!(!runc_list(&root).is_empty(), "containers {held:?} vanished by themselves");
+    assert!(!mounts::mounts_under(&root).unwrap().is_empty(), "no mounts under the root after kill -9");
+    assert!(!our_cgroups(&root).is_empty(), "no cgroup of this root after kill -9");
+    if driver == "btrfs" {
+        assert!(!loops_under(&root).is_empty(), "btrfs is loop-backed: a loop device must be attached");
+    }
+    if driver == "aufs" && registry::probe("aufs").unwrap().stand_in {
+        assert!(!processes_mentioning(&root).is_empty(), "unionfs-fuse daemons must be running");
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cowbench")).args(["clean", "--json", "--root"]).arg(&root).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cowbench clean failed ({}): {stderr}", out.status);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints one document");
+    let removed = report["removed"].as_array().unwrap();
+    assert!(removed.iter().any(|r| r["kind"] == "container"), "no container reported removed: {report}");
+    assert!(stderr.contains("removed"), "removals are printed on stderr");
+
+    let m = mounts::mounts_under(&root).unwrap();
+    assert!(m.is_empty(), "mounts left: {m:?}");
+    let l = loops_under(&root);
+    assert!(l.is_empty(), "loop devices left: {l:?}");
+    let c = runc_list(&root);
+    assert!(c.is_empty(), "runc containers left: {c:?}");
+    let cg = our_cgroups(&root);
+    assert!(cg.is_empty(), "cgroups left: {cg:?}");
+    let p = processes_mentioning(&root);
+    assert!(p.is_empty(), "processes (FUSE daemons, container inits) left: {p:?}");
+
+    // Idempotent: a second clean finds nothing.
+    let again = Command::new(env!("CARGO_BIN_EXE_cowbench")).args(["clean", "--json", "--root"]).arg(&root).output().unwrap();
+    assert!(again.status.success());
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["removed"].as_array().unwrap().len(), 0, "second clean removed something: {again}");
+}
+
+#[test]
+fn clean_after_kill_overlay() {
+    kill_mid_density_then_clean("overlay");
+}
+
+#[test]
+fn clean_after_kill_vfs() {
+    kill_mid_density_then_clean("vfs");
+}
+
+#[test]
+fn clean_after_kill_btrfs() {
+    kill_mid_density_then_clean("btrfs");
+}
+
+#[test]
+fn clean_after_kill_aufs() {
+    kill_mid_density_then_clean("aufs");
+}

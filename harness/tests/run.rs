@@ -1,0 +1,175 @@
+//! `cowbench run --drivers overlay,vfs --profile quick` end to end: real containers through
+//! runc, then the shape of run.json and samples.csv.
+//!
+//! Skips (with a printed reason) when overlay, vfs or runc are unavailable, but fails when
+//! COWBENCH_REQUIRE_DRIVERS lists the missing driver.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cowbench_drivers::registry;
+use cowbench_drivers::sys::{hostinfo, mounts};
+
+fn required(driver: &str) -> bool {
+    std::env::var("COWBENCH_REQUIRE_DRIVERS")
+        .map(|v| v.split(',').any(|d| d.trim() == driver || d.trim() == "all"))
+        .unwrap_or(false)
+}
+
+/// None when everything needed is there; Some(reason) to skip. Panics for a required driver.
+fn missing(drivers: &[&str]) -> Option<String> {
+    if !hostinfo::is_root() {
+        return Some("needs root (mounts, containers)".into());
+    }
+    for d in drivers {
+        let r = registry::probe(d).unwrap();
+        if !r.available {
+            let why = format!("{d} unavailable: {}", r.reason.unwrap_or_default());
+            assert!(!required(d), "{d} is listed in COWBENCH_REQUIRE_DRIVERS but {why}");
+            return Some(why);
+        }
+    }
+    if hostinfo::which("runc").is_none() {
+        assert!(drivers.iter().all(|d| !required(d)), "runc is needed for required drivers but not installed");
+        return Some("runc not installed".into());
+    }
+    None
+}
+
+/// A cowbench root under /var/tmp that is cleaned (`cowbench clean`) and removed on drop, also
+/// when the test panics.
+struct Root(tempfile::TempDir);
+
+impl Root {
+    fn new(tag: &str) -> Root {
+        Root(tempfile::Builder::new().prefix(&format!("cowbench-test-{tag}-")).tempdir_in("/var/tmp").unwrap())
+    }
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_cowbench")).arg("clean").arg("--root").arg(self.path()).output();
+    }
+}
+
+#[test]
+fn run_overlay_vfs_quick_writes_results() {
+    if let Some(why) = missing(&["overlay", "vfs"]) {
+        eprintln!("SKIPPED run_overlay_vfs_quick_writes_results: {why}");
+        return;
+    }
+    let root = Root::new("run");
+    let out_dir = root.path().join("results");
+    let out = Command::new(env!("CARGO_BIN_EXE_cowbench"))
+        .args(["run", "--drivers", "overlay,vfs", "--profile", "quick", "--root"])
+        .arg(root.path().join("root"))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cowbench run failed ({}):\n{stderr}", out.status);
+
+    // stdout is exactly one JSON document naming the results.
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    let run_json = PathBuf::from(summary["run_json"].as_str().unwrap());
+    assert!(run_json.starts_with(&out_dir));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&run_json).unwrap()).unwrap();
+
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["status"], "complete");
+    let rt = &doc["host"]["runtime"];
+    assert_eq!(rt["name"], "runc");
+    assert!(rt["version"].as_str().is_some_and(|v| !v.is_empty()), "runtime version missing: {rt}");
+    assert_eq!(doc["parameters"]["runtime"], "runc");
+    assert_eq!(doc["parameters"]["profile"], "quick");
+    assert!(doc["host"]["kernel"].as_str().is_some_and(|k| !k.is_empty()));
+    assert!(doc["host"]["cgroup"].is_string());
+    assert!(doc["host"]["drivers"].as_array().unwrap().iter().any(|d| d["name"] == "overlay" && d["available"] == true));
+
+    let cells = doc["cells"].as_array().unwrap();
+    let workloads: Vec<String> = cowbench_workloads::all().iter().map(|w| w.id().to_string()).collect();
+    let expected: usize = cowbench_workloads::all().iter().map(|w| w.cells(cowbench_workloads::Profile::Quick).len()).sum();
+    assert_eq!(cells.len(), 2 * expected, "one cell per driver × workload × parameters");
+
+    // n per (workload, params, metric) for each driver.
+    let mut n: BTreeMap<(String, String, String), BTreeMap<String, usize>> = BTreeMap::new();
+    let mut total_samples = 0usize;
+    for c in cells {
+        let key = c["key"].as_str().unwrap();
+        assert!(workloads.contains(&c["workload"].as_str().unwrap().to_string()));
+        assert_eq!(c["status"], "ok", "{key}: {}", c["reason"]);
+        assert!(c["implementation"].is_string(), "{key}");
+        assert!(c["warmup"].as_u64().unwrap() >= 1, "{key}: warm-up runs are not counted, but run");
+        assert!(c["cache_drop"]["requested"].is_boolean());
+        assert!(c["caches_dropped"].is_boolean());
+        let metrics = c["metrics"].as_object().unwrap();
+        assert!(!metrics.is_empty(), "{key}");
+        for (name, m) in metrics {
+            let samples = m["samples"].as_array().unwrap();
+            // Every cell has samples or a reason: an ok cell has samples in every metric.
+            assert!(!samples.is_empty(), "{key}: {name} has no samples");
+            assert!(name.ends_with(m["unit"].as_str().unwrap()), "{name}: unit in the field name");
+            let s = &m["summary"];
+            assert_eq!(s["n"].as_u64().unwrap() as usize, samples.len());
+            for f in ["min", "median", "p90", "p99", "max", "mean", "sd", "ci95_low", "ci95_high"] {
+                assert!(s[f].is_number(), "{key}: {name}: summary.{f}");
+            }
+            assert!(s["min"].as_f64() <= s["median"].as_f64() && s["median"].as_f64() <= s["max"].as_f64());
+            total_samples += samples.len();
+            n.entry((c["workload"].as_str().unwrap().into(), serde_json::to_string(&c["params"]).unwrap(), name.clone()))
+                .or_default()
+                .insert(c["driver"].as_str().unwrap().into(), samples.len());
+        }
+        assert!(c["host_before"]["meminfo_bytes"]["MemTotal_bytes"].as_u64().unwrap() > 0);
+    }
+    for (k, per_driver) in &n {
+        assert_eq!(per_driver.len(), 2, "{k:?} ran on both drivers");
+        let counts: Vec<_> = per_driver.values().collect();
+        assert_eq!(counts[0], counts[1], "{k:?}: the same sample count for every driver: {per_driver:?}");
+    }
+
+    // A property that must hold on real storage: overlay copies the whole 64 MiB file up.
+    let big = cells
+        .iter()
+        .find(|c| c["driver"] == "overlay" && c["workload"] == "copyup" && c["params"]["file_bytes"] == 64 << 20)
+        .expect("copyup 64 MiB on overlay");
+    assert!(big["metrics"]["usage_delta_bytes"]["summary"]["min"].as_f64().unwrap() >= (64u64 << 20) as f64);
+
+    // samples.csv: a header and one row per sample.
+    let csv = std::fs::read_to_string(run_json.with_file_name("samples.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("run_id,workload,driver,params,metric,value,unit,sample,rep"));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), total_samples);
+    let run_id = doc["run_id"].as_str().unwrap();
+    for r in &rows {
+        let f: Vec<&str> = r.split(',').collect();
+        assert_eq!(f.len(), 9, "{r}");
+        assert_eq!(f[0], run_id);
+        assert!(f[5].parse::<f64>().is_ok(), "{r}");
+    }
+
+    // The run cleaned up after itself.
+    let under = mounts::mounts_under(&root.path().join("root")).unwrap();
+    assert!(under.is_empty(), "mounts left by the run: {under:?}");
+}
+
+#[test]
+fn unknown_driver_is_a_usage_error() {
+    let root = Root::new("usage");
+    let out = Command::new(env!("CARGO_BIN_EXE_cowbench"))
+        .args(["run", "--drivers", "ext9", "--root"])
+        .arg(root.path())
+        .arg("--out")
+        .arg(root.path().join("results"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    assert!(out.stdout.is_empty(), "nothing on stdout for an error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown driver 'ext9'"));
+}
