@@ -212,6 +212,14 @@ fn twenty_held_containers_leave_nothing_vfs() {
 #[test]
 fn exit_codes_limits_and_failures_overlay() {
     let Some((fx, rt, img)) = setup("overlay", RuntimeKind::Runc) else { return };
+    // A request longer than an argument can be (128 KiB) reaches the probe through a file.
+    let paths: Vec<String> = (0..6000).map(|i| format!("/bin/no-such-file-with-a-long-name-{i:05}")).collect();
+    let req = Request::new(vec![Op::Stat { paths, open: false }]);
+    assert!(req.to_json().len() > 200_000);
+    let out = rt.run(fx.driver(), &img, &ContainerSpec::probe(&req)).unwrap();
+    let resp = out.probe_response().unwrap();
+    assert_eq!(resp.samples_of("stat", "stat").count(), 6000);
+    assert!(resp.samples.iter().all(|s| s.error.as_ref().map(|e| e.errno) == Some(Some(libc::ENOENT))));
     let out = rt.run(fx.driver(), &img, &ContainerSpec::command(["sh", "-c", "echo out; echo err >&2; exit 3"])).unwrap();
     assert_eq!(out.exit_code, Some(3));
     assert_eq!(out.stdout_str(), "out\n");

@@ -92,7 +92,7 @@ fn synthetic_image_is_deterministic_and_reused_vfs() {
 
 fn shapes(driver: &str) {
     let Some(fx) = fixture(driver, &[]) else { return };
-    let big = 96u64 << 20;
+    let big = 24u64 << 20;
     let large = image::build(fx.driver(), &ImageSpec::new("large", 1, Shape::LargeFile { path: "/data/big".into(), bytes: big })).unwrap();
     let small = image::build(fx.driver(), &ImageSpec::new("small", 1, Shape::SmallFiles { count: 500, bytes: 100, per_dir: 100 })).unwrap();
     let deep = image::build(

@@ -76,6 +76,13 @@ pub struct BundleParams<'a> {
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: String,
+    /// Further mounts (after the standard ones), e.g. a read-only bind of a request file.
+    pub extra_mounts: Vec<Mount>,
+}
+
+/// A read-only bind mount of host file or directory `source` at `dest`.
+pub fn bind_ro(source: &std::path::Path, dest: &str) -> Result<Mount> {
+    mount(dest, "bind", &source.to_string_lossy(), &["rbind", "ro", "nosuid", "nodev"])
 }
 
 /// Build the runtime spec.
@@ -110,7 +117,7 @@ pub fn build(spec: &ContainerSpec, p: &BundleParams<'_>) -> Result<Spec> {
         .build()
         .map_err(spec_err)?;
 
-    let mounts = vec![
+    let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
         mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
@@ -118,6 +125,7 @@ pub fn build(spec: &ContainerSpec, p: &BundleParams<'_>) -> Result<Spec> {
         mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
         mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
     ];
+    mounts.extend(p.extra_mounts.iter().cloned());
 
     let namespaces = [
         LinuxNamespaceType::Pid,

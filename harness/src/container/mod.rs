@@ -328,6 +328,11 @@ impl Drop for ParentCgroup {
     }
 }
 
+/// Longest probe request passed as an argument; longer ones go through [`REQUEST_MOUNT`].
+const REQUEST_ARG_MAX: usize = 64 * 1024;
+/// Where a long probe request is bind-mounted in the container.
+pub const REQUEST_MOUNT: &str = "/run/cowbench-request.json";
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn new_id() -> String {
@@ -514,11 +519,20 @@ impl Runtime {
         st.mounted = true;
 
         let cfg = &image.config;
-        let args = if spec.args.is_empty() {
+        let mut args = if spec.args.is_empty() {
             cfg.entrypoint.iter().chain(cfg.cmd.iter()).cloned().collect::<Vec<_>>()
         } else {
             spec.args.clone()
         };
+        // The kernel limits one argument to 128 KiB: a longer probe request goes in a file
+        // bind-mounted read-only into the container, passed as `@FILE`.
+        let mut extra_mounts = Vec::new();
+        if args.len() == 2 && args[0] == PROBE_PATH && args[1].len() > REQUEST_ARG_MAX {
+            let file = dir.join("request.json");
+            fs::write(&file, &args[1]).map_err(io_err(format!("write {}", file.display())))?;
+            extra_mounts.push(bundle::bind_ro(&file, REQUEST_MOUNT)?);
+            args[1] = format!("@{REQUEST_MOUNT}");
+        }
         if args.is_empty() {
             return Err(Error::Container { id, message: "no command: neither the spec nor the image config gives one".into() });
         }
@@ -550,6 +564,7 @@ impl Runtime {
                 args,
                 env,
                 cwd,
+                extra_mounts,
             },
         )?;
         oci.save(dir.join("config.json")).map_err(|e| Error::Spec(format!("write config.json: {e}")))?;

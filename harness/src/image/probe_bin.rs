@@ -1,8 +1,7 @@
 //! Finding (or building) the static `cowbench-probe` binary that goes into every image.
 //!
-//! Order: `$COWBENCH_PROBE_BIN`; next to the running executable; in the cargo target directory
-//! the running executable lives in (`<target>/<triple>/release/cowbench-probe`, where the
-//! build below puts it); else build it from this workspace:
+//! Order: `$COWBENCH_PROBE_BIN`; else, when the cowbench workspace it was built from is
+//! present, build it (cargo makes that a no-op when it is up to date):
 //!
 //! ```text
 //! RUSTFLAGS="-C target-feature=+crt-static" \
@@ -13,6 +12,8 @@
 //! `cargo build` of the workspace never overwrites it with a dynamically linked one, and
 //! RUSTFLAGS then reach only the target crates, not build scripts. Every candidate must be a
 //! statically linked ELF (no PT_INTERP): images hold nothing but busybox and the probe.
+//! Without a workspace (an installed cowbench), a static `cowbench-probe` next to the
+//! executable or in its target directory (`<target>/<triple>/release/`) is used.
 
 use std::fs;
 use std::io::{self, Read};
@@ -96,8 +97,16 @@ fn target_dir() -> Option<PathBuf> {
     workspace().map(|w| w.join("target"))
 }
 
-/// The probe binary: found, or built from the workspace.
+/// The probe binary: `$COWBENCH_PROBE_BIN`; else, when the cowbench workspace is present,
+/// the result of the cargo build above (a no-op when it is up to date, so a changed probe is
+/// never silently replaced by a stale one); else a static binary next to the executable or in
+/// its target directory. Resolved once per process.
 pub fn find_or_build() -> Result<PathBuf> {
+    static FOUND: std::sync::OnceLock<std::result::Result<PathBuf, String>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| resolve().map_err(|e| e.to_string())).clone().map_err(Error::Probe)
+}
+
+fn resolve() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os(ENV) {
         let p = PathBuf::from(p);
         // An explicit path that is unusable is an error, not something to silently replace.
@@ -107,10 +116,24 @@ pub fn find_or_build() -> Result<PathBuf> {
             Err(Error::Probe(format!("{ENV}={} is not a statically linked executable", p.display())))
         };
     }
-    if let Some(p) = candidates().into_iter().find(|p| usable(p)) {
-        return Ok(p);
+    let built = if workspace().is_some() { Some(build()) } else { None };
+    match built {
+        Some(Ok(p)) => Ok(p),
+        Some(Err(e)) => {
+            let found = candidates().into_iter().find(|p| usable(p));
+            match found {
+                Some(p) => {
+                    log::warn!("{e}; using {}", p.display());
+                    Ok(p)
+                }
+                None => Err(e),
+            }
+        }
+        None => candidates()
+            .into_iter()
+            .find(|p| usable(p))
+            .ok_or_else(|| Error::Probe(format!("{NAME} not found: set {ENV} to a static build of it"))),
     }
-    build()
 }
 
 /// Build the static probe with cargo (see the module docs).
