@@ -344,8 +344,9 @@ impl DeviceMapper {
             if let Some(d) = loopdev::find_by_file(&f).ctx(NAME, None, || format!("find loop of {}", f.display()))?.into_iter().next() {
                 return Ok(d);
             }
-            // autoclear: the kernel detaches them once the pool lets go.
-            loopdev::attach(&f, loopdev::AttachOptions { direct_io: false, autoclear: true })
+            // Not autoclear: that detaches a device on the last close, which is the close
+            // right after attaching, before the pool holds it. Teardown detaches them.
+            loopdev::attach(&f, loopdev::AttachOptions { direct_io: false, autoclear: false })
                 .ctx(NAME, None, || format!("attach {}", f.display()))
         };
         Ok((attach(self.data_file())?, attach(self.meta_file())?))
@@ -441,9 +442,16 @@ impl DeviceMapper {
             Fs::Xfs => ("mkfs.xfs", vec!["-q", "-f", "-K"]),
         };
         let bin = hostinfo::which(tool).ok_or_else(|| Error::config(NAME, format!("fs={} needs {tool}", self.state.fs.name())))?;
-        let out = std::process::Command::new(&bin).args(&args).arg(&node).output().ctx(NAME, None, || format!("run {tool}"))?;
-        let _ = dm::remove(&self.dm, &name);
+        let out = std::process::Command::new(&bin).args(&args).arg(&node).output().ctx(NAME, None, || format!("run {tool}"));
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = dm::remove(&self.dm, &name);
+                return Err(e);
+            }
+        };
         if !out.status.success() {
+            let _ = dm::remove(&self.dm, &name);
             return Err(Error::Command {
                 driver: NAME.into(),
                 command: format!("{tool} {} {}", args.join(" "), node.display()),
@@ -451,7 +459,22 @@ impl DeviceMapper {
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
-        Ok(())
+        // An empty layer is empty: mke2fs's lost+found goes (e2fsck makes it again if it
+        // ever needs it), as every other backend starts from an empty directory.
+        let r = if self.state.fs == Fs::Ext4 { self.remove_lost_found(&node) } else { Ok(()) };
+        let _ = dm::remove(&self.dm, &name);
+        r
+    }
+
+    fn remove_lost_found(&self, node: &Path) -> Result<()> {
+        let dir = self.root.join("mnt").join("base");
+        std::fs::create_dir_all(&dir).ctx(NAME, None, || format!("create {}", dir.display()))?;
+        mounts::mount(&node.to_string_lossy(), &dir, "ext4", MsFlags::empty(), None)
+            .ctx(NAME, None, || format!("mount base {} at {}", node.display(), dir.display()))?;
+        let r = std::fs::remove_dir(dir.join("lost+found")).ctx(NAME, None, || "remove lost+found from the base".into());
+        let u = mounts::unmount(&dir).ctx(NAME, None, || format!("unmount {}", dir.display()));
+        let _ = std::fs::remove_dir(&dir);
+        r.and(u)
     }
 
     /// After a crash or from a second process: find the pool again (or rebuild its device
@@ -983,6 +1006,128 @@ mod tests {
         assert!(!o.discard && o.fs == Fs::Xfs);
         assert!(matches!(parse_opts(&DriverConfig::new("/r").with_option("bogus", "1")), Err(Error::Config { .. })));
         assert!(matches!(parse_opts(&DriverConfig::new("/r").with_option("base_size", "1000")), Err(Error::Config { .. })));
+    }
+
+    use crate::conformance::fixture;
+    use crate::driver::MountGuard;
+
+    fn status_num(d: &dyn Driver, k: &str) -> u64 {
+        d.status().unwrap()[k].parse().unwrap()
+    }
+
+    /// Write `mib` MiB of incompressible data into `key` through a mount.
+    fn fill(d: &dyn Driver, key: &str, target: &Path, mib: usize) -> std::io::Result<()> {
+        let _m = MountGuard::new(d, key, target).unwrap();
+        let mut f = std::fs::File::create(target.join("blob"))?;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            for c in buf.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&buf)?;
+        }
+        f.sync_all()
+    }
+
+    /// Both discard behaviours, measured: the pool frees a removed layer's blocks either
+    /// way; only with discard do they leave the loop-backed data file.
+    #[test]
+    fn discard_on_and_off_measured() {
+        for discard in ["true", "false"] {
+            let Some(fx) = fixture(NAME, &[("base_size", "1G"), ("discard", discard)]) else { return };
+            let d = fx.driver();
+            let t = fx.dir("t");
+            d.prepare("w", None, &Labels::new()).unwrap();
+            let file0 = status_num(d, "data_file_allocated_bytes");
+            let used0 = status_num(d, "data_used_bytes");
+            fill(d, "w", &t, 64).unwrap();
+            let file1 = status_num(d, "data_file_allocated_bytes");
+            let used1 = status_num(d, "data_used_bytes");
+            assert!(used1 >= used0 + (60 << 20), "pool data used {used0} -> {used1}");
+            assert!(d.usage("w").unwrap().bytes >= 60 << 20);
+            d.remove("w").unwrap();
+            let file2 = status_num(d, "data_file_allocated_bytes");
+            let used2 = status_num(d, "data_used_bytes");
+            eprintln!(
+                "discard={discard}: data file allocated {file0} -> {file1} -> {file2} bytes; pool data used {used0} -> {used1} -> {used2} bytes"
+            );
+            assert!(used2 <= used0 + (1 << 20), "pool keeps the removed layer's blocks: {used2} vs {used0}");
+            if discard == "true" {
+                assert!(file2 + (56 << 20) <= file1, "discard did not shrink the data file: {file1} -> {file2}");
+            } else {
+                assert!(file2 + (8 << 20) >= file1, "data file shrank without discard: {file1} -> {file2}");
+            }
+        }
+    }
+
+    #[test]
+    fn full_pool_is_an_error_not_a_hang() {
+        let Some(fx) = fixture(NAME, &[("base_size", "1G"), ("data_size", "192M"), ("min_free_space", "0")]) else { return };
+        let d = fx.driver();
+        let t = fx.dir("t");
+        d.prepare("w", None, &Labels::new()).unwrap();
+        let e = fill(d, "w", &t, 400).expect_err("400 MiB fit in a 192 MiB pool");
+        eprintln!("writing past the pool's end: {e}");
+        assert_eq!(d.status().unwrap()["pool_mode"], "out_of_data_space");
+        match d.prepare("x", None, &Labels::new()) {
+            Err(Error::NoSpace { detail, .. }) => eprintln!("prepare on a full pool: {detail}"),
+            other => panic!("prepare on a full pool: {other:?}"),
+        }
+        d.remove("w").unwrap();
+    }
+
+    #[test]
+    fn free_space_guard_refuses_new_layers() {
+        let Some(fx) = fixture(NAME, &[("base_size", "1G"), ("data_size", "256M")]) else { return };
+        let d = fx.driver();
+        let t = fx.dir("t");
+        d.prepare("w", None, &Labels::new()).unwrap();
+        let total = status_num(d, "data_total_bytes");
+        let used = status_num(d, "data_used_bytes");
+        // leave less than 10% free
+        let mib = ((total - used) - total / 20) >> 20;
+        fill(d, "w", &t, mib as usize).unwrap();
+        match d.prepare("x", None, &Labels::new()) {
+            Err(Error::NoSpace { detail, .. }) => assert!(detail.contains("minimum free space"), "{detail}"),
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
+        d.remove("w").unwrap();
+        d.prepare("x", None, &Labels::new()).unwrap();
+    }
+
+    #[test]
+    fn second_handle_and_restart_adopt_the_pool() {
+        let Some(fx) = fixture(NAME, &[("base_size", "1G")]) else { return };
+        let d = fx.driver();
+        let t = fx.dir("t");
+        d.prepare("w", None, &Labels::new()).unwrap();
+        {
+            let _m = MountGuard::new(d, "w", &t).unwrap();
+            std::fs::write(t.join("hello"), b"world").unwrap();
+        }
+        d.commit("c", "w", &Labels::new()).unwrap();
+        let cfg = DriverConfig::new(fx.root().join("root")).with_option("base_size", "1G");
+        let second = open(&cfg).unwrap();
+        assert_eq!(second.list().unwrap().len(), 1);
+        assert_eq!(second.status().unwrap()["pool"], d.status().unwrap()["pool"]);
+        // A "reboot": every device of this root gone, the files and loop devices kept.
+        let st = d.status().unwrap();
+        let prefix = st["device_prefix"].clone();
+        let ctl = DM::new().unwrap();
+        for (n, _) in dm::list(&ctl).unwrap() {
+            if n.starts_with(&prefix) && !n.ends_with("-pool") {
+                dm::remove(&ctl, &n).unwrap();
+            }
+        }
+        dm::remove(&ctl, &format!("{prefix}-pool")).unwrap();
+        let third = open(&cfg).unwrap();
+        third.view("v", "c", &Labels::new()).unwrap();
+        let _m = MountGuard::new(third.as_ref(), "v", &t).unwrap();
+        assert_eq!(std::fs::read(t.join("hello")).unwrap(), b"world");
     }
 
     #[test]
