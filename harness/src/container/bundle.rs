@@ -203,3 +203,55 @@ fn resources(l: &Limits) -> Result<oci_spec::runtime::LinuxResources> {
     }
     r.build().map_err(spec_err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::LinuxNamespaceType as NS;
+
+    #[test]
+    fn docker_like_spec() {
+        let mut spec = ContainerSpec::command(["/bin/true"]);
+        spec.limits = Limits {
+            memory_bytes: Some(64 << 20),
+            cpus: Some(1.5),
+            pids: Some(100),
+            io_weight: None,
+            io_read_bps: vec![(8, 0, 1000)],
+            io_write_bps: vec![],
+        };
+        let p = BundleParams {
+            rootfs: "/r/rootfs".into(),
+            hostname: "h1",
+            cgroups_path: "/cowbench/ab/c1",
+            args: vec!["/bin/true".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            extra_mounts: vec![bind_ro(std::path::Path::new("/r/request.json"), "/run/req.json").unwrap()],
+        };
+        let s = build(&spec, &p).unwrap();
+        let linux = s.linux().as_ref().unwrap();
+        let ns: Vec<NS> = linux.namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect();
+        assert_eq!(ns, vec![NS::Pid, NS::Network, NS::Ipc, NS::Uts, NS::Mount]);
+        assert_eq!(linux.cgroups_path().as_deref(), Some(std::path::Path::new("/cowbench/ab/c1")));
+        assert!(linux.masked_paths().as_ref().unwrap().contains(&"/proc/kcore".to_string()));
+        assert!(linux.readonly_paths().as_ref().unwrap().contains(&"/proc/sys".to_string()));
+        let r = linux.resources().as_ref().unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(64 << 20));
+        assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(150_000));
+        assert_eq!(r.pids().as_ref().unwrap().limit(), 100);
+        let bio = r.block_io().as_ref().unwrap();
+        assert_eq!(bio.throttle_read_bps_device().as_ref().unwrap()[0].rate(), 1000);
+        let mounts: Vec<_> = s.mounts().as_ref().unwrap().iter().map(|m| m.destination().to_string_lossy().into_owned()).collect();
+        assert_eq!(mounts, vec!["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/run/req.json"]);
+        let sys = &s.mounts().as_ref().unwrap()[5];
+        assert!(sys.options().as_ref().unwrap().contains(&"ro".to_string()));
+        assert_eq!(s.hostname().as_deref(), Some("h1"));
+        let proc_ = s.process().as_ref().unwrap();
+        assert_eq!(proc_.no_new_privileges(), Some(true));
+        // Round trip through JSON as the runtime reads it.
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Spec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+}

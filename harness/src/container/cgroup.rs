@@ -315,6 +315,35 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
     }
 
     #[test]
+    fn v2_accounting_from_files() {
+        // A unified hierarchy's files, laid out as the kernel does, in a plain directory.
+        let t = tempfile::tempdir().unwrap();
+        let cg = t.path().join("cowbench/ab/c1");
+        fs::create_dir_all(&cg).unwrap();
+        fs::write(cg.join("memory.stat"), "anon 4096\nfile 8192\nkernel 100\n").unwrap();
+        fs::write(cg.join("memory.current"), "12388\n").unwrap();
+        fs::write(cg.join("memory.peak"), "20000\n").unwrap();
+        fs::write(cg.join("io.stat"), "254:0 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n").unwrap();
+        let h = Hierarchies { v1: BTreeMap::new(), v2: Some(t.path().to_path_buf()), v2_controllers: vec!["memory".into(), "io".into()] };
+        assert_eq!(h.layout(), Layout::Unified);
+        assert!(h.exists("/cowbench/ab/c1"));
+        assert_eq!(h.children("/cowbench/ab"), vec!["c1"]);
+        let a = h.accounting("/cowbench/ab/c1").unwrap();
+        assert_eq!(
+            a,
+            Accounting {
+                memory_bytes: 12388,
+                page_cache_bytes: 8192,
+                rss_bytes: 4096,
+                memory_peak_bytes: Some(20000),
+                io_read_bytes: 10,
+                io_write_bytes: 20,
+                source: "cgroup v2".into(),
+            }
+        );
+    }
+
+    #[test]
     fn this_host_is_detected() {
         let h = Hierarchies::detect().unwrap();
         // Every Linux host running containers has some cgroup hierarchy.
