@@ -34,8 +34,10 @@ fn verdict(run: &RunEvidence, id: &str) -> ClaimVerdict {
     v
 }
 
-/// copyup cells for one driver: latency = fixed + per_byte·size (with noise `amp`).
-fn copyup(run: &mut RunEvidence, driver: &str, fixed_ns: f64, per_byte_ns: f64, amp: f64, sizes: &[f64], seed: u64) {
+/// copyup cells for one driver: latency = fixed + per_byte·size (with noise `amp`); the layer
+/// gains the whole file (file-level CoW) or one 4 KiB block (block-level).
+#[allow(clippy::too_many_arguments)]
+fn copyup(run: &mut RunEvidence, driver: &str, fixed_ns: f64, per_byte_ns: f64, amp: f64, sizes: &[f64], seed: u64, whole_file: bool) {
     let mut j = Jitter(seed);
     for &s in sizes {
         let p = [("file_bytes", json!(s as u64)), ("depth", json!(1)), ("write_at", json!("start"))]
@@ -43,7 +45,12 @@ fn copyup(run: &mut RunEvidence, driver: &str, fixed_ns: f64, per_byte_ns: f64, 
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         let lat = j.samples(fixed_ns + per_byte_ns * s, amp, 9);
-        run.cells.push(EvCell::new("copyup", driver, p).with_metric("first_write_latency_ns", lat));
+        let usage = if whole_file { s + 8192.0 } else { 4096.0 };
+        run.cells.push(
+            EvCell::new("copyup", driver, p)
+                .with_metric("first_write_latency_ns", lat)
+                .with_metric("usage_delta_bytes", vec![usage; 5]),
+        );
     }
 }
 
@@ -76,22 +83,25 @@ fn claims_file_has_every_id_and_row() {
 fn overlay_copyup_confirmed_refuted_inconclusive() {
     // Whole-file copy: 30 µs + 1 ns/byte (≈ 1 GB/s) → ×~2000 from 4 KiB to 64 MiB.
     let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
-    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 1);
+    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 1, true);
     let v = verdict(&run, "overlay-copyup-whole-file");
     assert_eq!(v.verdict.kind, VerdictKind::Confirmed, "{}", v.verdict.summary());
     assert!(v.verdict.key.contains("from 4 KiB to 64 MiB"), "{}", v.verdict.key);
 
     // Block-level behaviour: constant 40 µs → refuted.
     let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
-    copyup(&mut run, "overlay", 40e3, 0.0, 0.1, &SIZES, 2);
+    copyup(&mut run, "overlay", 40e3, 0.0, 0.1, &SIZES, 2, false);
     assert_eq!(verdict(&run, "overlay-copyup-whole-file").verdict.kind, VerdictKind::Refuted);
 
     // Growth of only ×~10: between the thresholds.
     let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
-    copyup(&mut run, "overlay", 100e3, 900e3 / (64.0 * MIB), 0.05, &SIZES, 3);
+    copyup(&mut run, "overlay", 100e3, 900e3 / (64.0 * MIB), 0.05, &SIZES, 3, true);
     let v = verdict(&run, "overlay-copyup-whole-file");
     assert_eq!(v.verdict.kind, VerdictKind::Inconclusive);
-    assert!(matches!(v.verdict.why, Some(Why::BelowThreshold(_))), "{:?}", v.verdict.why);
+    // The whole file was copied (usage part confirmed); the time part is between thresholds.
+    let rules = &v.drivers[0].rules;
+    assert_eq!(rules[1].verdict.kind, VerdictKind::Confirmed);
+    assert!(matches!(rules[0].verdict.why, Some(Why::BelowThreshold(_))), "{:?}", rules[0].verdict.why);
 
     // Large growth drowned in noise: samples spread ×50 around the centre → CIs overlap.
     let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
@@ -114,22 +124,23 @@ fn overlay_copyup_confirmed_refuted_inconclusive() {
     }
     let v = verdict(&run, "overlay-copyup-whole-file");
     assert_eq!(v.verdict.kind, VerdictKind::Inconclusive, "{}", v.verdict.summary());
-    assert!(matches!(v.verdict.why, Some(Why::Noise(_))), "{:?}", v.verdict.why);
+    let time = &v.drivers[0].rules[0];
+    assert!(matches!(time.verdict.why, Some(Why::Noise(_))), "{:?}", time.verdict.why);
 }
 
 #[test]
 fn dm_block_copyup_three_ways() {
     let mut run = RunEvidence::synthetic("t", &["devicemapper"], &["copyup"]);
-    copyup(&mut run, "devicemapper", 120e3, 0.0, 0.2, &SIZES, 4);
+    copyup(&mut run, "devicemapper", 120e3, 0.0, 0.2, &SIZES, 4, false);
     assert_eq!(verdict(&run, "dm-block-copyup").verdict.kind, VerdictKind::Confirmed);
 
     let mut run = RunEvidence::synthetic("t", &["devicemapper"], &["copyup"]);
-    copyup(&mut run, "devicemapper", 30e3, 1.0, 0.1, &SIZES, 5);
+    copyup(&mut run, "devicemapper", 30e3, 1.0, 0.1, &SIZES, 5, true);
     assert_eq!(verdict(&run, "dm-block-copyup").verdict.kind, VerdictKind::Refuted);
 
     // ×~8 growth: neither flat nor whole-file.
     let mut run = RunEvidence::synthetic("t", &["devicemapper"], &["copyup"]);
-    copyup(&mut run, "devicemapper", 100e3, 700e3 / (64.0 * MIB), 0.05, &SIZES, 6);
+    copyup(&mut run, "devicemapper", 100e3, 700e3 / (64.0 * MIB), 0.05, &SIZES, 6, false);
     assert_eq!(verdict(&run, "dm-block-copyup").verdict.kind, VerdictKind::Inconclusive);
 }
 
@@ -242,7 +253,7 @@ fn not_measured_says_why() {
         "devicemapper".into(),
         Backend { available: false, reason: Some("no dm-thin-pool in this kernel".into()), ..Default::default() },
     );
-    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 40);
+    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 40, true);
     let v = verdict(&run, "dm-block-copyup");
     assert_eq!(v.verdict.kind, VerdictKind::NotMeasured);
     match &v.verdict.why {
@@ -255,20 +266,20 @@ fn not_measured_says_why() {
     let v = verdict(&run, "aufs-deep-lookup");
     assert!(matches!(v.verdict.why, Some(Why::DriverNotRun(_)) | Some(Why::WorkloadNotRun(_))), "{:?}", v.verdict.why);
     let mut run2 = RunEvidence::synthetic("t", &["aufs"], &["copyup"]);
-    copyup(&mut run2, "aufs", 30e3, 1.0, 0.1, &SIZES, 41);
+    copyup(&mut run2, "aufs", 30e3, 1.0, 0.1, &SIZES, 41, true);
     let v = verdict(&run2, "aufs-deep-lookup");
     assert!(matches!(v.verdict.why, Some(Why::WorkloadNotRun(_))), "{:?}", v.verdict.why);
 
     // Parameter not in this profile: a single file size.
     let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
-    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &[4.0 * KIB], 42);
+    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &[4.0 * KIB], 42, true);
     let v = verdict(&run, "overlay-copyup-whole-file");
     assert_eq!(v.verdict.kind, VerdictKind::NotMeasured);
     assert!(matches!(v.verdict.why, Some(Why::ParameterNotInProfile(_))));
 
     // Failed cells carry their reason.
     let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
-    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 43);
+    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 43, true);
     for c in &mut run.cells {
         c.state = CellState::Failed("runc create: EPERM".into());
     }
@@ -284,7 +295,7 @@ fn aufs_depth_part_and_stand_in_mark() {
     // Size sweep present, depth sweep absent (quick profile): the claim stays open, and the
     // unionfs-fuse implementation is marked.
     let mut run = RunEvidence::synthetic("t", &["aufs"], &["copyup"]);
-    copyup(&mut run, "aufs", 200e3, 2.0, 0.1, &SIZES, 50);
+    copyup(&mut run, "aufs", 200e3, 2.0, 0.1, &SIZES, 50, true);
     for c in &mut run.cells {
         c.implementation = Some("aufs (unionfs-fuse stand-in)".into());
         c.loop_backed = true;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::stats::{self, MedianCi};
 use super::*;
-use crate::report::fmt::{fmt_param, fmt_ratio, fmt_value};
+use crate::report::fmt::{fmt_param, fmt_pct, fmt_ratio, fmt_value};
 
 /// Every claim of `set` on one run.
 pub fn evaluate_all(set: &ClaimSet, run: &RunEvidence) -> Vec<ClaimVerdict> {
@@ -55,7 +55,9 @@ fn combine_rules(rules: &[RuleOutcome]) -> Verdict {
     for r in &counted {
         marks.merge(&r.verdict.marks);
     }
-    let label = |r: &RuleOutcome| r.label.clone().map(|l| format!("{l}: ")).unwrap_or_default();
+    // Part names only matter when several parts decide.
+    let several = counted.len() > 1;
+    let label = |r: &RuleOutcome| if several { r.label.clone().map(|l| format!("{l}: ")).unwrap_or_default() } else { String::new() };
     let keys = counted
         .iter()
         .filter(|r| !r.verdict.key.is_empty())
@@ -520,13 +522,13 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             } else {
                 let (mn, mx) = (rs.iter().copied().fold(f64::MAX, f64::min), rs.iter().copied().fold(f64::MIN, f64::max));
                 if outcomes.len() == 1 {
-                    format!("{} of {refd}", fmt_ratio(mn))
+                    format!("{} of {refd}", fmt_pct(mn))
                 } else {
-                    format!("{}…{} of {refd} over {} parameter sets", fmt_ratio(mn), fmt_ratio(mx), outcomes.len())
+                    format!("{}…{} of {refd} over {} parameter sets", fmt_pct(mn), fmt_pct(mx), outcomes.len())
                 }
             };
             Ok(if let Some(o) = outcomes.iter().find(|o| o.0 == VerdictKind::Refuted) {
-                Verdict::new(VerdictKind::Refuted, format!("{} of {refd} at {}", fmt_ratio(o.1), o.4))
+                Verdict::new(VerdictKind::Refuted, format!("{} of {refd} at {}", fmt_pct(o.1), o.4))
             } else if outcomes.iter().all(|o| o.0 == VerdictKind::Confirmed) {
                 Verdict::new(VerdictKind::Confirmed, range)
             } else {

@@ -26,6 +26,9 @@ pub struct SPoint {
 pub struct Series {
     pub name: String,
     pub points: Vec<SPoint>,
+    /// Drawn dashed without a band (e.g. a tail percentile beside the median).
+    #[serde(default)]
+    pub dashed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +80,8 @@ pub fn driver_color(name: &str, i: usize) -> RGBColor {
 struct Axes {
     log_x: bool,
     log_y: bool,
+    /// Base of the log y axis: 2 for bytes (ticks at 4 KiB, 16 KiB …), 10 otherwise.
+    y_base: f64,
     x0: f64,
     x1: f64,
     y0: f64,
@@ -107,16 +112,20 @@ fn axes(spec: &ChartSpec) -> Option<Axes> {
     } else {
         (xmin - 1.0, xmax + 1.0)
     };
+    let y_base = match unit_of(&spec.metric) {
+        Unit::Bytes | Unit::BytesPerS => 2.0,
+        _ => 10.0,
+    };
     let (y0, y1) = if log_y {
-        let (a, b) = (pos_min.log10(), ymax.log10());
-        let pad = ((b - a) * 0.06).max(0.05);
-        (a - pad, b + pad)
+        // Whole powers at both ends, so every tick is a round value.
+        let (a, b) = (pos_min.log(y_base), ymax.log(y_base));
+        (a.floor(), if b.ceil() > b { b.ceil() } else { b + 1.0 })
     } else {
         let lo = if ymin >= 0.0 { 0.0 } else { ymin };
         let hi = if ymax > lo { ymax } else { lo + 1.0 };
         (lo, hi + (hi - lo) * 0.08)
     };
-    Some(Axes { log_x, log_y, x0, x1, y0, y1 })
+    Some(Axes { log_x, log_y, y_base, x0, x1, y0, y1 })
 }
 
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, spec: &ChartSpec, ax: &Axes) -> anyhow::Result<()>
@@ -125,8 +134,13 @@ where
 {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("chart {}: {x:?}", spec.id);
     root.fill(&WHITE).map_err(e)?;
+    // Legend in its own strip under the plot, so it never hides a line.
+    let (plot, strip) = root.split_vertically(H - LEGEND_H);
+    draw_legend(&strip, spec).map_err(e)?;
+    let root_area = root;
+    let root = plot;
     let tx = |x: f64| if ax.log_x { x.max(f64::MIN_POSITIVE).log2() } else { x };
-    let ty = |y: f64| if ax.log_y { y.max(10f64.powf(ax.y0)).log10() } else { y };
+    let ty = |y: f64| if ax.log_y { y.max(ax.y_base.powf(ax.y0)).log(ax.y_base) } else { y };
     let mut chart = ChartBuilder::on(&root)
         .caption(&spec.title, ("sans-serif", 22).into_font().color(&RGBColor(34, 34, 34)))
         .margin(16)
@@ -151,18 +165,30 @@ where
             *v
         };
         match unit_of(&x_name) {
+            Unit::Other if (real - real.round()).abs() < 1e-9 => format!("{real:.0}"),
             Unit::Other => sig3(real),
             _ => fmt_value(&x_name, real),
         }
     };
     let metric = spec.metric.clone();
     let log_y = ax.log_y;
-    let fy = move |v: &f64| fmt_value(&metric, if log_y { 10f64.powf(*v) } else { *v });
+    let y_base = ax.y_base;
+    let fy = move |v: &f64| {
+        if log_y {
+            if (v - v.round()).abs() > 1e-6 {
+                return String::new();
+            }
+            fmt_value(&metric, y_base.powf(v.round()))
+        } else {
+            fmt_value(&metric, *v)
+        }
+    };
+    let n_y_labels = if ax.log_y { ((ax.y1 - ax.y0).round() as usize + 1).min(14) } else { 8 };
     let x_desc = match &spec.categories {
         Some(_) => spec.x_name.clone(),
         None => format!("{}{}", spec.x_name, if ax.log_x { " (log scale)" } else { "" }),
     };
-    let y_desc = format!("{}{}", spec.metric, if ax.log_y { " (log scale)" } else { "" });
+    let y_desc = format!("{}{}", spec.metric, if ax.log_y { " (log)" } else { "" });
     let n_x_labels = match &spec.categories {
         Some(c) => c.len().max(2) * 4,
         None if ax.log_x => ((ax.x1 - ax.x0).ceil() as usize + 1).min(24),
@@ -173,7 +199,7 @@ where
         .x_desc(x_desc)
         .y_desc(y_desc)
         .x_labels(n_x_labels)
-        .y_labels(8)
+        .y_labels(n_y_labels)
         .x_label_formatter(&fx)
         .y_label_formatter(&fy)
         .label_style(("sans-serif", 14).into_font().color(&RGBColor(68, 68, 68)))
@@ -190,7 +216,7 @@ where
         let dx = if spec.categories.is_some() && k > 1 { (i as f64 - (k as f64 - 1.0) / 2.0) * (0.6 / k as f64) } else { 0.0 };
         let pts: Vec<(f64, f64, f64, f64)> =
             s.points.iter().map(|p| (tx(p.x) + dx, ty(p.median), ty(p.lo), ty(p.hi))).collect();
-        if spec.categories.is_none() && pts.len() >= 2 {
+        if spec.categories.is_none() && pts.len() >= 2 && !s.dashed {
             let mut band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.3)).collect();
             band.extend(pts.iter().rev().map(|p| (p.0, p.2)));
             chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.16).filled()))).map_err(e)?;
@@ -208,25 +234,49 @@ where
                 }))
                 .map_err(e)?;
         }
-        let line = if spec.categories.is_none() { pts.iter().map(|p| (p.0, p.1)).collect() } else { vec![] };
-        chart
-            .draw_series(LineSeries::new(line, color.stroke_width(2)))
-            .map_err(e)?
-            .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+        let line: Vec<(f64, f64)> = if spec.categories.is_none() { pts.iter().map(|p| (p.0, p.1)).collect() } else { vec![] };
+        if s.dashed {
+            chart.draw_series(DashedLineSeries::new(line, 7, 5, color.stroke_width(2))).map_err(e)?;
+        } else {
+            chart.draw_series(LineSeries::new(line, color.stroke_width(2))).map_err(e)?;
+        }
         chart
             .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))
             .map_err(e)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 14).into_font())
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(200, 200, 200))
-        .draw()
-        .map_err(e)?;
-    root.present().map_err(e)?;
+    root_area.present().map_err(e)?;
+    Ok(())
+}
+
+const LEGEND_H: u32 = 38;
+
+/// One row of legend entries: a coloured line and the backend's name, centred.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &ChartSpec) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let font = ("sans-serif", 15).into_font().color(&RGBColor(51, 51, 51));
+    let widths: Vec<i32> = spec
+        .series
+        .iter()
+        .map(|s| {
+            let tw = area.estimate_text_size(&s.name, &font).map(|(w, _)| w as i32).unwrap_or(8 * s.name.len() as i32);
+            28 + tw + 26
+        })
+        .collect();
+    let total: i32 = widths.iter().sum();
+    let (w, _) = area.dim_in_pixel();
+    let mut x = ((w as i32 - total) / 2).max(8);
+    let y = (LEGEND_H / 2) as i32 - 4;
+    for (i, s) in spec.series.iter().enumerate() {
+        let color = driver_color(&s.name, i);
+        if s.dashed {
+            area.draw(&PathElement::new(vec![(x, y), (x + 8, y)], color.stroke_width(3)))?;
+            area.draw(&PathElement::new(vec![(x + 14, y), (x + 22, y)], color.stroke_width(3)))?;
+        } else {
+            area.draw(&PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(4)))?;
+        }
+        area.draw(&Circle::new((x + 11, y), 4, color.filled()))?;
+        area.draw_text(&s.name, &font, (x + 28, y - 8))?;
+        x += widths[i];
+    }
     Ok(())
 }
 

@@ -108,6 +108,14 @@ pub fn fmt_ratio(r: f64) -> String {
     format!("×{}", sig3(r))
 }
 
+/// A ratio as a percentage: 0.93 → "93%", 0.000485 → "0.0485%".
+pub fn fmt_pct(r: f64) -> String {
+    if !r.is_finite() {
+        return "∞%".into();
+    }
+    format!("{}%", sig3(r * 100.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

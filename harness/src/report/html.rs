@@ -111,7 +111,8 @@ fn numbers(cv: &ClaimVerdict) -> String {
         return String::new();
     }
     format!(
-        "<details><summary>Numbers ({} groups)</summary><table class=\"numbers\"><thead><tr><th>rule / metric</th><th>driver</th><th>parameters</th><th>n</th><th>median</th><th>95% CI</th></tr></thead><tbody>{}</tbody></table></details>",
+        "<details{}><summary>Numbers ({} groups)</summary><table class=\"numbers\"><thead><tr><th>rule / metric</th><th>driver</th><th>parameters</th><th>n</th><th>median</th><th>95% CI</th></tr></thead><tbody>{}</tbody></table></details>",
+        if rows.len() <= 16 { " open" } else { "" },
         rows.len(),
         rows.join("")
     )

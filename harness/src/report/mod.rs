@@ -480,7 +480,7 @@ fn claim_chart(claim: &claims::Claim, verdict: &ClaimVerdict, run: &RunEvidence)
                 })
                 .collect();
             if !pts.is_empty() {
-                series.push(charts::Series { name: series_name(run, &d), points: pts });
+                series.push(charts::Series { name: series_name(run, &d), points: pts, dashed: false });
             }
         }
         if series.is_empty() {
@@ -517,6 +517,7 @@ fn claim_chart(claim: &claims::Claim, verdict: &ClaimVerdict, run: &RunEvidence)
         .iter()
         .map(|d| charts::Series {
             name: d.clone(),
+            dashed: false,
             points: by_driver[d]
                 .iter()
                 .map(|(l, m, lo, hi)| charts::SPoint {
@@ -588,40 +589,25 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
         let with_m: Vec<&claims::EvCell> = cells.iter().copied().filter(|c| c.metrics.get(m).is_some_and(|s| !s.is_empty())).collect();
         match x {
             Some(x) => {
-                // Group by the other parameters.
-                let mut combos: BTreeMap<String, Vec<&claims::EvCell>> = BTreeMap::new();
-                for c in &with_m {
-                    let mut rest = c.params.clone();
-                    rest.remove(x);
-                    combos.entry(cowbench_workloads::params_string(&rest)).or_default().push(c);
+                // The main sweep, one chart per combination of the other parameters.
+                out.extend(sweep_charts(run, workload, m, x, &with_m, 4, ""));
+                if m.ends_with("start_latency_ns") {
+                    out.extend(percentile_chart(run, workload, m, x, &with_m));
                 }
-                for (i, (combo, cs)) in combos.iter().take(4).enumerate() {
-                    let drivers = sorted_drivers(cs.iter().map(|c| c.driver.as_str()));
-                    let series: Vec<charts::Series> = drivers
+                // Every other sweep (copy-up vs layer depth …) at the largest value of the
+                // remaining swept parameters.
+                for s in swept.iter().copied().filter(|s| *s != x) {
+                    let at_max: Vec<&claims::EvCell> = with_m
                         .iter()
-                        .filter_map(|d| {
-                            let mine: Vec<&claims::EvCell> = cs.iter().copied().filter(|c| &c.driver == d).collect();
-                            let pts: Vec<charts::SPoint> = claims::rules::by_x(&mine, x, m)
-                                .into_iter()
-                                .filter_map(|(xv, s)| {
-                                    claims::stats::median_ci(&s).map(|c| charts::SPoint { x: xv, median: c.median, lo: c.lo, hi: c.hi })
-                                })
-                                .collect();
-                            (!pts.is_empty()).then(|| charts::Series { name: series_name(run, d), points: pts })
+                        .copied()
+                        .filter(|c| {
+                            swept.iter().filter(|o| **o != s).all(|o| {
+                                let mx = numeric[o].iter().map(|b| f64::from_bits(*b)).fold(f64::MIN, f64::max);
+                                c.param_f64(o).map_or(true, |v| v == mx)
+                            })
                         })
                         .collect();
-                    if series.is_empty() {
-                        continue;
-                    }
-                    let suffix = if combo.is_empty() { String::new() } else { format!(" ({combo})") };
-                    out.push(ChartSpec {
-                        id: sanitize(&format!("wl-{workload}-{m}-{i}")),
-                        title: format!("{workload}: {m} vs {x}{suffix}"),
-                        x_name: x.to_string(),
-                        metric: m.clone(),
-                        categories: None,
-                        series,
-                    });
+                    out.extend(sweep_charts(run, workload, m, s, &at_max, 2, &format!("-by-{s}")));
                 }
             }
             None => {
@@ -637,6 +623,7 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
                     .iter()
                     .map(|d| charts::Series {
                         name: series_name(run, d),
+                        dashed: false,
                         points: with_m
                             .iter()
                             .filter(|c| &c.driver == d)
@@ -661,6 +648,71 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
                 }
             }
         }
+    }
+    out
+}
+
+/// Median and p99 of a latency over `x`, per backend: the tail a user feels at scale.
+fn percentile_chart(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&claims::EvCell]) -> Option<ChartSpec> {
+    let mut series = Vec::new();
+    for d in sorted_drivers(cells.iter().map(|c| c.driver.as_str())) {
+        let mine: Vec<&claims::EvCell> = cells.iter().copied().filter(|c| c.driver == d).collect();
+        let groups = claims::rules::by_x(&mine, x, m);
+        if groups.len() < 2 {
+            continue;
+        }
+        for (p, dashed) in [(0.5, false), (0.99, true)] {
+            let pts = groups
+                .iter()
+                .filter_map(|(xv, s)| claims::stats::percentile(s, p).map(|v| charts::SPoint { x: *xv, median: v, lo: v, hi: v }))
+                .collect();
+            series.push(charts::Series { name: format!("{} p{:.0}", series_name(run, &d), p * 100.0), points: pts, dashed });
+        }
+    }
+    (!series.is_empty()).then(|| ChartSpec {
+        id: sanitize(&format!("wl-{workload}-{m}-percentiles")),
+        title: format!("{workload}: {m} p50 (solid) and p99 (dashed) vs {x}"),
+        x_name: x.to_string(),
+        metric: m.to_string(),
+        categories: None,
+        series,
+    })
+}
+
+/// Charts of `metric` over `x`, one per combination of the other parameters (at most `limit`).
+fn sweep_charts(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&claims::EvCell], limit: usize, tag: &str) -> Vec<ChartSpec> {
+    let mut combos: BTreeMap<String, Vec<&claims::EvCell>> = BTreeMap::new();
+    for c in cells {
+        let mut rest = c.params.clone();
+        rest.remove(x);
+        combos.entry(cowbench_workloads::params_string(&rest)).or_default().push(c);
+    }
+    let mut out = Vec::new();
+    for (i, (combo, cs)) in combos.iter().take(limit).enumerate() {
+        let drivers = sorted_drivers(cs.iter().map(|c| c.driver.as_str()));
+        let series: Vec<charts::Series> = drivers
+            .iter()
+            .filter_map(|d| {
+                let mine: Vec<&claims::EvCell> = cs.iter().copied().filter(|c| &c.driver == d).collect();
+                let pts: Vec<charts::SPoint> = claims::rules::by_x(&mine, x, m)
+                    .into_iter()
+                    .filter_map(|(xv, s)| claims::stats::median_ci(&s).map(|c| charts::SPoint { x: xv, median: c.median, lo: c.lo, hi: c.hi }))
+                    .collect();
+                (pts.len() >= 2).then(|| charts::Series { name: series_name(run, d), points: pts, dashed: false })
+            })
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        let suffix = if combo.is_empty() { String::new() } else { format!(" ({combo})") };
+        out.push(ChartSpec {
+            id: sanitize(&format!("wl-{workload}-{m}{tag}-{i}")),
+            title: format!("{workload}: {m} vs {x}{suffix}"),
+            x_name: x.to_string(),
+            metric: m.to_string(),
+            categories: None,
+            series,
+        });
     }
     out
 }
