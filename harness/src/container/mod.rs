@@ -19,7 +19,7 @@
 //!     the same up to the bundle, then `<runtime> create` + `<runtime> start` (timed apart);
 //!     the container's stdout/stderr go to files in its directory.
 //! container.id() / pid() / cgroup_path() / rootfs() / layer_key() / timings() -> StartTimings
-//! container.wait_ready(Duration) -> Result<()>      until the probe's `hold` has begun
+//! container.wait_ready(Duration) -> Result<Duration> until the probe's `hold` has begun
 //! container.accounting() -> Result<Accounting>      memory, page cache, rss, IO bytes (cgroup)
 //! container.exec(&[&str]) -> Result<ExecOutput>     `<runtime> exec`
 //! container.stop() -> Result<StopOutput>            SIGTERM, wait (SIGKILL after stop_timeout),
@@ -973,12 +973,13 @@ impl<'d> Container<'d> {
     }
 
     /// Wait until the probe has started its `hold` operation (its marker line on stderr).
-    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+    /// Returns how long this call waited (polling every 2 ms).
+    pub fn wait_ready(&self, timeout: Duration) -> Result<Duration> {
         let t0 = Instant::now();
         loop {
             let err = fs::read_to_string(&self.stderr_path).unwrap_or_default();
             if err.contains(HOLD_MARKER) {
-                return Ok(());
+                return Ok(t0.elapsed());
             }
             if !process_alive(self.pid) {
                 return Err(Error::Container {
