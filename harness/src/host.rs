@@ -242,13 +242,24 @@ pub fn storage_of(path: &Path) -> Storage {
     let mut s = Storage { path: path.display().to_string(), ..Default::default() };
     if let Ok(m) = mounts::fstype_of(&existing) {
         s.filesystem = Some(m.fstype);
-        s.mount_options = Some(format!("{},{}", m.options, m.super_options));
+        s.mount_options = Some(merge_options(&m.options, &m.super_options));
         if m.source.starts_with("/dev/") {
             s.scheduler = scheduler_of(&m.source);
         }
         s.device = Some(m.source);
     }
     s
+}
+
+/// Per-mount and superblock options as one list, each option once.
+fn merge_options(mount: &str, sb: &str) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for o in mount.split(',').chain(sb.split(',')) {
+        if !o.is_empty() && !seen.contains(&o) {
+            seen.push(o);
+        }
+    }
+    seen.join(",")
 }
 
 /// Active scheduler (the bracketed one) of a block device or of the disk a partition is on.
@@ -345,6 +356,7 @@ mod tests {
     fn parsers() {
         assert_eq!(parse_scheduler("none [mq-deadline] kyber bfq\n").as_deref(), Some("mq-deadline"));
         assert_eq!(parse_scheduler("none\n").as_deref(), Some("none"));
+        assert_eq!(merge_options("rw,relatime", "rw,discard"), "rw,relatime,discard");
         assert_eq!(
             parse_os_release("NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n").as_deref(),
             Some("Debian GNU/Linux 12 (bookworm)")

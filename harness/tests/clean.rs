@@ -203,3 +203,81 @@ fn clean_after_kill_btrfs() {
 fn clean_after_kill_aufs() {
     kill_mid_density_then_clean("aufs");
 }
+
+/// The ledger is the second safety net: a mount, a loop device and a cgroup (with a process in
+/// it) recorded there are removed by `cowbench clean`; the same kinds of resources not recorded
+/// and outside the root are left alone.
+#[test]
+fn clean_removes_ledger_entries_and_nothing_else() {
+    use cowbench_drivers::ledger::{Ledger, ResourceKind};
+    if !hostinfo::is_root() || !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED clean_removes_ledger_entries_and_nothing_else: needs root and loop devices");
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("cowbench-test-ledger-").tempdir_in("/var/tmp").unwrap();
+    let g = Guard { dir, child: None };
+    let root = g.root();
+    std::fs::create_dir_all(&root).unwrap();
+    let ledger = Ledger::open(&root);
+
+    // Outside the root and not in the ledger: must survive.
+    let outside = g.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    mounts::mount("tmpfs", &outside, "tmpfs", nix::mount::MsFlags::empty(), Some("size=1m")).unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = mounts::unmount(&self.0);
+        }
+    }
+    let _outside_guard = Unmount(outside.clone());
+
+    // Recorded, then created.
+    let m = root.join("scratch");
+    std::fs::create_dir_all(&m).unwrap();
+    ledger.record(ResourceKind::Mount, m.to_str().unwrap(), "").unwrap();
+    mounts::mount("tmpfs", &m, "tmpfs", nix::mount::MsFlags::empty(), Some("size=1m")).unwrap();
+
+    let img = root.join("disk.img");
+    loopdev::create_sparse(&img, 8 << 20).unwrap();
+    ledger.record(ResourceKind::Loop, img.to_str().unwrap(), "").unwrap();
+    let dev = loopdev::attach(&img, loopdev::AttachOptions::default()).unwrap();
+
+    let cg = format!("cowbench-ledger-test-{}", std::process::id());
+    ledger.record(ResourceKind::Cgroup, &format!("{cg}/inner"), "").unwrap();
+    let mut sleeper = Command::new("sleep").arg("600").spawn().unwrap();
+    let mut made = Vec::new();
+    for h in cgroup_hierarchies() {
+        let d = h.join(&cg).join("inner");
+        if std::fs::create_dir_all(&d).is_ok() {
+            made.push(h.join(&cg));
+            if made.len() == 1 {
+                std::fs::write(d.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+            }
+        }
+    }
+    assert!(!made.is_empty(), "no cgroup hierarchy accepted a test cgroup");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cowbench")).args(["clean", "--json", "--root"]).arg(&root).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let sleeper_status = sleeper.try_wait().unwrap().or_else(|| {
+        std::thread::sleep(Duration::from_millis(200));
+        sleeper.try_wait().unwrap()
+    });
+    // Parents of the recorded cgroup are not in the ledger: remove them here.
+    for p in &made {
+        let _ = std::fs::remove_dir(p.join("inner"));
+        let _ = std::fs::remove_dir(p);
+    }
+    if sleeper_status.is_none() {
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+    }
+    assert!(out.status.success(), "clean failed: {stderr}");
+
+    assert!(!mounts::is_mountpoint(&m), "recorded mount left");
+    assert!(loopdev::backing_file(&dev).unwrap().map_or(true, |b| !b.starts_with(&root)), "recorded loop device left");
+    assert!(sleeper_status.is_some(), "the process in the recorded cgroup was not killed");
+    assert!(mounts::is_mountpoint(&outside), "a mount outside the root and the ledger was removed");
+    assert!(Ledger::open(&root).entries().unwrap().is_empty(), "ledger not cleared after a clean without errors");
+}

@@ -74,6 +74,13 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
     signals::install();
     std::fs::create_dir_all(&cfg.root).with_context(|| format!("create root {}", cfg.root.display()))?;
 
+    // The containers' cgroups are created by the runtime; the parent is recorded first so that
+    // `cowbench clean` finds it even if everything else about the run is lost.
+    let ledger = cowbench_drivers::ledger::Ledger::open(&cfg.root);
+    ledger
+        .record(cowbench_drivers::ledger::ResourceKind::Cgroup, &crate::clean::cgroup_parent(&cfg.root), "container cgroups of this root")
+        .with_context(|| format!("write ledger {}", ledger.path().display()))?;
+
     let run_id = crate::results::new_run_id();
     let writer = ResultsWriter::create(&cfg.out, &run_id)?;
     let host = crate::host::probe(&cfg.root, &cfg.runtime, &cfg.driver_options);
