@@ -149,7 +149,7 @@ fn read(p: &Path) -> String {
 fn report_has_every_claim_row_and_embedded_chart() {
     let tmp = tempfile::tempdir().unwrap();
     let run = synthetic_run(tmp.path(), "run-a", 1, 1.0);
-    let paths = write_report(&[run.clone()], &ReportOptions::default()).unwrap();
+    let paths = write_report(std::slice::from_ref(&run), &ReportOptions::default()).unwrap();
     let md = read(paths.md.as_ref().unwrap());
     let html = read(paths.html.as_ref().unwrap());
     for id in CLAIM_IDS {

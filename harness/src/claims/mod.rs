@@ -325,6 +325,21 @@ impl Why {
         }
     }
 
+    /// The kind of reason alone (for compact cells where the key number already speaks).
+    pub fn short(&self) -> &'static str {
+        match self {
+            Why::Noise(_) => "noise",
+            Why::BelowThreshold(_) => "effect below threshold",
+            Why::Mixed(_) => "parts disagree or are open",
+            Why::BackendUnavailable(_) => "backend unavailable",
+            Why::DriverNotRun(_) => "driver not run",
+            Why::WorkloadNotRun(_) => "workload not run",
+            Why::ParameterNotInProfile(_) => "parameter not in this profile",
+            Why::CellsFailed(_) => "cells failed",
+            Why::NotAClaim(_) => "not a measurable claim",
+        }
+    }
+
     pub fn text(&self) -> String {
         match self {
             Why::Noise(s) => format!("noise: {s}"),

@@ -263,6 +263,9 @@ fn value_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
+/// Samples per x value, ascending x.
+pub type XGroups = Vec<(f64, Vec<f64>)>;
+
 /// Samples grouped by the numeric value of parameter `x`, ascending.
 pub fn by_x(cells: &[&EvCell], x: &str, metric: &str) -> Vec<(f64, Vec<f64>)> {
     let mut m: BTreeMap<u64, (f64, Vec<f64>)> = BTreeMap::new();
@@ -485,7 +488,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 // Same parameters on the keys both sides have.
                 let matched: Vec<&&EvCell> = refs
                     .iter()
-                    .filter(|r| c.params.iter().all(|(k, v)| r.params.get(k).map_or(true, |rv| value_eq(rv, v))))
+                    .filter(|r| c.params.iter().all(|(k, v)| r.params.get(k).map(|rv| value_eq(rv, v)).unwrap_or(true)))
                     .collect();
                 if matched.is_empty() {
                     continue;
@@ -557,13 +560,13 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             for c in competitors.iter().filter(|c| *c != driver) {
                 match select(run, &rule.workload, c, m, &rule.filter, false) {
                     Ok(cells) => field.push((c.clone(), cells)),
-                    Err(w) => missing.push(format!("{c} ({})", w.text())),
+                    Err(_) => missing.push(c.clone()),
                 }
             }
             let all: Vec<&EvCell> = field.iter().flat_map(|(_, c)| c.iter().copied()).collect();
             *marks = marks_of(run, &all);
             // Rank only at an x every compared driver reached.
-            let groups: Vec<(String, Vec<(f64, Vec<f64>)>)> =
+            let groups: Vec<(String, XGroups)> =
                 field.iter().map(|(d, cells)| (d.clone(), by_x(cells, x, m))).collect();
             let xs_of = |g: &Vec<(f64, Vec<f64>)>| g.iter().map(|p| p.0.to_bits()).collect::<BTreeSet<u64>>();
             let mut common = xs_of(&groups[0].1);
@@ -571,7 +574,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             for (i, (_, g)) in groups.iter().enumerate().skip(1) {
                 let inter: BTreeSet<u64> = common.intersection(&xs_of(g)).copied().collect();
                 if inter.is_empty() {
-                    missing.push(format!("{} (no common {x})", groups[i].0));
+                    missing.push(format!("{} (no {x} in common)", groups[i].0));
                 } else {
                     common = inter;
                     used.push(i);

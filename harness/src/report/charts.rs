@@ -100,8 +100,8 @@ fn axes(spec: &ChartSpec) -> Option<Axes> {
     let (ymin, ymax) = (ys.iter().copied().fold(f64::MAX, f64::min), ys.iter().copied().fold(f64::MIN, f64::max));
     let pos_min = ys.iter().copied().filter(|v| *v > 0.0).fold(f64::MAX, f64::min);
     let log_y = pos_min < f64::MAX && ymax / pos_min >= 50.0 && ymin >= 0.0;
-    let (x0, x1) = if spec.categories.is_some() {
-        (-0.6, spec.categories.as_ref().unwrap().len() as f64 - 0.4)
+    let (x0, x1) = if let Some(c) = &spec.categories {
+        (-0.6, c.len() as f64 - 0.4)
     } else if log_x {
         let (a, b) = (xmin.log2(), xmax.log2());
         let pad = (b - a) * 0.04;
@@ -178,9 +178,9 @@ where
             if (v - v.round()).abs() > 1e-6 {
                 return String::new();
             }
-            fmt_value(&metric, y_base.powf(v.round()))
+            trim_zeros(&fmt_value(&metric, y_base.powf(v.round())))
         } else {
-            fmt_value(&metric, *v)
+            trim_zeros(&fmt_value(&metric, *v))
         }
     };
     let n_y_labels = if ax.log_y { ((ax.y1 - ax.y0).round() as usize + 1).min(14) } else { 8 };
@@ -250,6 +250,13 @@ where
 
 const LEGEND_H: u32 = 38;
 
+/// "10.0 ms" → "10 ms", "1.50 s" → "1.5 s": round tick values read better without zeros.
+fn trim_zeros(s: &str) -> String {
+    let (num, rest) = s.split_once(' ').map_or((s, ""), |(a, b)| (a, b));
+    let num = if num.contains('.') && !num.contains('e') { num.trim_end_matches('0').trim_end_matches('.') } else { num };
+    if rest.is_empty() { num.to_string() } else { format!("{num} {rest}") }
+}
+
 /// One row of legend entries: a coloured line and the backend's name, centred.
 fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &ChartSpec) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let font = ("sans-serif", 15).into_font().color(&RGBColor(51, 51, 51));
@@ -272,8 +279,8 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, spec: &ChartSp
             area.draw(&PathElement::new(vec![(x + 14, y), (x + 22, y)], color.stroke_width(3)))?;
         } else {
             area.draw(&PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(4)))?;
+            area.draw(&Circle::new((x + 11, y), 4, color.filled()))?;
         }
-        area.draw(&Circle::new((x + 11, y), 4, color.filled()))?;
         area.draw_text(&s.name, &font, (x + 28, y - 8))?;
         x += widths[i];
     }

@@ -9,9 +9,7 @@ pub fn fmt_bytes(b: f64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if (v - v.round()).abs() < 1e-9 {
-        format!("{:.0} {}", v, U[i])
-    } else if v.abs() >= 100.0 {
+    if (v - v.round()).abs() < 1e-9 || v.abs() >= 100.0 {
         format!("{:.0} {}", v, U[i])
     } else if v.abs() >= 10.0 {
         format!("{:.1} {}", v, U[i])

@@ -61,7 +61,9 @@ fn verdict_html(v: &Verdict, compact: bool) -> String {
         let _ = write!(s, " <span class=\"key\">{}</span>", esc(&v.key));
     }
     if let Some(w) = &v.why {
-        let _ = write!(s, " <span class=\"why\">{}</span>", esc(&w.text()));
+        // Compact cells: the key number plus the kind of reason; the claim's section has it all.
+        let t = if compact && !v.key.is_empty() { format!("({})", w.short()) } else { w.text() };
+        let _ = write!(s, " <span class=\"why\" title=\"{}\">{}</span>", esc(&w.text()), esc(&t));
     }
     let m = marks(v);
     if !m.is_empty() {
@@ -253,10 +255,11 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
             .iter()
             .map(|x| match x.backends.get(d) {
                 Some(b) if b.available => format!(
-                    "<td><span class=\"badge confirmed\">available</span> {}{}{}</td>",
+                    "<td><span class=\"badge confirmed\">available</span> {}{}{}{}</td>",
                     esc(&b.implementation.clone().unwrap_or_default()),
                     b.version.as_ref().map(|v| format!(" {}", esc(v))).unwrap_or_default(),
-                    if b.loop_backed { " <span class=\"mark\">loop-backed</span>" } else { "" }
+                    if b.loop_backed { " <span class=\"mark\">loop-backed</span>" } else { "" },
+                    if x.drivers_in_run.contains(d) { "" } else { " <span class=\"why\">— not part of this run</span>" }
                 ),
                 Some(b) => format!(
                     "<td><span class=\"badge notmeasured\">unavailable</span> <span class=\"why\">{}</span></td>",
@@ -375,6 +378,6 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
             let _ = write!(o, "<p class=\"why\">unmatched: {}</p>", esc(u));
         }
     }
-    let _ = write!(o, "<h2 id=\"method\">Method</h2><p>{}</p><footer>{}</footer></main></body></html>\n", esc(&r.method), esc(&r.generated_by));
+    let _ = writeln!(o, "<h2 id=\"method\">Method</h2><p>{}</p><footer>{}</footer></main></body></html>", esc(&r.method), esc(&r.generated_by));
     Ok(o)
 }

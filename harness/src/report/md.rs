@@ -13,12 +13,18 @@ fn esc(s: &str) -> String {
 
 /// "✔ **confirmed** — key (why) *[marks]*"
 pub fn verdict_md(v: &Verdict) -> String {
+    verdict_md_as(v, false)
+}
+
+/// `compact`: only the kind of reason when a key number is shown (table cells).
+pub fn verdict_md_as(v: &Verdict, compact: bool) -> String {
     let mut s = format!("{} **{}**", v.kind.symbol(), v.kind.as_str());
     if !v.key.is_empty() {
         let _ = write!(s, " — {}", v.key);
     }
     if let Some(w) = &v.why {
-        let _ = write!(s, " ({})", w.text());
+        let t = if compact && !v.key.is_empty() { w.short().to_string() } else { w.text() };
+        let _ = write!(s, " ({t})");
     }
     let m = v.marks.labels();
     if !m.is_empty() {
@@ -29,7 +35,7 @@ pub fn verdict_md(v: &Verdict) -> String {
 
 fn cell_verdicts(vs: &[CellVerdict], multi: bool) -> String {
     vs.iter()
-        .map(|c| if multi { format!("{}: {}", esc(&c.run), verdict_md(&c.verdict)) } else { verdict_md(&c.verdict) })
+        .map(|c| if multi { format!("{}: {}", esc(&c.run), verdict_md_as(&c.verdict, true)) } else { verdict_md_as(&c.verdict, true) })
         .collect::<Vec<_>>()
         .join("<br>")
 }
@@ -115,10 +121,11 @@ pub fn render(r: &Report, _dir: &Path) -> String {
             .iter()
             .map(|x| match x.backends.get(d) {
                 Some(b) if b.available => esc(&format!(
-                    "yes — {}{}{}",
+                    "yes — {}{}{}{}",
                     b.implementation.clone().unwrap_or_default(),
                     b.version.as_ref().map(|v| format!(" {v}")).unwrap_or_default(),
-                    if b.loop_backed { " (loop-backed)" } else { "" }
+                    if b.loop_backed { " (loop-backed)" } else { "" },
+                    if x.drivers_in_run.contains(d) { "" } else { " — not part of this run" }
                 )),
                 Some(b) => esc(&format!("no — {}", b.reason.clone().unwrap_or_default())),
                 None => "not probed".into(),
@@ -147,7 +154,7 @@ pub fn render(r: &Report, _dir: &Path) -> String {
     let _ = writeln!(o, "| Claim | {} |", r.runs.iter().map(|x| esc(&x.label)).collect::<Vec<_>>().join(" | "));
     let _ = writeln!(o, "|---|{}", "---|".repeat(r.runs.len()));
     for c in &r.claims {
-        let vs: Vec<String> = c.verdicts.iter().map(|v| verdict_md(&v.verdict)).collect();
+        let vs: Vec<String> = c.verdicts.iter().map(|v| verdict_md_as(&v.verdict, true)).collect();
         let _ = writeln!(o, "| [{}](#{}) | {} |", c.id, c.id, vs.join(" | "));
     }
     for c in &r.claims {

@@ -91,6 +91,8 @@ pub struct RunInfo {
     pub vm: bool,
     pub facts: Vec<(String, String)>,
     pub backends: BTreeMap<String, Backend>,
+    /// Backends that took part in this run.
+    pub drivers_in_run: Vec<String>,
     /// Loop-backed storage, VM, stand-ins: said before any number.
     pub warnings: Vec<String>,
 }
@@ -223,12 +225,18 @@ fn sorted_drivers<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {
     v
 }
 
+/// The backend took part in the run (selected, or has cells).
+fn in_run(run: &RunEvidence, d: &str) -> bool {
+    run.cells.iter().any(|c| c.driver == d)
+        || (!run.drivers_requested.is_empty() && run.drivers_requested.iter().any(|r| r == d) && run.cells.is_empty())
+}
+
 fn run_info(run: &RunEvidence) -> RunInfo {
     let mut warnings = Vec::new();
     let loop_backed: Vec<&str> = run
         .backends
         .iter()
-        .filter(|(d, b)| b.loop_backed && (b.available || run.cells.iter().any(|c| &c.driver == *d)))
+        .filter(|(d, b)| b.loop_backed && b.available && in_run(run, d))
         .map(|(d, _)| d.as_str())
         .collect();
     if !loop_backed.is_empty() {
@@ -246,7 +254,11 @@ fn run_info(run: &RunEvidence) -> RunInfo {
     let stand_ins: Vec<String> = run
         .backends
         .iter()
-        .filter(|(_, b)| b.available && (b.stand_in || b.implementation.as_deref().is_some_and(claims::evidence::implementation_is_stand_in)))
+        .filter(|(d, b)| {
+            b.available
+                && in_run(run, d)
+                && (b.stand_in || b.implementation.as_deref().is_some_and(claims::evidence::implementation_is_stand_in))
+        })
         .map(|(d, b)| format!("{d} → {}", b.implementation.clone().unwrap_or_else(|| "stand-in".into())))
         .collect();
     if !stand_ins.is_empty() {
@@ -263,6 +275,9 @@ fn run_info(run: &RunEvidence) -> RunInfo {
         vm: run.vm,
         facts: run.facts.clone(),
         backends: run.backends.clone(),
+        drivers_in_run: sorted_drivers(
+            run.backends.keys().map(String::as_str).chain(run.cells.iter().map(|c| c.driver.as_str())).filter(|d| in_run(run, d)),
+        ),
         warnings,
     }
 }
@@ -603,7 +618,7 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
                         .filter(|c| {
                             swept.iter().filter(|o| **o != s).all(|o| {
                                 let mx = numeric[o].iter().map(|b| f64::from_bits(*b)).fold(f64::MIN, f64::max);
-                                c.param_f64(o).map_or(true, |v| v == mx)
+                                c.param_f64(o).map(|v| v == mx).unwrap_or(true)
                             })
                         })
                         .collect();
