@@ -36,6 +36,11 @@ impl Session {
             log::warn!("{}: leftover containers: {}", self.name, left.errors.join("; "));
         }
         self.driver.teardown()?;
+        // Only metadata is left; without it the run-end clean has nothing to re-open.
+        let dir = self.cfg.driver_root(&self.name);
+        if cowbench_drivers::sys::mounts::mounts_under(&dir).map(|m| m.is_empty()).unwrap_or(false) {
+            std::fs::remove_dir_all(&dir).map_err(|e| anyhow::anyhow!("remove {}: {e}", dir.display()))?;
+        }
         Ok(())
     }
 }
