@@ -702,30 +702,35 @@ impl DeviceMapper {
         out
     }
 
+    /// Bytes and inodes of what this layer changed: the files added or modified relative to
+    /// its parent (their allocated blocks), found by comparing the two mounted snapshots.
+    /// The pool's own counters cannot say it: a thin device's mapped blocks include those it
+    /// shares with its origin, and an overwrite remaps a block without changing the count.
     fn layer_usage(&self, info: &LayerInfo) -> Result<Usage> {
+        use std::os::unix::fs::MetadataExt;
         let key = info.key.as_str();
         let chain = self.meta.chain(key)?;
-        let (parent_name, parent_id) = match chain.get(1) {
-            Some(p) => (self.thin_name(p), self.thin_id(p)),
-            None => (self.base_name(), self.state.base_thin_id),
+        let sum = |upper: &Path, changes: Vec<Change>| -> Usage {
+            let mut u = Usage::default();
+            for c in changes.into_iter().filter(|c| c.kind != crate::driver::ChangeKind::Deleted) {
+                if let Ok(m) = std::fs::symlink_metadata(upper.join(&c.path)) {
+                    u.inodes += 1;
+                    if !m.is_dir() {
+                        u.bytes += m.blocks() * 512;
+                    }
+                }
+            }
+            u
         };
-        let name = self.thin_name(info);
-        self.activate(&name, self.thin_id(info), Some(key))?;
-        self.activate(&parent_name, parent_id, Some(key))?;
-        let mine = dm::thin_mapped_sectors(&self.dm, &name);
-        let theirs = dm::thin_mapped_sectors(&self.dm, &parent_name);
-        self.deactivate_if_unused(&name);
-        self.deactivate_if_unused(&parent_name);
-        let mine = mine.map_err(|e| dmerr(Some(key), format!("status of {name}"), e))?;
-        let theirs = theirs.map_err(|e| dmerr(Some(key), format!("status of {parent_name}"), e))?;
-        // Inodes: used inodes of this layer's filesystem minus its parent's.
-        let used_inodes = |p: &Path| nix::sys::statvfs::statvfs(p).map(|s| s.files() as u64 - s.files_free() as u64);
-        let inodes_mine = self.with_own_mount(info, false, |d| used_inodes(d).ctx(NAME, Some(key), || "statvfs".into()))?;
-        let inodes_parent = match chain.get(1) {
-            Some(p) => self.with_own_mount(p, false, |d| used_inodes(d).ctx(NAME, Some(key), || "statvfs".into()))?,
-            None => inodes_mine.min(11), // a fresh ext4 has its reserved inodes in use
-        };
-        Ok(Usage { bytes: mine.saturating_sub(theirs) * SECTOR, inodes: inodes_mine.saturating_sub(inodes_parent) })
+        self.with_own_mount(&chain[0], false, |upper| {
+            let changes = match chain.get(1) {
+                Some(p) => self.with_own_mount(p, false, |lower| {
+                    archive::changes(NAME, key, &DiffSource::Compare { lower: Some(lower), upper })
+                })?,
+                None => archive::changes(NAME, key, &DiffSource::Compare { lower: None, upper })?,
+            };
+            Ok(sum(upper, changes))
+        })
     }
 }
 
@@ -1128,6 +1133,92 @@ mod tests {
         third.view("v", "c", &Labels::new()).unwrap();
         let _m = MountGuard::new(third.as_ref(), "v", &t).unwrap();
         assert_eq!(std::fs::read(t.join("hello")).unwrap(), b"world");
+    }
+
+    #[test]
+    fn xfs_snapshots_mount_side_by_side() {
+        let Some(fx) = fixture(NAME, &[("base_size", "1G"), ("fs", "xfs")]) else { return };
+        let d = fx.driver();
+        assert_eq!(d.status().unwrap()["fs"], "xfs");
+        let (t1, t2) = (fx.dir("t1"), fx.dir("t2"));
+        d.prepare("w", None, &Labels::new()).unwrap();
+        {
+            let _m = MountGuard::new(d, "w", &t1).unwrap();
+            std::fs::write(t1.join("f"), b"base").unwrap();
+        }
+        d.commit("c", "w", &Labels::new()).unwrap();
+        d.prepare("child", Some("c"), &Labels::new()).unwrap();
+        d.view("v", "c", &Labels::new()).unwrap();
+        // Both carry the base's filesystem UUID: only `nouuid` lets them mount together.
+        let _a = MountGuard::new(d, "child", &t1).unwrap();
+        let _b = MountGuard::new(d, "v", &t2).unwrap();
+        std::fs::write(t1.join("f"), b"child").unwrap();
+        assert_eq!(std::fs::read(t2.join("f")).unwrap(), b"base");
+    }
+
+    /// A pool made outside cowbench, removed (with its loop devices) on drop.
+    struct UserPool {
+        ctl: DM,
+        name: String,
+        loops: Vec<PathBuf>,
+    }
+
+    impl Drop for UserPool {
+        fn drop(&mut self) {
+            if let Err(e) = dm::remove(&self.ctl, &self.name) {
+                eprintln!("remove {}: {e}", self.name);
+            }
+            for l in &self.loops {
+                let _ = loopdev::detach(l);
+            }
+        }
+    }
+
+    #[test]
+    fn existing_thinpool_is_used_and_left_in_place() {
+        // The fixture only says whether device-mapper runs here (and fails when required).
+        let Some(fx) = fixture(NAME, &[("base_size", "1G")]) else { return };
+        let dir = fx.dir("userpool");
+        let (data, metaf) = (dir.join("data"), dir.join("meta"));
+        loopdev::create_sparse(&data, 1 << 30).unwrap();
+        loopdev::create_sparse(&metaf, 16 << 20).unwrap();
+        let mut pool = UserPool { ctl: DM::new().unwrap(), name: format!("cowbench-userpool-{}", std::process::id()), loops: vec![] };
+        for f in [&data, &metaf] {
+            pool.loops.push(loopdev::attach(f, loopdev::AttachOptions::default()).unwrap());
+        }
+        let dd = dm::device_of(&pool.loops[0]).unwrap();
+        let md = dm::device_of(&pool.loops[1]).unwrap();
+        dm::create(&pool.ctl, &pool.name, (1 << 30) / 512, "thin-pool", &format!("{md} {dd} 128 100 0"), false).unwrap();
+        let cfg = DriverConfig::new(fx.root().join("root2"))
+            .with_option("thinpool", format!("/dev/mapper/{}", pool.name))
+            .with_option("base_size", "1G");
+        let d = open(&cfg).unwrap();
+        assert_eq!(d.status().unwrap()["pool_owned"], "false");
+        assert!(!d.capabilities().loop_backed);
+        let t = fx.dir("t");
+        d.prepare("w", None, &Labels::new()).unwrap();
+        {
+            let _m = MountGuard::new(d.as_ref(), "w", &t).unwrap();
+            std::fs::write(t.join("f"), b"in the user's pool").unwrap();
+        }
+        d.commit("c", "w", &Labels::new()).unwrap();
+        // a second handle on the same root adopts the same pool and devices
+        let d2 = open(&cfg).unwrap();
+        d2.view("v", "c", &Labels::new()).unwrap();
+        {
+            let _m = MountGuard::new(d2.as_ref(), "v", &t).unwrap();
+            assert_eq!(std::fs::read(t.join("f")).unwrap(), b"in the user's pool");
+        }
+        d.teardown().unwrap();
+        // the pool stays, with every thin device made here deleted
+        assert!(dm::exists(&pool.ctl, &pool.name).unwrap().is_some());
+        let (st, line) = dm::pool_status(&pool.ctl, &pool.name).unwrap();
+        match st {
+            ThinPoolStatus::Working(w) => assert_eq!(*w.usage.used_data, 0, "{line}"),
+            _ => panic!("pool failed: {line}"),
+        }
+        drop(d2);
+        drop(pool);
     }
 
     #[test]
