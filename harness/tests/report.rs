@@ -73,9 +73,17 @@ fn cell(doc_host: &cowbench::host::HostInfo, workload: &str, driver: &str, param
 /// A run dir with copyup and density cells on overlay, aufs, btrfs, zfs and vfs.
 /// `slow` multiplies overlay's copy-up latency (a synthetic regression).
 fn synthetic_run(parent: &Path, run_id: &str, seed: u64, slow: f64) -> PathBuf {
+    synthetic_run_in(parent, run_id, seed, slow, false)
+}
+
+/// `vm`: the run says it ran inside the cowbench VM.
+fn synthetic_run_in(parent: &Path, run_id: &str, seed: u64, slow: f64, vm: bool) -> PathBuf {
     let root = parent.join("root");
     std::fs::create_dir_all(&root).unwrap();
-    let host = cowbench::host::probe(&root, "runc", &BTreeMap::new());
+    let mut host = cowbench::host::probe(&root, "runc", &BTreeMap::new());
+    if vm {
+        host.environment = cowbench::host::Environment::Vm { accel: "tcg".into(), vcpus: 2, mem_bytes: 4 << 30 };
+    }
     let mut j = Jitter(seed);
     let mut cells = Vec::new();
     let sizes = [4096.0, MIB, 16.0 * MIB, 64.0 * MIB];
@@ -182,6 +190,7 @@ fn report_has_every_claim_row_and_embedded_chart() {
     let json: serde_json::Value = serde_json::from_str(&read(paths.json.as_ref().unwrap())).unwrap();
     let claims = json["claims"].as_array().unwrap();
     assert_eq!(claims.len(), 16);
+    assert!(json["charts"].as_array().unwrap().iter().all(|c| c["png"].as_str().unwrap().starts_with("charts/")), "portable chart paths");
     let kind = |id: &str| {
         claims.iter().find(|c| c["id"] == id).unwrap()["verdicts"][0]["verdict"]["kind"].as_str().unwrap().to_string()
     };
@@ -205,12 +214,14 @@ fn report_has_every_claim_row_and_embedded_chart() {
 fn several_runs_merge_with_a_column_each() {
     let tmp = tempfile::tempdir().unwrap();
     let a = synthetic_run(&tmp.path().join("a"), "host-a", 2, 1.0);
-    let b = synthetic_run(&tmp.path().join("b"), "host-b", 3, 1.0);
+    let b = synthetic_run_in(&tmp.path().join("b"), "host-b", 3, 1.0, true);
     let out = tmp.path().join("merged");
     let opts = ReportOptions { out: Some(out.clone()), ..Default::default() };
     let paths = write_report(&[a, b], &opts).unwrap();
     let md = read(&paths.md.unwrap());
-    assert!(md.contains("| Claim | host-a (host) | host-b (host) |"), "one column per run");
+    assert!(md.contains("| Claim | host-a (host) | host-b (VM) |"), "one column per run");
+    assert!(md.contains("**Warning (host-b (VM)):** Measured inside the cowbench VM"), "VM warning");
+    assert!(md.contains("*[stand-in: aufs (unionfs-fuse stand-in); VM]*") || md.contains("; VM]*"), "VM mark on verdicts");
     let json: serde_json::Value = serde_json::from_str(&read(&paths.json.unwrap())).unwrap();
     assert!(json["claims"].as_array().unwrap().iter().all(|c| c["verdicts"].as_array().unwrap().len() == 2));
     assert!(paths.charts.iter().any(|c| c.id.starts_with("run2-")));

@@ -365,3 +365,17 @@ fn other_rule_kinds() {
         assert_eq!(verdict(&run, "near-bare-metal").verdict.kind, want);
     }
 }
+
+#[test]
+fn vm_and_loop_marks_travel_with_the_verdict() {
+    let mut run = RunEvidence::synthetic("vm", &["overlay"], &["copyup"]);
+    run.vm = true;
+    copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 70, true);
+    let v = verdict(&run, "overlay-copyup-whole-file");
+    assert_eq!(v.verdict.kind, VerdictKind::Confirmed);
+    assert!(v.verdict.marks.vm && !v.verdict.marks.loop_backed && v.verdict.marks.stand_in.is_empty());
+    assert!(v.verdict.summary().contains("[VM]"), "{}", v.verdict.summary());
+    // Loop-backed storage of the backend marks every verdict drawn from it.
+    run.backends.get_mut("overlay").unwrap().loop_backed = true;
+    assert!(verdict(&run, "overlay-copyup-whole-file").verdict.marks.loop_backed);
+}

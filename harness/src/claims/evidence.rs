@@ -96,6 +96,8 @@ pub struct RunEvidence {
     pub run_id: String,
     /// Ran inside the cowbench VM (software-emulated devices and CPU).
     pub vm: bool,
+    /// The run finished (not still running, killed or interrupted).
+    pub complete: bool,
     pub profile: String,
     pub drivers_requested: Vec<String>,
     pub workloads_requested: Vec<String>,
@@ -111,6 +113,7 @@ impl RunEvidence {
         RunEvidence {
             label: label.into(),
             run_id: label.into(),
+            complete: true,
             profile: "quick".into(),
             drivers_requested: drivers.iter().map(|s| s.to_string()).collect(),
             workloads_requested: workloads.iter().map(|s| s.to_string()).collect(),
@@ -216,6 +219,7 @@ impl RunEvidence {
             dir: dir.map(Path::to_path_buf),
             run_id: doc.run_id.clone(),
             vm,
+            complete: doc.status == crate::results::RunStatus::Complete,
             profile: doc.parameters.profile.clone(),
             drivers_requested: doc.parameters.drivers.clone(),
             workloads_requested: doc.parameters.workloads.clone(),

@@ -197,7 +197,16 @@ pub fn write_report(run_dirs: &[PathBuf], opts: &ReportOptions) -> anyhow::Resul
             }
             Format::Json => {
                 let p = dir.join("report.json");
-                write_atomic(&p, (serde_json::to_string_pretty(&report)? + "\n").as_bytes())?;
+                // Chart paths relative to the report, so the directory can be moved or published.
+                let mut portable = report.clone();
+                for c in &mut portable.charts {
+                    for f in [&mut c.png, &mut c.svg] {
+                        if let Ok(rel) = f.strip_prefix(&dir) {
+                            *f = rel.to_path_buf();
+                        }
+                    }
+                }
+                write_atomic(&p, (serde_json::to_string_pretty(&portable)? + "\n").as_bytes())?;
                 paths.json = Some(p);
             }
         }
@@ -243,6 +252,12 @@ fn run_info(run: &RunEvidence) -> RunInfo {
         warnings.push(format!(
             "Loop-backed storage for {}: loop devices can hide O_DIRECT and device effects; use --device/--root for real storage.",
             loop_backed.join(", ")
+        ));
+    }
+    if !run.complete {
+        warnings.push(format!(
+            "Run {} did not finish (still running, killed or interrupted): verdicts use only the cells that finished.",
+            run.run_id
         ));
     }
     if run.vm {
