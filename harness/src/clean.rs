@@ -429,8 +429,8 @@ fn ledger_entry(root: &Path, e: &Entry, rep: &mut CleanReport, q: bool) {
                 }
             }
         }
-        ResourceKind::Pool => destroy_pools(&[e.id.clone()], rep, q),
-        ResourceKind::Dm => remove_dm(&[e.id.clone()], rep, q),
+        ResourceKind::Pool => destroy_pools(std::slice::from_ref(&e.id), rep, q),
+        ResourceKind::Dm => remove_dm(std::slice::from_ref(&e.id), rep, q),
         ResourceKind::Cgroup => {
             let rel = e.id.trim_matches('/');
             if !rel.is_empty() && !rel.split('/').any(|c| c == "..") {

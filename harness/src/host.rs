@@ -181,6 +181,8 @@ fn mem_total() -> u64 {
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
+// The magic's type differs between architectures (i64 here, i32 on some 32-bit targets).
+#[allow(clippy::unnecessary_cast)]
 fn fs_magic(p: &str) -> Option<i64> {
     nix::sys::statfs::statfs(p).ok().map(|s| s.filesystem_type().0 as i64)
 }
@@ -314,7 +316,7 @@ pub fn render_text(h: &HostInfo) -> String {
     let _ = writeln!(o, "environment  {env}");
     let _ = writeln!(o, "root         {} on {}", h.root.path, storage_line(&h.root));
     let _ = writeln!(o);
-    let _ = writeln!(o, "{:<13} {:<10} {:<40} {}", "DRIVER", "AVAILABLE", "IMPLEMENTATION", "NOTE");
+    let _ = writeln!(o, "{:<13} {:<10} {:<40} NOTE", "DRIVER", "AVAILABLE", "IMPLEMENTATION");
     for b in &h.drivers {
         let r = &b.probe;
         let imp = match (&r.implementation, &r.version) {

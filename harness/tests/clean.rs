@@ -276,7 +276,7 @@ fn clean_removes_ledger_entries_and_nothing_else() {
     assert!(out.status.success(), "clean failed: {stderr}");
 
     assert!(!mounts::is_mountpoint(&m), "recorded mount left");
-    assert!(loopdev::backing_file(&dev).unwrap().map_or(true, |b| !b.starts_with(&root)), "recorded loop device left");
+    assert!(!matches!(loopdev::backing_file(&dev).unwrap(), Some(b) if b.starts_with(&root)), "recorded loop device left");
     assert!(sleeper_status.is_some(), "the process in the recorded cgroup was not killed");
     assert!(mounts::is_mountpoint(&outside), "a mount outside the root and the ledger was removed");
     assert!(Ledger::open(&root).entries().unwrap().is_empty(), "ledger not cleared after a clean without errors");
