@@ -249,6 +249,11 @@ impl Aufs {
 
     fn mount_recorded(&self, key: &str, branches: &[PathBuf], writable: bool, target: &Path) -> Result<()> {
         let target = std::fs::canonicalize(target).ctx(NAME, Some(key), || format!("mount target {}", target.display()))?;
+        // A second union over a live one would orphan the first one's daemon in the records.
+        let existing = std::fs::read(self.record_path(&target)).ok().and_then(|b| serde_json::from_slice::<MountRecord>(&b).ok());
+        if let Some(r) = existing.filter(|r| mounts::is_mountpoint(&r.target) && self.is_ours(&r.target)) {
+            return Err(Error::invalid(NAME, key, format!("{} already has layer '{}' mounted", target.display(), r.key)));
+        }
         let pid = self.mount_union(key, branches, writable, &target)?;
         let rec = MountRecord { target: target.clone(), key: key.into(), pid };
         let path = self.record_path(&target);

@@ -142,7 +142,9 @@ pub fn mount_args(spec: &MountSpec<'_>) -> Vec<String> {
         "dev".into(),
         "nonempty".into(),
         format!("max_files={}", spec.max_files),
+        // Source `cowbench-aufs`, type `fuse.unionfs` in mountinfo: findable as cowbench's.
         "fsname=cowbench-aufs".into(),
+        "subtype=unionfs".into(),
     ];
     if !spec.writable {
         opts.push("ro".into());
