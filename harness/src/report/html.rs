@@ -72,10 +72,16 @@ fn verdict_html(v: &Verdict, compact: bool) -> String {
     s
 }
 
+/// Table cells: one line per run, tagged R1, R2 … (the legend is above the table); a verdict
+/// every run shares (e.g. "not a measurable claim") is printed once.
 fn cell_verdicts(vs: &[CellVerdict], multi: bool) -> String {
+    if multi && vs.windows(2).all(|w| w[0].verdict == w[1].verdict) {
+        return format!("<div class=\"cv\"><span class=\"run\">all runs</span> {}</div>", verdict_html(&vs[0].verdict, true));
+    }
     vs.iter()
-        .map(|c| {
-            let who = if multi { format!("<span class=\"run\">{}</span> ", esc(&c.run)) } else { String::new() };
+        .enumerate()
+        .map(|(i, c)| {
+            let who = if multi { format!("<span class=\"run\" title=\"{}\">R{}</span> ", esc(&c.run), i + 1) } else { String::new() };
             format!("<div class=\"cv\">{who}{}</div>", verdict_html(&c.verdict, true))
         })
         .collect::<Vec<_>>()
@@ -274,6 +280,11 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
 
     // The table.
     o.push_str("<h2 id=\"table\">The trade-off table, measured</h2><p class=\"sub\">The table of the storage-driver documents, each cell with its measured verdict and the number that decided it. Claim ids link to their sections.</p>");
+    if multi {
+        let legend: Vec<String> =
+            r.runs.iter().enumerate().map(|(i, x)| format!("<span class=\"run\">R{}</span> {}", i + 1, esc(&x.label))).collect();
+        let _ = write!(o, "<p class=\"sub\">Runs: {}. Verdicts are never compared across runs.</p>", legend.join(" · "));
+    }
     o.push_str("<table class=\"tradeoffs\" id=\"tradeoffs\"><thead><tr><th>Driver</th><th>Traits</th><th>Advantage</th><th>Disadvantage</th><th>Suited for</th></tr></thead><tbody>");
     for row in &r.table {
         let _ = write!(o, "<tr data-driver=\"{}\"><td>{}</td>", esc(&row.driver), esc(&row.driver));

@@ -33,9 +33,14 @@ pub fn verdict_md_as(v: &Verdict, compact: bool) -> String {
     esc(&s)
 }
 
+/// One line per run, tagged R1, R2 …; a verdict every run shares is printed once.
 fn cell_verdicts(vs: &[CellVerdict], multi: bool) -> String {
+    if multi && vs.windows(2).all(|w| w[0].verdict == w[1].verdict) {
+        return format!("all runs: {}", verdict_md_as(&vs[0].verdict, true));
+    }
     vs.iter()
-        .map(|c| if multi { format!("{}: {}", esc(&c.run), verdict_md_as(&c.verdict, true)) } else { verdict_md_as(&c.verdict, true) })
+        .enumerate()
+        .map(|(i, c)| if multi { format!("R{}: {}", i + 1, verdict_md_as(&c.verdict, true)) } else { verdict_md_as(&c.verdict, true) })
         .collect::<Vec<_>>()
         .join("<br>")
 }
@@ -136,6 +141,10 @@ pub fn render(r: &Report, _dir: &Path) -> String {
 
     // The table.
     let _ = writeln!(o, "\n## The trade-off table, measured\n");
+    if multi {
+        let legend: Vec<String> = r.runs.iter().enumerate().map(|(i, x)| format!("R{} = `{}`", i + 1, x.label)).collect();
+        let _ = writeln!(o, "Runs: {}. Verdicts are never compared across runs.\n", legend.join(", "));
+    }
     let _ = writeln!(o, "| Driver | Traits | Advantage | Disadvantage | Suited for |\n|---|---|---|---|---|");
     for row in &r.table {
         let cells: Vec<String> = row
