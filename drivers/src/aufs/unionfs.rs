@@ -81,8 +81,24 @@ fn touch_marker(branch: &Path, rel: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// A marker path must stay inside the layer and must not touch the marker directory itself
+/// (a tar whiting out `.unionfs-fuse` would otherwise wipe the layer's own markers).
+fn check_rel(rel: &Path) -> io::Result<()> {
+    use std::path::Component;
+    let mut comps = rel.components().filter(|c| !matches!(c, Component::CurDir));
+    let first = comps.clone().next();
+    if comps.any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("whiteout path {} leaves the layer", rel.display())));
+    }
+    if matches!(first, Some(Component::Normal(n)) if n == META_DIR) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{META_DIR} is reserved for unionfs-fuse markers")));
+    }
+    Ok(())
+}
+
 impl WhiteoutHandler for Markers<'_> {
     fn whiteout(&self, layer: &Path, rel: &Path) -> io::Result<()> {
+        check_rel(rel)?;
         // A whiteout in a layer that also holds the entry (applied twice, or a container wrote
         // it) must delete this layer's copy too, or the marker would only hide lower ones.
         remove_any(&layer.join(rel))?;
@@ -90,6 +106,7 @@ impl WhiteoutHandler for Markers<'_> {
     }
 
     fn opaque(&self, layer: &Path, rel_dir: &Path) -> io::Result<()> {
+        check_rel(rel_dir)?;
         if rel_dir.as_os_str().is_empty() || rel_dir == Path::new(".") {
             // No name to hide: hide every name the lower branches have at their roots.
             let mut names = BTreeSet::new();
@@ -337,6 +354,10 @@ mod tests {
         assert!(layer.join("a").is_dir());
         assert!(marker_path(&layer, Path::new("a")).is_file());
         m.opaque(&layer, Path::new("")).unwrap();
+        assert!(m.whiteout(&layer, Path::new("../escape")).is_err());
+        assert!(m.whiteout(&layer, Path::new(META_DIR)).is_err());
+        assert!(m.opaque(&layer, Path::new(".unionfs-fuse/a")).is_err());
+        assert!(layer.join(META_DIR).is_dir(), "markers survive");
         assert!(marker_path(&layer, Path::new("x")).is_file());
         assert!(marker_path(&layer, Path::new("y")).is_file());
     }
