@@ -174,6 +174,7 @@ pub fn write_report(run_dirs: &[PathBuf], opts: &ReportOptions) -> anyhow::Resul
     let dir = opts.out.clone().unwrap_or_else(|| run_dirs[0].clone());
     let dir = if dir.is_file() { dir.parent().map(Path::to_path_buf).unwrap_or_default() } else { dir };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    remove_stale_charts(&dir.join("charts"));
     let report = build(&set, runs, baseline.as_ref(), &dir.join("charts"))?;
     let mut paths = ReportPaths {
         dir: dir.clone(),
@@ -214,11 +215,23 @@ pub fn write_report(run_dirs: &[PathBuf], opts: &ReportOptions) -> anyhow::Resul
     Ok(paths)
 }
 
+/// Charts of an earlier report in the same directory would linger beside the new ones; only
+/// files named like the report's own charts are removed.
+fn remove_stale_charts(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let ours = (name.starts_with("claim-") || name.starts_with("wl-") || name.starts_with("run"))
+            && (name.ends_with(".png") || name.ends_with(".svg"));
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Readers see the old or the new report, never a torn one (the results writer's helper).
 fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    crate::results::writer::write_atomic(path, data)
 }
 
 /// Drivers in the table's order, then any others.
