@@ -250,6 +250,9 @@ pub struct DeviceMapper {
     opts: Opts,
     prefix: String,
     state: PoolState,
+    /// Users of each layer's own mountpoint in this process (layer id -> users, and the device
+    /// name when this process mounted it): nested and concurrent diffs share one mount.
+    own_mounts: std::sync::Mutex<std::collections::HashMap<u64, (usize, Option<String>)>>,
 }
 
 fn dmerr(key: Option<&str>, what: impl Into<String>, e: std::io::Error) -> Error {
@@ -288,7 +291,16 @@ impl DeviceMapper {
             fs: opts.fs,
             block_sectors: BLOCK_SECTORS,
         };
-        let mut me = DeviceMapper { root, meta, dm: ctl, imp, opts, prefix, state: saved.clone().unwrap_or(placeholder) };
+        let mut me = DeviceMapper {
+            root,
+            meta,
+            dm: ctl,
+            imp,
+            opts,
+            prefix,
+            state: saved.clone().unwrap_or(placeholder),
+            own_mounts: Default::default(),
+        };
         // The layers metadata and pool.json are taken under the metadata lock's neighbour: one
         // setup at a time per root.
         let _setup = SetupLock::take(&me.root)?;
@@ -544,8 +556,14 @@ impl DeviceMapper {
                 let pool = dm::exists(&self.dm, &self.state.pool)
                     .ctx(NAME, key, || "list devices".into())?
                     .ok_or_else(|| Error::unavailable(NAME, format!("thin pool {} is not active", self.state.pool)))?;
-                dm::create(&self.dm, name, self.state.base_sectors, "thin", &format!("{pool} {thin_id}"), false)
-                    .map_err(|e| dmerr(key, format!("activate thin device {thin_id} as {name}"), e))?
+                match dm::create(&self.dm, name, self.state.base_sectors, "thin", &format!("{pool} {thin_id}"), false) {
+                    Ok(d) => d,
+                    // activated by another thread or process in the meantime
+                    Err(e) => match dm::exists(&self.dm, name) {
+                        Ok(Some(d)) => d,
+                        _ => return Err(dmerr(key, format!("activate thin device {thin_id} as {name}"), e)),
+                    },
+                }
             }
         };
         dm::ensure_node(name, dev).map_err(|e| dmerr(key, format!("create {}", dm::node(name).display()), e))
@@ -672,15 +690,30 @@ impl DeviceMapper {
     /// that is already there.
     fn with_own_mount<T>(&self, info: &LayerInfo, writable: bool, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
         let dir = self.mnt_dir(info);
-        std::fs::create_dir_all(&dir).ctx(NAME, Some(&info.key), || format!("create {}", dir.display()))?;
-        let mounted_here = mounts::is_mountpoint(&dir);
-        let name = if mounted_here { None } else { Some(self.mount_device(info, writable, &dir)?) };
-        let out = f(&dir);
-        if let Some(name) = name {
-            if let Err(e) = mounts::unmount(&dir) {
-                log::warn!("{NAME}: unmount {}: {e}", dir.display());
+        {
+            let mut users = self.own_mounts.lock().unwrap_or_else(|p| p.into_inner());
+            match users.get_mut(&info.id) {
+                Some(u) => u.0 += 1,
+                None => {
+                    std::fs::create_dir_all(&dir).ctx(NAME, Some(&info.key), || format!("create {}", dir.display()))?;
+                    // Mounted there by another process: use it, leave it.
+                    let name = if mounts::is_mountpoint(&dir) { None } else { Some(self.mount_device(info, writable, &dir)?) };
+                    users.insert(info.id, (1, name));
+                }
             }
-            self.deactivate_if_unused(&name);
+        }
+        let out = f(&dir);
+        let mut users = self.own_mounts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = users.get_mut(&info.id) {
+            u.0 -= 1;
+            if u.0 == 0 {
+                if let Some((_, Some(name))) = users.remove(&info.id) {
+                    if let Err(e) = mounts::unmount(&dir) {
+                        log::warn!("{NAME}: unmount {}: {e}", dir.display());
+                    }
+                    self.deactivate_if_unused(&name);
+                }
+            }
         }
         out
     }
