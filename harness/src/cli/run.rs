@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Recorded repetitions per cell (default: the workload's, for the profile).
     #[arg(long)]
     pub repeat: Option<u32>,
+    /// Give a cell up after this many seconds (its backend is then considered hung and its
+    /// remaining cells are not run). Default: 300 for quick, 7200 for full.
+    #[arg(long)]
+    pub cell_timeout: Option<u64>,
     /// Seed of every generated image and random access pattern.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -56,6 +60,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         root: args.root.root.clone(),
         driver_options: args.root.driver_config().options,
         command_line: std::env::args().collect(),
+        cell_timeout: std::time::Duration::from_secs(args.cell_timeout.unwrap_or(match args.profile {
+            Profile::Quick => 300,
+            Profile::Full => 7200,
+        })),
     };
     let out = runner::run(&cfg)?;
     let d = &out.doc;

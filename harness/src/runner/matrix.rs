@@ -3,6 +3,7 @@
 use cowbench_drivers::registry;
 use cowbench_workloads::{Params, Profile, Workload};
 
+#[derive(Clone)]
 pub struct Planned {
     pub driver: String,
     pub workload: &'static dyn Workload,

@@ -8,6 +8,17 @@
 
 mod copyup;
 mod density;
+mod sharedcache;
+mod churn;
+mod fragmentation;
+mod concurrent;
+mod lookup;
+mod metadata;
+mod seqio;
+mod baremetal;
+mod layers;
+mod imgs;
+pub mod inside;
 pub mod exec;
 pub mod matrix;
 pub mod progress;
@@ -15,7 +26,8 @@ pub mod signals;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cowbench_drivers::{registry, DriverConfig};
@@ -41,6 +53,9 @@ pub struct RunConfig {
     pub root: PathBuf,
     pub driver_options: BTreeMap<String, String>,
     pub command_line: Vec<String>,
+    /// A cell still running after this long is recorded as failed and its driver is given up
+    /// (a hung FUSE daemon or device cannot be interrupted from inside the process).
+    pub cell_timeout: Duration,
 }
 
 pub struct RunOutcome {
@@ -114,6 +129,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
     let progress = progress::Progress::new(plan.total_reps());
     let total = plan.cells.len();
     let mut index = 0usize;
+    let mut hung: Vec<String> = Vec::new();
     for driver in &plan.drivers {
         let cells: Vec<&Planned> = plan.cells.iter().filter(|c| &c.driver == driver).collect();
         if cells.is_empty() {
@@ -124,20 +140,29 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
         }
         let probe = registry::probe(driver)?;
         let driver_cfg = cfg.driver_options.iter().fold(DriverConfig::new(&cfg.root), |c, (k, v)| c.with_option(k, v));
-        let opened: Result<Session, String> = if !probe.available {
+        let opened: Result<Arc<Session>, String> = if !probe.available {
             Err(format!("driver unavailable: {}", probe.reason.clone().unwrap_or_default()))
         } else {
-            Session::open(driver, &driver_cfg, &cfg.runtime, cfg.seed).map_err(|e| format!("{e:#}"))
+            Session::open(driver, &driver_cfg, &cfg.runtime, cfg.seed).map(Arc::new).map_err(|e| format!("{e:#}"))
         };
+        let mut given_up: Option<String> = None;
         for planned in cells {
             if signals::stop_requested() {
                 break;
             }
             progress.cell(index, total, driver, &planned.key());
-            let cell = match &opened {
-                Err(reason) if !probe.available => skipped(planned, &probe, reason),
-                Err(reason) => failed_open(planned, &probe, reason),
-                Ok(session) => run_cell(planned, session, &progress),
+            let cell = match (&opened, &given_up) {
+                (Err(reason), _) if !probe.available => skipped(planned, &probe, reason),
+                (Err(reason), _) => failed_open(planned, &probe, reason),
+                (Ok(_), Some(why)) => not_run(planned, &probe, why),
+                (Ok(session), None) => match run_cell_watched(planned, session, &progress, cfg.cell_timeout) {
+                    Ok(cell) => cell,
+                    Err(timeout_cell) => {
+                        given_up = Some(format!("{driver} stopped responding in {}", planned.key()));
+                        hung.push(driver.clone());
+                        timeout_cell
+                    }
+                },
             };
             let line = match cell.status {
                 CellStatus::Ok => format!("ok      {}", cell.key),
@@ -154,17 +179,41 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
             index += 1;
         }
         if let Ok(session) = opened {
-            if let Err(e) = session.close() {
-                progress.line(&format!("warning: teardown of {driver} failed: {e:#}"));
+            // A cell given up may still finish on its own (slow rather than hung): wait a little.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Arc::strong_count(&session) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            match Arc::try_unwrap(session) {
+                Ok(session) => {
+                    hung.retain(|d| d != driver);
+                    if let Err(e) = session.close() {
+                        progress.line(&format!("warning: teardown of {driver} failed: {e:#}"));
+                    }
+                }
+                Err(s) => {
+                    progress.line(&format!("warning: {driver} hung; not torn down"));
+                    // Never dropped: dropping would touch the hung backend from this thread.
+                    std::mem::forget(s);
+                }
             }
         }
     }
     progress.finish();
 
-    // A run owns its root: whatever a failed cell or an interrupted executor left is released.
-    let report = crate::clean::clean(&cfg.root, &crate::clean::CleanOptions { quiet: true, ..Default::default() });
-    if !report.errors.is_empty() {
-        eprintln!("cowbench: cleanup after the run left errors: {}", report.errors.join("; "));
+    // A run owns its root: whatever a failed cell or an interrupted executor left is released —
+    // unless a backend hung, where touching its mounts could hang the run too.
+    if hung.is_empty() {
+        let report = crate::clean::clean(&cfg.root, &crate::clean::CleanOptions { quiet: true, ..Default::default() });
+        if !report.errors.is_empty() {
+            eprintln!("cowbench: cleanup after the run left errors: {}", report.errors.join("; "));
+        }
+    } else {
+        eprintln!(
+            "cowbench: {} stopped responding; run `cowbench clean --root {}` once it responds again",
+            hung.join(", "),
+            cfg.root.display()
+        );
     }
 
     doc.status = if signals::stop_requested() { RunStatus::Interrupted } else { RunStatus::Complete };
@@ -209,11 +258,47 @@ fn skipped(p: &Planned, probe: &cowbench_drivers::ProbeReport, reason: &str) -> 
     c
 }
 
+fn not_run(p: &Planned, probe: &cowbench_drivers::ProbeReport, why: &str) -> Cell {
+    let mut c = base_cell(p, probe);
+    c.status = CellStatus::Failed;
+    c.reason = Some(format!("not run: {why}"));
+    c
+}
+
 fn failed_open(p: &Planned, probe: &cowbench_drivers::ProbeReport, reason: &str) -> Cell {
     let mut c = base_cell(p, probe);
     c.status = CellStatus::Failed;
     c.reason = Some(format!("opening the driver failed: {reason}"));
     c
+}
+
+/// Run a cell on its own thread; Err(failed cell) when it did not finish within `timeout`.
+fn run_cell_watched(p: &Planned, session: &Arc<Session>, progress: &progress::Progress, timeout: Duration) -> Result<Cell, Cell> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (pl, s, pr) = (p.clone(), Arc::clone(session), progress.clone());
+    let spawned = std::thread::Builder::new().name(format!("cell {}", p.key())).spawn(move || {
+        let _ = tx.send(run_cell(&pl, &s, &pr));
+    });
+    if let Err(e) = spawned {
+        let mut c = base_cell(p, &session.probe);
+        c.status = CellStatus::Failed;
+        c.reason = Some(format!("cannot start the cell's thread: {e}"));
+        return Ok(c);
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(cell) => Ok(cell),
+        Err(_) => {
+            let mut c = base_cell(p, &session.probe);
+            c.status = CellStatus::Failed;
+            c.reason = Some(format!(
+                "no answer after {} s: the backend stopped responding (the cell's thread is left behind; \
+                 the driver's remaining cells are not run)",
+                timeout.as_secs()
+            ));
+            c.duration_s = timeout.as_secs_f64();
+            Err(c)
+        }
+    }
 }
 
 fn run_cell(p: &Planned, session: &Session, progress: &progress::Progress) -> Cell {
