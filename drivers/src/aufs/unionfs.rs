@@ -185,7 +185,7 @@ pub fn default_max_files() -> u64 {
     if rc != 0 || lim.rlim_max == libc::RLIM_INFINITY {
         return 32768;
     }
-    (lim.rlim_max as u64).min(32768)
+    lim.rlim_max.min(32768)
 }
 
 fn cmdline(pid: u32) -> Option<Vec<String>> {

@@ -211,7 +211,7 @@ fn parse_opts(cfg: &DriverConfig) -> Result<Opts> {
             }
         }
     }
-    if o.base_size % (BLOCK_SECTORS * SECTOR) != 0 || o.base_size == 0 {
+    if o.base_size == 0 || o.base_size % (BLOCK_SECTORS * SECTOR) != 0 {
         return Err(Error::config(NAME, "base_size must be a non-zero multiple of 64K"));
     }
     if o.thinpool.is_none() && (o.data_size < (64 << 20) || o.metadata_size < (2 << 20)) {
@@ -803,7 +803,8 @@ impl Driver for DeviceMapper {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             native_diff: false,
-            quota: true, // every layer is a block device of base_size
+            // Every layer is bounded by base_size, but no per-layer limit can be set.
+            quota: false,
             block_level_cow: true,
             shared_page_cache: false, // each thin device has its own page cache
             shares_layers: true,
