@@ -714,6 +714,28 @@ mod tests {
     }
 
     #[test]
+    fn a_second_handle_unmounts_and_collects_the_daemon() {
+        if hostinfo::kernel_has_fs("aufs") {
+            return;
+        }
+        let Some(fx) = fixture(NAME, &[]) else { return };
+        let d = fx.driver();
+        d.prepare("a", None, &no_labels()).unwrap();
+        let t = std::fs::canonicalize(fx.dir("t")).unwrap();
+        d.mount("a", &t).unwrap();
+        // a second mount over a live one is refused, not stacked
+        assert!(matches!(d.mount("a", &t), Err(Error::InvalidState { .. })));
+        let pids = unionfs::daemons_for(&t);
+        assert_eq!(pids.len(), 1);
+        let other = crate::registry::open(NAME, &DriverConfig::new(fx.root().join("root"))).unwrap();
+        assert_eq!(other.status().unwrap()["mounts"], "1");
+        other.unmount(&t).unwrap();
+        assert!(!mounts::is_mountpoint(&t));
+        assert!(!unionfs::alive(pids[0]), "daemon {} still running after unmount", pids[0]);
+        assert_eq!(other.status().unwrap()["mounts"], "0");
+    }
+
+    #[test]
     fn teardown_leaves_no_mount_and_no_daemon() {
         if hostinfo::kernel_has_fs("aufs") {
             return;
