@@ -8,17 +8,6 @@
 
 mod copyup;
 mod density;
-mod sharedcache;
-mod churn;
-mod fragmentation;
-mod concurrent;
-mod lookup;
-mod metadata;
-mod seqio;
-mod baremetal;
-mod layers;
-mod imgs;
-pub mod inside;
 pub mod exec;
 pub mod matrix;
 pub mod progress;
