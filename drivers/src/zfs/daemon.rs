@@ -155,3 +155,84 @@ pub fn stop_if_ours_and_idle() -> Result<()> {
     }
     Ok(())
 }
+
+/// Which driver root may use zfs-fuse now, host-wide: `{"root": ..., "holders": [pid, ...]}`,
+/// read and written under [`LOCK`].
+const GATE: &str = "/run/cowbench/zfs-fuse.gate";
+/// How long a handle waits for another root to finish with zfs-fuse.
+const GATE_WAIT: Duration = Duration::from_secs(1800);
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct GateState {
+    root: Option<std::path::PathBuf>,
+    /// One entry per open handle (a pid may appear several times).
+    holders: Vec<i32>,
+}
+
+fn read_gate() -> GateState {
+    fs::read(GATE).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn write_gate(g: &GateState) -> Result<()> {
+    let b = serde_json::to_vec(g).expect("serializable");
+    let tmp = format!("{GATE}.tmp");
+    fs::write(&tmp, b).and_then(|_| fs::rename(&tmp, GATE)).ctx(NAME, None, || format!("write {GATE}"))
+}
+
+/// One driver root at a time uses zfs-fuse, host-wide.
+///
+/// zfs-fuse 0.7's FUSE listener can hang for good, holding its lock while it reads from the
+/// wrong descriptor, when filesystems are mounted and unmounted while requests for other
+/// mounts are in flight: seen here whenever two roots (two tests, or a test and a benchmark
+/// run) worked at once; then every zfs-fuse mount on the host blocks. The work on one root is
+/// sequential and never triggered it. So handles on different roots wait for each other,
+/// while handles on the same root (a second handle, a second process) share the turn. A turn
+/// whose holders have all exited is free again. The OpenZFS kernel module needs none of this.
+pub struct Turn {
+    pid: i32,
+}
+
+impl Turn {
+    pub fn take(root: &Path) -> Result<Turn> {
+        let pid = std::process::id() as i32;
+        let start = Instant::now();
+        loop {
+            {
+                let _l = lock()?;
+                let mut g = read_gate();
+                g.holders.retain(|p| Path::new(&format!("/proc/{p}")).exists());
+                if g.holders.is_empty() || g.root.as_deref() == Some(root) {
+                    g.root = Some(root.to_path_buf());
+                    g.holders.push(pid);
+                    write_gate(&g)?;
+                    return Ok(Turn { pid });
+                }
+                if start.elapsed() > GATE_WAIT {
+                    return Err(Error::unavailable(
+                        NAME,
+                        format!(
+                            "zfs-fuse is in use by root {} (pids {:?}) and runs one root at a time",
+                            g.root.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                            g.holders
+                        ),
+                    ));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Ok(_l) = lock() else { return };
+        let mut g = read_gate();
+        if let Some(i) = g.holders.iter().position(|p| *p == self.pid) {
+            g.holders.remove(i);
+        }
+        if g.holders.is_empty() {
+            g.root = None;
+        }
+        let _ = write_gate(&g);
+    }
+}

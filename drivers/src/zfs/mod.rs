@@ -210,6 +210,8 @@ pub struct Zfs {
     meta: MetaStore,
     store: Store,
     flavor: Flavor,
+    /// zfs-fuse only (see [`daemon::Turn`]); given back when the handle is dropped.
+    _turn: Option<daemon::Turn>,
 }
 
 fn hash8(p: &Path) -> String {
@@ -292,6 +294,8 @@ impl Zfs {
         let flavor = detect().map_err(|r| Error::unavailable(NAME, r))?;
         let root = cfg.driver_root(NAME);
         fs::create_dir_all(root.join("mnt")).ctx(NAME, None, || format!("create {}", root.display()))?;
+        let root = fs::canonicalize(&root).unwrap_or(root);
+        let turn = if flavor.is_fuse() { Some(daemon::Turn::take(&root)?) } else { None };
         let _root_lock = FileLock::acquire(&root.join("setup.lock"))?;
         let _host_lock = daemon::lock()?;
         if flavor.is_fuse() {
@@ -352,7 +356,7 @@ impl Zfs {
             let bytes = serde_json::to_vec_pretty(&wanted).expect("serializable");
             fs::write(&state_path, bytes).ctx(NAME, None, || format!("write {}", state_path.display()))?;
         }
-        let z = Zfs { root, meta, store: wanted, flavor };
+        let z = Zfs { root, meta, store: wanted, flavor, _turn: turn };
         // After a reboot or a daemon restart the layers exist but are not mounted.
         for l in z.meta.list()? {
             z.mount_internal(&l)?;
@@ -400,15 +404,13 @@ impl Zfs {
         let dir = self.mnt(id);
         match self.flavor {
             Flavor::Kernel(_) => mounts::unmount(&dir).ctx(NAME, Some(key), || format!("unmount {}", dir.display())),
-            Flavor::Fuse(_) => {
-                if !mounts::is_mountpoint(&dir) {
-                    return Ok(());
-                }
-                match zfs(Some(key), &["umount", &self.ds(id)]) {
-                    Err(e) if stderr_has(&e, &["not currently mounted", "not mounted"]) => Ok(()),
-                    r => r.map(|_| ()),
-                }
-            }
+            // Not `zfs umount`: in zfs-fuse that removes the mount's channel from the daemon's
+            // FUSE listener from another thread, and under concurrent I/O on other mounts the
+            // listener was seen reading a reused descriptor while holding its lock, which hangs
+            // every zfs-fuse mount on the host. A kernel unmount instead closes the connection,
+            // and the listener cleans up in its own thread; the destroy that follows retries
+            // while the daemon still counts the dataset as busy.
+            Flavor::Fuse(_) => mounts::unmount(&dir).ctx(NAME, Some(key), || format!("unmount {}", dir.display())),
         }
     }
 
@@ -719,9 +721,8 @@ impl Driver for Zfs {
         for t in self.foreign_mounts() {
             note(mounts::unmount(&t).ctx(NAME, None, || format!("unmount {}", t.display())));
         }
-        if let Flavor::Kernel(_) = self.flavor {
-            note(mounts::unmount_all_under(&self.root.join("mnt")).ctx(NAME, None, || "unmount layers".into()));
-        }
+        // Kernel unmounts first, for both implementations (see `unmount_internal`).
+        note(mounts::unmount_all_under(&self.root.join("mnt")).ctx(NAME, None, || "unmount layers".into()));
         match &self.store {
             Store::Pool { pool, image } => {
                 if pool_imported(pool) {
@@ -755,5 +756,188 @@ impl Driver for Zfs {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver on a fresh root under /var/tmp, torn down (files removed) on drop.
+    struct Env {
+        driver: Option<Zfs>,
+        dir: Option<tempfile::TempDir>,
+    }
+
+    impl Env {
+        fn new(options: &[(&str, &str)]) -> Option<Env> {
+            let p = probe();
+            if !p.available {
+                eprintln!("SKIPPED zfs: {}", p.reason.unwrap_or_default());
+                return None;
+            }
+            let dir = tempfile::Builder::new().prefix("cowbench-zfs-unit-").tempdir_in("/var/tmp").unwrap();
+            let mut cfg = DriverConfig::new(dir.path().join("root"));
+            for (k, v) in options {
+                cfg = cfg.with_option(*k, *v);
+            }
+            let driver = Zfs::open(&cfg).unwrap();
+            Some(Env { driver: Some(driver), dir: Some(dir) })
+        }
+
+        fn d(&self) -> &Zfs {
+            self.driver.as_ref().unwrap()
+        }
+
+        fn target(&self, name: &str) -> PathBuf {
+            let p = self.dir.as_ref().unwrap().path().join("targets").join(name);
+            fs::create_dir_all(&p).unwrap();
+            p
+        }
+    }
+
+    impl Drop for Env {
+        fn drop(&mut self) {
+            let dir = self.dir.take().unwrap();
+            let _ = mounts::unmount_all_under(&dir.path().join("targets"));
+            if let Some(d) = self.driver.take() {
+                let pool = d.store.pool().to_string();
+                if let Err(e) = d.teardown() {
+                    eprintln!("teardown: {e}");
+                }
+                drop(d);
+                if !std::thread::panicking() {
+                    assert!(!pool_imported(&pool), "pool {pool} left imported");
+                }
+            }
+            let left = mounts::mounts_under(dir.path()).unwrap();
+            let _ = mounts::unmount_all_under(dir.path());
+            if !std::thread::panicking() {
+                assert!(left.is_empty(), "mounts left: {left:?}");
+            }
+            let _ = dir.close();
+        }
+    }
+
+    #[test]
+    fn clones_commit_views_usage_and_remove() {
+        let Some(env) = Env::new(&[("size", "256M")]) else { return };
+        let d = env.d();
+        let l = Labels::new();
+        d.prepare("a", None, &l).unwrap();
+        let t = env.target("a");
+        d.mount("a", &t).unwrap();
+        fs::write(t.join("big"), vec![5u8; 2 << 20]).unwrap();
+        fs::write(t.join("small"), b"hello").unwrap();
+        d.unmount(&t).unwrap();
+        let u = d.usage("a").unwrap();
+        assert!(u.bytes >= 2 << 20, "{u:?}");
+        assert_eq!(u.inodes, 2);
+        d.commit("base", "a", &l).unwrap();
+        let base_ds = d.ds(d.stat("base").unwrap().id);
+        assert_eq!(zfs(None, &["get", "-H", "-o", "value", "readonly", &base_ds]).unwrap().trim(), "on");
+
+        d.prepare("child", Some("base"), &l).unwrap();
+        let child_ds = d.ds(d.stat("child").unwrap().id);
+        let origin = zfs(None, &["get", "-H", "-o", "value", "origin", &child_ds]).unwrap();
+        assert!(origin.trim().starts_with(&format!("{base_ds}@")), "a child is a clone of a snapshot of its parent: {origin}");
+        let tc = env.target("child");
+        d.mount("child", &tc).unwrap();
+        assert_eq!(fs::read(tc.join("small")).unwrap(), b"hello");
+        fs::write(tc.join("small"), b"changed").unwrap();
+        d.unmount(&tc).unwrap();
+        let cu = d.usage("child").unwrap();
+        assert!(cu.bytes < 2 << 20, "a clone owns only what it changed: {cu:?}");
+        assert_eq!(cu.inodes, 1);
+
+        d.view("v", "base", &l).unwrap();
+        let tv = env.target("v");
+        d.mount("v", &tv).unwrap();
+        assert_eq!(fs::read(tv.join("small")).unwrap(), b"hello");
+        assert_eq!(fs::write(tv.join("new"), b"x").unwrap_err().raw_os_error(), Some(libc::EROFS));
+        d.unmount(&tv).unwrap();
+
+        assert!(matches!(d.remove("base"), Err(Error::HasChildren { .. })));
+        d.remove("v").unwrap();
+        d.remove("child").unwrap();
+        assert!(!exists(&child_ds));
+        // The origin snapshot went with its last clone: the parent can go now.
+        let snaps = zfs(None, &["list", "-H", "-t", "snapshot", "-o", "name"]).unwrap_or_default();
+        assert!(!snaps.lines().any(|s| s.starts_with(&format!("{base_ds}@"))), "{snaps}");
+        d.remove("base").unwrap();
+        assert!(!exists(&base_ds));
+        let st = d.status().unwrap();
+        assert!(st.contains_key("pool_size") && st.contains_key("pool_free"), "{st:?}");
+        assert_eq!(st["implementation"], d.implementation().to_string());
+        if d.flavor.is_fuse() {
+            assert!(d.capabilities().stand_in);
+            assert!(st.contains_key("arc_size") || st.contains_key("arc"), "{st:?}");
+        }
+    }
+
+    #[test]
+    fn full_pool_is_no_space() {
+        let Some(env) = Env::new(&[("size", "64M")]) else { return };
+        let d = env.d();
+        d.prepare("a", None, &Labels::new()).unwrap();
+        let p = d.mnt(d.stat("a").unwrap().id);
+        let mut f = File::create(p.join("fill")).unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        let err = (0..200)
+            .find_map(|_| f.write_all(&chunk).and_then(|_| f.sync_data()).err())
+            .expect("a 64M pool fills before 200M");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        drop(f);
+        d.commit("full", "a", &Labels::new()).unwrap();
+        match d.prepare("child", Some("full"), &Labels::new()) {
+            Err(Error::NoSpace { key, .. }) => assert_eq!(key, "child"),
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
+        assert!(matches!(d.stat("child"), Err(Error::NotFound { .. })));
+    }
+
+    /// Run by `second_process_sees_the_same_layers` in a child process.
+    #[test]
+    fn second_process_child() {
+        let Ok(root) = std::env::var("COWBENCH_ZFS_CHILD_ROOT") else { return };
+        let d = Zfs::open(&DriverConfig::new(root).with_option("size", "256M")).unwrap();
+        let info = d.stat("shared").unwrap();
+        assert_eq!(fs::read(d.mnt(info.id).join("f")).unwrap(), b"from the first process");
+        d.prepare("made-by-child", Some("shared"), &Labels::new()).unwrap();
+    }
+
+    #[test]
+    fn second_process_sees_the_same_layers() {
+        let Some(env) = Env::new(&[("size", "256M")]) else { return };
+        let d = env.d();
+        d.prepare("a", None, &Labels::new()).unwrap();
+        fs::write(d.mnt(d.stat("a").unwrap().id).join("f"), b"from the first process").unwrap();
+        d.commit("shared", "a", &Labels::new()).unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "zfs::tests::second_process_child", "--nocapture", "--test-threads=1"])
+            .env("COWBENCH_ZFS_CHILD_ROOT", env.dir.as_ref().unwrap().path().join("root"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+        let child = d.stat("made-by-child").unwrap();
+        assert!(d.mnt(child.id).join("f").exists());
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DriverConfig::new(dir.path()).with_option("pool", "x");
+        assert!(matches!(Zfs::open(&cfg), Err(Error::Config { .. })));
+        let cfg = DriverConfig::new(dir.path()).with_option("size", "1M");
+        assert!(matches!(Zfs::open(&cfg), Err(Error::Config { .. })));
+    }
+
+    #[test]
+    fn out_of_space_errors_are_classified() {
+        let e = Error::Command { driver: NAME.into(), command: "zfs snapshot p/1@2".into(), status: "exit status: 1".into(), stderr: "cannot create snapshot 'p/1@2': out of space".into() };
+        assert!(matches!(classify(e, Some("k")), Error::NoSpace { key, .. } if key == "k"));
+        let e = Error::Command { driver: NAME.into(), command: "zfs x".into(), status: "1".into(), stderr: "dataset is busy".into() };
+        assert!(matches!(classify(e, None), Error::Command { .. }));
     }
 }
