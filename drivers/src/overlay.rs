@@ -51,6 +51,28 @@ const LINK_LEN: usize = 10;
 /// overlayfs refuses more lower layers than this (OVL_MAX_STACK in fs/overlayfs/params.h).
 pub const KERNEL_MAX_STACK: usize = 500;
 
+/// Room kept in the mount data for `lowerdir=`, the upper and work dirs and extra options when
+/// working out how many relative lower paths fit a page.
+const MOUNT_DATA_RESERVE: usize = 256;
+
+/// Whether the kernel takes one `lowerdir+` per layer through fsconfig (Linux 6.8+), which
+/// lifts the page limit on mount data.
+pub fn lowerdir_plus_supported() -> bool {
+    let release = hostinfo::kernel_release();
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    matches!((it.next(), it.next()), (Some(major), Some(minor)) if (major, minor) >= (6, 8))
+}
+
+/// Deepest stack this kernel can mount: OVL_MAX_STACK with `lowerdir+`, otherwise as many
+/// short links relative to `l/` as fit one page of mount data.
+pub fn max_stack() -> usize {
+    if lowerdir_plus_supported() {
+        KERNEL_MAX_STACK
+    } else {
+        ((page_size() - 1 - MOUNT_DATA_RESERVE) / (LINK_LEN + 1)).min(KERNEL_MAX_STACK)
+    }
+}
+
 const PARAMS_DIR: &str = "/sys/module/overlay/parameters";
 
 pub fn probe() -> ProbeReport {
@@ -470,12 +492,14 @@ impl Overlay {
     fn mount_overlay(&self, key: &str, plan: &OverlayPlan, target: &Path) -> Result<()> {
         let readonly = plan.upper.is_none();
         let flags = if readonly { libc::MS_RDONLY } else { 0 };
-        if plan.lowers.len() > KERNEL_MAX_STACK {
-            return Err(Error::invalid(
-                NAME,
-                key,
-                format!("{} lower layers, overlayfs stacks at most {KERNEL_MAX_STACK}", plan.lowers.len()),
-            ));
+        let max = max_stack();
+        if plan.lowers.len() > max {
+            let why = if max == KERNEL_MAX_STACK {
+                "overlayfs stacks at most".to_string()
+            } else {
+                format!("kernel {} has no lowerdir+ (Linux 6.8+) and one page of mount data holds at most", hostinfo::kernel_release())
+            };
+            return Err(Error::invalid(NAME, key, format!("{} lower layers, {why} {max}", plan.lowers.len())));
         }
         let limit = page_size() - 1; // the kernel copies one page, NUL-terminated
         let ctx = |how: &str| format!("mount overlay ({} lowers, {how}) on {}", plan.lowers.len(), target.display());
@@ -541,7 +565,7 @@ impl Driver for Overlay {
             // Lower files are opened from the lower filesystem: one page cache for all.
             shared_page_cache: true,
             shares_layers: true,
-            max_depth: Some(KERNEL_MAX_STACK),
+            max_depth: Some(max_stack()),
             stand_in: false,
             loop_backed: false,
             discard: false,
@@ -637,7 +661,7 @@ impl Driver for Overlay {
         for (k, v) in &self.params {
             s.insert(format!("param.{k}"), v.clone());
         }
-        s.insert("max_lower_layers".into(), KERNEL_MAX_STACK.to_string());
+        s.insert("max_lower_layers".into(), max_stack().to_string());
         s.insert(
             "mounts".into(),
             format!(
