@@ -33,6 +33,7 @@
 
 pub mod cmd;
 pub mod daemon;
+pub mod openzfs;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -90,6 +91,9 @@ impl Flavor {
 
 /// Look at the host without changing anything.
 pub fn detect() -> std::result::Result<Flavor, String> {
+    if let Some(r) = openzfs::detect() {
+        return r;
+    }
     if hostinfo::which("zfs").is_none() || hostinfo::which("zpool").is_none() {
         return Err("the zfs/zpool commands are not installed (Debian zfsutils-linux with the OpenZFS module, or zfs-fuse)".into());
     }
@@ -140,7 +144,7 @@ pub fn probe() -> ProbeReport {
     }
     let mut r = ProbeReport::available(NAME, &flavor.implementation());
     r.stand_in = flavor.is_fuse();
-    if let Ok(out) = run(NAME, "zpool", &["upgrade", "-v"], Duration::from_secs(10)) {
+    if let Ok(out) = run(NAME, &openzfs::tool("zpool"), &["upgrade", "-v"], Duration::from_secs(10)) {
         if let Some(v) = out.stdout.lines().find_map(|l| l.split("pool version ").nth(1)) {
             r = r.with_detail("pool_version", v.trim_end_matches('.'));
         }
@@ -232,11 +236,11 @@ fn classify(e: Error, key: Option<&str>) -> Error {
 }
 
 fn zfs(key: Option<&str>, args: &[&str]) -> Result<String> {
-    run(NAME, "zfs", args, TIMEOUT).map(|o| o.stdout).map_err(|e| classify(e, key))
+    run(NAME, &openzfs::tool("zfs"), args, TIMEOUT).map(|o| o.stdout).map_err(|e| classify(e, key))
 }
 
 fn zpool(args: &[&str]) -> Result<String> {
-    run(NAME, "zpool", args, TIMEOUT).map(|o| o.stdout).map_err(|e| classify(e, None))
+    run(NAME, &openzfs::tool("zpool"), args, TIMEOUT).map(|o| o.stdout).map_err(|e| classify(e, None))
 }
 
 fn stderr_has(e: &Error, what: &[&str]) -> bool {
@@ -244,11 +248,11 @@ fn stderr_has(e: &Error, what: &[&str]) -> bool {
 }
 
 fn exists(ds: &str) -> bool {
-    run(NAME, "zfs", &["list", "-H", "-o", "name", ds], TIMEOUT).is_ok()
+    run(NAME, &openzfs::tool("zfs"), &["list", "-H", "-o", "name", ds], TIMEOUT).is_ok()
 }
 
 fn pool_imported(pool: &str) -> bool {
-    run(NAME, "zpool", &["list", "-H", "-o", "name", pool], TIMEOUT).is_ok()
+    run(NAME, &openzfs::tool("zpool"), &["list", "-H", "-o", "name", pool], TIMEOUT).is_ok()
 }
 
 /// `zfs destroy` (with `extra` flags), retried while the dataset is briefly busy after an
@@ -332,14 +336,18 @@ impl Zfs {
             Store::Pool { pool, image } => {
                 if !pool_imported(pool) {
                     if image.exists() {
-                        let dir = root.to_string_lossy().into_owned();
-                        zpool(&["import", "-d", &dir, "-o", "cachefile=none", pool])?;
+                        let mut args = vec!["import", "-o", "cachefile=none"];
+                        let dirs = openzfs::import_dirs(&flavor, image, &root)?;
+                        dirs.iter().for_each(|d| args.extend(["-d", d.as_str()]));
+                        args.push(pool);
+                        zpool(&args)?;
                     } else {
                         loopdev::create_sparse(image, size).ctx(NAME, None, || format!("create {}", image.display()))?;
-                        let img = image.to_string_lossy().into_owned();
+                        let img = openzfs::vdev(&flavor, image)?;
                         // No cache file: only cowbench imports this pool, and only from here.
                         let r = zpool(&["create", "-o", "cachefile=none", "-m", "none", pool, &img]);
                         if let Err(e) = r {
+                            let _ = openzfs::release_vdev(image);
                             let _ = fs::remove_file(image);
                             return Err(e);
                         }
@@ -736,6 +744,7 @@ impl Driver for Zfs {
                     }
                     note(r);
                 }
+                note(openzfs::release_vdev(image));
                 if image.exists() {
                     note(fs::remove_file(image).ctx(NAME, None, || format!("remove {}", image.display())));
                 }
@@ -835,7 +844,9 @@ mod tests {
         assert_eq!(u.inodes, 2);
         d.commit("base", "a", &l).unwrap();
         let base_ds = d.ds(d.stat("base").unwrap().id);
-        assert_eq!(zfs(None, &["get", "-H", "-o", "value", "readonly", &base_ds]).unwrap().trim(), "on");
+        // Committed: the dataset refuses writes, also through cowbench's own mount of it.
+        let err = fs::write(d.mnt(d.stat("base").unwrap().id).join("x"), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
 
         d.prepare("child", Some("base"), &l).unwrap();
         let child_ds = d.ds(d.stat("child").unwrap().id);
@@ -888,12 +899,18 @@ mod tests {
             .expect("a 64M pool fills before 200M");
         assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
         drop(f);
-        d.commit("full", "a", &Labels::new()).unwrap();
-        match d.prepare("child", Some("full"), &Labels::new()) {
-            Err(Error::NoSpace { key, .. }) => assert_eq!(key, "child"),
+        // Even a property change needs space: the commit is refused as out of space and the
+        // layer stays active.
+        match d.commit("full", "a", &Labels::new()) {
+            Err(Error::NoSpace { key, .. }) => assert_eq!(key, "a"),
             other => panic!("expected NoSpace, got {other:?}"),
         }
-        assert!(matches!(d.stat("child"), Err(Error::NotFound { .. })));
+        assert_eq!(d.stat("a").unwrap().kind, Kind::Active);
+        match d.prepare("other", None, &Labels::new()) {
+            Err(Error::NoSpace { key, .. }) => assert_eq!(key, "other"),
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
+        assert!(matches!(d.stat("other"), Err(Error::NotFound { .. })));
     }
 
     /// Run by `second_process_sees_the_same_layers` in a child process.
