@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 pub mod copyup;
 pub mod density;
+pub mod sharedcache;
+pub mod churn;
+pub mod fragmentation;
+pub mod concurrent;
 pub mod probe;
 
 /// How much of a workload's sweep to run.
@@ -103,7 +107,7 @@ pub trait Workload: Sync {
 
 /// Every workload, in the order a run executes them.
 pub fn all() -> Vec<&'static dyn Workload> {
-    vec![&density::Density, &copyup::Copyup]
+    vec![&density::Density, &copyup::Copyup, &sharedcache::SharedCache, &churn::Churn, &fragmentation::Fragmentation, &concurrent::Concurrent]
 }
 
 /// A workload by id.

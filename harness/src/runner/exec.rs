@@ -84,6 +84,10 @@ pub fn setup<'a>(workload: &str, session: &'a Session, params: &Params) -> Resul
     match workload {
         "copyup" => super::copyup::setup(session, params),
         "density" => super::density::setup(session, params),
+        "sharedcache" => super::sharedcache::setup(session, params),
+        "churn" => super::churn::setup(session, params),
+        "fragmentation" => super::fragmentation::setup(session, params),
+        "concurrent" => super::concurrent::setup(session, params),
         other => Err(SetupError::Skip(format!("no executor for workload '{other}'"))),
     }
 }

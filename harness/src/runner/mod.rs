@@ -8,6 +8,11 @@
 
 mod copyup;
 mod density;
+mod sharedcache;
+mod churn;
+mod fragmentation;
+mod concurrent;
+pub mod inside;
 pub mod exec;
 pub mod matrix;
 pub mod progress;

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod ops;
+pub mod random_io;
 
 /// Path of the probe inside every cowbench image.
 pub const PROBE_PATH: &str = "/usr/local/bin/cowbench-probe";
@@ -128,6 +129,28 @@ pub enum Op {
     Meminfo,
     /// Sleep (e.g. to let the harness sample accounting between two operations).
     Sleep { ms: u64 },
+    /// `count` reads (or, with `write`, overwrites) of `block_bytes` at random block-aligned
+    /// offsets across the whole existing file, never extending it; `dsync` opens it O_DSYNC,
+    /// `fsync` syncs once at the end, `interval_us` paces IO starts (see [`random_io`]).
+    RandomIo {
+        path: String,
+        block_bytes: u64,
+        count: u64,
+        #[serde(default)]
+        write: bool,
+        #[serde(default)]
+        direct: bool,
+        #[serde(default)]
+        dsync: bool,
+        #[serde(default)]
+        fsync: bool,
+        #[serde(default)]
+        interval_us: u64,
+        #[serde(default)]
+        per_block: bool,
+        #[serde(default)]
+        seed: u64,
+    },
 }
 
 impl Op {
@@ -140,6 +163,7 @@ impl Op {
             Op::Write { .. } => "write",
             Op::Meminfo => "meminfo",
             Op::Sleep { .. } => "sleep",
+            Op::RandomIo { .. } => "random_io",
         }
     }
 }

@@ -150,6 +150,21 @@ fn run_op(i: usize, op: &Op, out: &mut Vec<Sample>) {
         out.push(s);
     };
     match op {
+        Op::RandomIo { path, block_bytes, count, write, direct, dsync, fsync, interval_us, per_block, seed } => {
+            let a = super::random_io::RandomIoArgs {
+                path,
+                block_bytes: *block_bytes,
+                count: *count,
+                write: *write,
+                direct: *direct,
+                dsync: *dsync,
+                fsync: *fsync,
+                interval_us: *interval_us,
+                per_block: *per_block,
+                seed: *seed,
+            };
+            super::random_io::run(i, &a, out)
+        }
         Op::Hold => {
             let (ns, r) = timed(hold);
             let mut s = Sample::new(name, i, "total");

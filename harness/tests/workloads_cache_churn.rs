@@ -1,0 +1,221 @@
+//! The sharedcache, churn, fragmentation and concurrent executors on overlay and vfs with tiny
+//! parameters, through the same `exec::setup` the runner uses, with real containers: each runs,
+//! gives samples of the right shape, and a property that must hold does.
+//!
+//! Each driver runs on a fresh root under /var/tmp (the conformance fixture): a driver that
+//! cannot run here is skipped with its reason, unless COWBENCH_REQUIRE_DRIVERS lists it.
+
+use std::collections::BTreeMap;
+
+use cowbench::container::{Runtime, RuntimeKind};
+use cowbench::runner::exec::{self, Session, SetupError};
+use cowbench_drivers::conformance::{fixture, Fixture};
+use cowbench_drivers::registry;
+use cowbench_drivers::sys::{hostinfo, mounts};
+use cowbench_workloads::churn::{ChurnParams, Discard};
+use cowbench_workloads::concurrent::{ConcurrentParams, Mode};
+use cowbench_workloads::fragmentation::FragmentationParams;
+use cowbench_workloads::sharedcache::SharedCacheParams;
+use cowbench_workloads::{by_id, Params, TypedParams, MIB};
+
+/// A session on a fixture's root (a second handle of the fixture's driver), as the runner
+/// opens one. The fixture tears the backend down when dropped.
+fn session(driver: &str) -> Option<(Fixture, Session)> {
+    let fx = fixture(driver, &[])?;
+    if hostinfo::which("runc").is_none() {
+        panic!("runc is not installed (Debian package runc)");
+    }
+    let cfg = fx.config().clone();
+    let s = Session {
+        name: driver.into(),
+        driver: registry::open(driver, &cfg).expect("second handle"),
+        probe: registry::probe(driver).unwrap(),
+        runtime: Runtime::new(RuntimeKind::Runc, &cfg.root).expect("runtime"),
+        cfg,
+        seed: 7,
+    };
+    Some((fx, s))
+}
+
+type Samples = BTreeMap<&'static str, Vec<f64>>;
+
+/// Run `reps` repetitions of workload `id` with `params` as the runner does (dropping caches
+/// where the workload asks); samples by metric name, and the notes.
+fn run_cell(s: &Session, id: &str, params: &Params, reps: u32) -> Result<(Samples, BTreeMap<String, String>), String> {
+    let w = by_id(id).unwrap();
+    let mut ex = match exec::setup(id, s, params) {
+        Ok(ex) => ex,
+        Err(SetupError::Skip(r)) => return Err(format!("skip: {r}")),
+        Err(SetupError::Fail(e)) => panic!("{id} setup failed: {e:#}"),
+    };
+    let mut out: Samples = BTreeMap::new();
+    let mut failed = None;
+    for rep in 0..reps {
+        if w.drop_caches() {
+            cowbench::runner::drop_caches().unwrap();
+        }
+        match ex.repetition(rep) {
+            Ok(samples) => {
+                for (k, v) in samples {
+                    assert!(w.metrics().iter().any(|m| m.name == k), "{id}: unknown metric {k}");
+                    out.entry(k).or_default().push(v);
+                }
+            }
+            Err(e) => {
+                failed = Some(format!("{e:#}"));
+                break;
+            }
+        }
+    }
+    let notes = ex.notes();
+    let fin = ex.finish();
+    if let Some(e) = failed {
+        panic!("{id} repetition failed: {e}");
+    }
+    fin.unwrap();
+    Ok((out, notes))
+}
+
+/// Nothing of the containers left: no runtime state, no rootfs mount, no container layer.
+fn assert_clean(s: &Session) {
+    assert_eq!(s.runtime.list_ours().unwrap(), Vec::<String>::new(), "runtime state left");
+    let ms = mounts::mounts_under(&s.cfg.root.join("containers")).unwrap();
+    assert!(ms.is_empty(), "mounts left: {ms:?}");
+    let left: Vec<_> = s.driver.list().unwrap().into_iter().filter(|l| l.key.starts_with("ctr-")).collect();
+    assert!(left.is_empty(), "container layers left: {left:?}");
+}
+
+fn n(s: &Samples, k: &str) -> usize {
+    s.get(k).map_or(0, Vec::len)
+}
+
+fn sharedcache(driver: &str) {
+    let Some((_fx, s)) = session(driver) else { return };
+    let file = 16 * MIB;
+    let p = SharedCacheParams { file_bytes: file, readers: 2 }.to_params();
+    let (m, notes) = run_cell(&s, "sharedcache", &p, 1).unwrap();
+    assert_eq!(n(&m, "read_latency_ns"), 2);
+    assert_eq!(n(&m, "cgroup_page_cache_bytes"), 2);
+    for k in ["page_cache_growth_bytes", "growth_per_reader_bytes", "growth_per_file_ratio", "cgroup_page_cache_total_bytes"] {
+        assert_eq!(n(&m, k), 1, "{k}");
+    }
+    assert_eq!(n(&m, "arc_growth_bytes"), 0, "no ARC outside zfs");
+    assert!(notes["arc_source"].starts_with("not applicable"));
+    let cached = m["cgroup_page_cache_total_bytes"][0];
+    eprintln!(
+        "sharedcache {driver} N=2 file {file}: containers' page cache {cached} bytes, host page cache growth {} bytes",
+        m["page_cache_growth_bytes"][0]
+    );
+    // The first reader always caches the file.
+    assert!(cached >= 0.9 * file as f64, "{driver}: the readers cached only {cached} bytes of a {file}-byte file");
+    if driver == "vfs" {
+        // Every vfs container has its own copy of the file: two readers, two copies cached.
+        assert!(cached >= 1.5 * file as f64, "vfs: two readers cached {cached} bytes of a {file}-byte file");
+    } else {
+        // overlay reads the one lower file: the second reader finds it cached.
+        assert!(cached < 1.5 * file as f64, "{driver}: two readers cached {cached} bytes of a {file}-byte file");
+    }
+    assert_clean(&s);
+}
+
+#[test]
+fn sharedcache_overlay_shares_the_page_cache() {
+    sharedcache("overlay");
+}
+
+#[test]
+fn sharedcache_vfs_caches_one_copy_per_container() {
+    sharedcache("vfs");
+}
+
+fn churn(driver: &str) {
+    let Some((_fx, s)) = session(driver) else { return };
+    let write = MIB;
+    let p = ChurnParams { cycles: 3, write_bytes: write, discard: Discard::Backend }.to_params();
+    let (m, notes) = run_cell(&s, "churn", &p, 1).unwrap();
+    assert_eq!(m["cycles_count"], vec![3.0]);
+    assert_eq!(n(&m, "backend_used_bytes"), 3);
+    assert_eq!(n(&m, "backing_allocated_bytes"), 3);
+    assert_eq!(n(&m, "write_latency_ns"), 3);
+    assert_eq!(n(&m, "backend_growth_bytes"), 1);
+    assert!(m["backend_used_bytes"].iter().all(|v| *v > 0.0));
+    assert_eq!(notes["backend_used_source"], "blocks under the driver root");
+    // A directory backend deletes a removed layer's files: three cycles of 1 MiB leave less
+    // than one cycle's data behind (metadata only).
+    let growth = m["backend_growth_bytes"][0];
+    assert!(growth < write as f64, "{driver}: {growth} bytes left after 3 create/write/destroy cycles");
+    // No discard option on directory backends: those cells are skipped, with the reason.
+    let on = ChurnParams { cycles: 1, write_bytes: write, discard: Discard::On }.to_params();
+    let r = run_cell(&s, "churn", &on, 1).unwrap_err();
+    assert!(r.contains("no discard option"), "{r}");
+    assert_clean(&s);
+}
+
+#[test]
+fn churn_overlay_records_every_cycle() {
+    churn("overlay");
+}
+
+#[test]
+fn churn_vfs_records_every_cycle() {
+    churn("vfs");
+}
+
+fn fragmentation(driver: &str) {
+    let Some((_fx, s)) = session(driver) else { return };
+    let p = FragmentationParams { file_bytes: 8 * MIB, overwrite_pct: 25 };
+    let (m, notes) = run_cell(&s, "fragmentation", &p.to_params(), 2).unwrap();
+    for k in ["seq_read_before_bytes_per_s", "seq_read_after_bytes_per_s", "after_before_ratio", "overwrite_bytes_per_s"] {
+        assert_eq!(n(&m, k), 2, "{k}");
+        assert!(m[k].iter().all(|v| v.is_finite() && *v > 0.0), "{k}: {:?}", m[k]);
+    }
+    // The ratio is the two reads' quotient, per repetition.
+    for i in 0..2 {
+        let r = m["seq_read_after_bytes_per_s"][i] / m["seq_read_before_bytes_per_s"][i];
+        assert!((r - m["after_before_ratio"][i]).abs() < 1e-9);
+    }
+    assert_eq!(notes["overwrites"], p.overwrites().to_string());
+    eprintln!("fragmentation {driver}: {:?} ({})", m["after_before_ratio"], notes["read_mode"]);
+    assert_clean(&s);
+}
+
+#[test]
+fn fragmentation_overlay_reads_before_and_after() {
+    fragmentation("overlay");
+}
+
+#[test]
+fn fragmentation_vfs_reads_before_and_after() {
+    fragmentation("vfs");
+}
+
+fn concurrent(driver: &str, mode: Mode) {
+    let Some((_fx, s)) = session(driver) else { return };
+    let p = ConcurrentParams { containers: 3, mode, data_bytes: 4 * MIB, ios: 20, interval_us: 0 };
+    let (m, notes) = run_cell(&s, "concurrent", &p.to_params(), 1).unwrap();
+    assert_eq!(n(&m, "completion_ns"), 3);
+    assert_eq!(n(&m, "mean_io_latency_ns"), 3);
+    assert_eq!(n(&m, "total_completion_ns"), 1);
+    assert_eq!(n(&m, "aggregate_ios_per_s"), 1);
+    // All containers' IO lies within the window from the first release to the last end.
+    let total = m["total_completion_ns"][0];
+    assert!(m["completion_ns"].iter().all(|c| *c > 0.0 && *c <= total), "{m:?}");
+    // An IO's latency cannot exceed its container's completion time.
+    for (lat, c) in m["mean_io_latency_ns"].iter().zip(&m["completion_ns"]) {
+        assert!(*lat > 0.0 && *lat <= *c, "{lat} > {c}");
+    }
+    eprintln!("concurrent {driver} {mode:?}: total {total} ns ({})", notes["io"]);
+    assert_clean(&s);
+}
+
+#[test]
+fn concurrent_overlay_updates_and_file_reads() {
+    concurrent("overlay", Mode::Update);
+    concurrent("overlay", Mode::FileRead);
+}
+
+#[test]
+fn concurrent_vfs_reads_and_file_updates() {
+    concurrent("vfs", Mode::Read);
+    concurrent("vfs", Mode::FileUpdate);
+}

@@ -1,0 +1,152 @@
+//! `churn`: K cycles of create container / write X MiB / destroy container and its layer,
+//! reading the backend's space after every cycle.
+//!
+//! A backend that returns freed space stays flat; one that leaks (moby#3182: devicemapper's
+//! loop-backed data file keeps every block ever written unless discards reach it) grows with
+//! K. Two figures per cycle: what the backend says it uses (thin-pool data used, zpool used,
+//! the btrfs filesystem's used blocks, or the blocks under the driver root for directory
+//! backends) and what the backing store holds on the host (allocated blocks of the loop / vdev
+//! / data file, or again the blocks under the driver root). `discard` = `on` / `off` opens the
+//! backend with that option (devicemapper's `discard`); backends without it skip those cells.
+//! Answers dm-churn-overflow.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{MetricSpec, Params, Profile, TypedParams, Workload, MIB};
+
+/// Whether removed layers' blocks are discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discard {
+    /// The driver as the run opened it (every backend).
+    Backend,
+    /// `discard=true` (backends with a discard option only).
+    On,
+    /// `discard=false` (backends with a discard option only).
+    Off,
+}
+
+impl Discard {
+    /// The value of the backend's `discard` option, None for [`Discard::Backend`].
+    pub fn option_value(&self) -> Option<&'static str> {
+        match self {
+            Discard::Backend => None,
+            Discard::On => Some("true"),
+            Discard::Off => Some("false"),
+        }
+    }
+}
+
+/// Parameters of one churn cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChurnParams {
+    /// Create/write/destroy cycles per repetition (K).
+    pub cycles: u32,
+    /// Bytes each container writes to a new file (X), fsynced.
+    pub write_bytes: u64,
+    pub discard: Discard,
+}
+
+impl TypedParams for ChurnParams {}
+
+pub const QUICK_CYCLES: u32 = 10;
+pub const QUICK_WRITE: u64 = 4 * MIB;
+pub const FULL_CYCLES: [u32; 2] = [50, 200];
+pub const FULL_WRITE: [u64; 2] = [4 * MIB, 64 * MIB];
+
+pub const METRICS: [MetricSpec; 6] = [
+    MetricSpec {
+        name: "backend_used_bytes",
+        unit: "bytes",
+        description: "space the backend reports used after each cycle (one sample per cycle, in cycle order)",
+    },
+    MetricSpec {
+        name: "backing_allocated_bytes",
+        unit: "bytes",
+        description: "blocks the backing store holds on the host after each cycle (loop/vdev/data file, or the driver root)",
+    },
+    MetricSpec {
+        name: "backend_growth_bytes",
+        unit: "bytes",
+        description: "backend_used after the last cycle minus before the first (signed)",
+    },
+    MetricSpec {
+        name: "backing_growth_bytes",
+        unit: "bytes",
+        description: "backing_allocated after the last cycle minus before the first (signed)",
+    },
+    MetricSpec {
+        name: "cycles_count",
+        unit: "count",
+        description: "cycles completed in the repetition",
+    },
+    MetricSpec {
+        name: "write_latency_ns",
+        unit: "ns",
+        description: "the container's write of X bytes + fsync, timed by the probe (one sample per cycle)",
+    },
+];
+
+pub struct Churn;
+
+impl Workload for Churn {
+    fn id(&self) -> &'static str {
+        "churn"
+    }
+    fn description(&self) -> &'static str {
+        "K cycles of create container / write X / destroy: backend space after each cycle, with and without discard"
+    }
+    fn claims(&self) -> &'static [&'static str] {
+        &["dm-churn-overflow"]
+    }
+    fn metrics(&self) -> &'static [MetricSpec] {
+        &METRICS
+    }
+    fn cells(&self, profile: Profile) -> Vec<Params> {
+        let discards = [Discard::Backend, Discard::On, Discard::Off];
+        match profile {
+            Profile::Quick => discards
+                .iter()
+                .map(|&discard| ChurnParams { cycles: QUICK_CYCLES, write_bytes: QUICK_WRITE, discard }.to_params())
+                .collect(),
+            Profile::Full => {
+                let mut v = Vec::new();
+                for &cycles in &FULL_CYCLES {
+                    for &write_bytes in &FULL_WRITE {
+                        for &discard in &discards {
+                            v.push(ChurnParams { cycles, write_bytes, discard }.to_params());
+                        }
+                    }
+                }
+                v
+            }
+        }
+    }
+    fn warmup(&self, _profile: Profile) -> u32 {
+        0
+    }
+    fn repetitions(&self, profile: Profile) -> u32 {
+        match profile {
+            Profile::Quick => 1,
+            Profile::Full => 3,
+        }
+    }
+    fn drop_caches(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_and_params() {
+        let cells = Churn.cells(Profile::Quick);
+        assert_eq!(cells.len(), 3);
+        assert_eq!(crate::params_string(&cells[1]), format!("cycles=10;discard=on;write_bytes={}", 4 * MIB));
+        let p = ChurnParams::from_params(&cells[2]).unwrap();
+        assert_eq!(p.discard.option_value(), Some("false"));
+        assert!(Churn.cells(Profile::Full).iter().any(|c| c["cycles"] == 200));
+    }
+}
