@@ -17,6 +17,12 @@ pub mod sharedcache;
 pub mod churn;
 pub mod fragmentation;
 pub mod concurrent;
+pub mod lookup;
+pub mod metadata;
+pub mod seqio;
+pub mod randio;
+pub mod baremetal;
+pub mod layers;
 pub mod probe;
 
 /// How much of a workload's sweep to run.
@@ -107,7 +113,7 @@ pub trait Workload: Sync {
 
 /// Every workload, in the order a run executes them.
 pub fn all() -> Vec<&'static dyn Workload> {
-    vec![&density::Density, &copyup::Copyup, &sharedcache::SharedCache, &churn::Churn, &fragmentation::Fragmentation, &concurrent::Concurrent]
+    vec![&density::Density, &copyup::Copyup, &sharedcache::SharedCache, &churn::Churn, &fragmentation::Fragmentation, &concurrent::Concurrent, &lookup::Lookup, &metadata::Metadata, &seqio::Seqio, &randio::Randio, &baremetal::Baremetal, &layers::Layers]
 }
 
 /// A workload by id.

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod meta;
 pub mod ops;
 pub mod random_io;
 
@@ -151,6 +152,11 @@ pub enum Op {
         #[serde(default)]
         seed: u64,
     },
+    /// `count` small files of `bytes` in `dir`: create, stat, rename, chmod, unlink, one
+    /// sample per phase (see [`meta::meta`]).
+    Meta { dir: String, count: u64, bytes: u64 },
+    /// Recursive lchown of `path` (copies every file up on file-level backends); one sample.
+    Chown { path: String, uid: u32, gid: u32 },
 }
 
 impl Op {
@@ -164,6 +170,8 @@ impl Op {
             Op::Meminfo => "meminfo",
             Op::Sleep { .. } => "sleep",
             Op::RandomIo { .. } => "random_io",
+            Op::Meta { .. } => "meta",
+            Op::Chown { .. } => "chown",
         }
     }
 }

@@ -165,6 +165,8 @@ fn run_op(i: usize, op: &Op, out: &mut Vec<Sample>) {
             };
             super::random_io::run(i, &a, out)
         }
+        Op::Meta { dir, count, bytes } => super::meta::meta(name, i, dir, *count, *bytes, out),
+        Op::Chown { path, uid, gid } => super::meta::chown(name, i, path, *uid, *gid, out),
         Op::Hold => {
             let (ns, r) = timed(hold);
             let mut s = Sample::new(name, i, "total");

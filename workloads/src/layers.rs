@@ -1,0 +1,96 @@
+//! `layers`: pull and push of synthetic layers through the driver, the host-side operations
+//! behind `docker pull` and `docker commit`/`push`.
+//!
+//! - pull: `apply` of a layer tar (read from a file already in the page cache, as a downloaded
+//!   blob would be) into a fresh active layer, then `commit`.
+//! - push: `diff` of an active layer that holds the same content (written before, untimed) to
+//!   a counting sink, then `commit`.
+//!
+//! These are driver operations on the host, not IO of a containerised process, so here the
+//! harness's own monotonic clock IS the measurement (the probe has nothing to time); layer
+//! preparation and removal stay outside the timed spans. Answers layer-sharing (what a layer
+//! costs to bring in) and image build cost.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{MetricSpec, Params, Profile, TypedParams, Workload, MIB};
+
+/// Parameters of one layers cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayersParams {
+    /// Bytes of file content in the layer.
+    pub layer_bytes: u64,
+    /// Files the content is spread over (evenly).
+    pub files: u64,
+}
+
+impl TypedParams for LayersParams {}
+
+pub const QUICK_SIZES: [u64; 2] = [16 * MIB, 64 * MIB];
+pub const FULL_SIZES: [u64; 4] = [16 * MIB, 64 * MIB, 256 * MIB, 1024 * MIB];
+pub const QUICK_FILES: [u64; 2] = [10, 1_000];
+pub const FULL_FILES: [u64; 3] = [10, 1_000, 10_000];
+
+pub const METRICS: [MetricSpec; 6] = [
+    MetricSpec { name: "pull_latency_ns", unit: "ns", description: "apply of the layer tar + commit, harness clock" },
+    MetricSpec { name: "pull_bytes_per_s", unit: "bytes_per_s", description: "layer content bytes over the pull time" },
+    MetricSpec { name: "push_latency_ns", unit: "ns", description: "diff of the active layer to a sink + commit, harness clock" },
+    MetricSpec { name: "push_bytes_per_s", unit: "bytes_per_s", description: "layer content bytes over the push time" },
+    MetricSpec { name: "commit_latency_ns", unit: "ns", description: "the commit part of the pull" },
+    MetricSpec { name: "diff_tar_bytes", unit: "bytes", description: "size of the tar the diff wrote" },
+];
+
+pub struct Layers;
+
+impl Workload for Layers {
+    fn id(&self) -> &'static str {
+        "layers"
+    }
+    fn description(&self) -> &'static str {
+        "apply + commit (pull) and diff + commit (push) of synthetic layers through the driver"
+    }
+    fn claims(&self) -> &'static [&'static str] {
+        &["layer-sharing"]
+    }
+    fn metrics(&self) -> &'static [MetricSpec] {
+        &METRICS
+    }
+    fn cells(&self, profile: Profile) -> Vec<Params> {
+        let (sizes, files): (&[u64], &[u64]) = match profile {
+            Profile::Quick => (&QUICK_SIZES, &QUICK_FILES),
+            Profile::Full => (&FULL_SIZES, &FULL_FILES),
+        };
+        let mut v = Vec::new();
+        for &files in files {
+            for &layer_bytes in sizes {
+                v.push(LayersParams { layer_bytes, files }.to_params());
+            }
+        }
+        v
+    }
+    fn warmup(&self, _profile: Profile) -> u32 {
+        1
+    }
+    fn repetitions(&self, profile: Profile) -> u32 {
+        match profile {
+            Profile::Quick => 2,
+            Profile::Full => 10,
+        }
+    }
+    fn drop_caches(&self) -> bool {
+        // The tar stands for a blob just downloaded: in the page cache, as after a pull.
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells() {
+        let q = Layers.cells(Profile::Quick);
+        assert_eq!(q.len(), 4);
+        assert_eq!(crate::params_string(&q[0]), "files=10;layer_bytes=16777216");
+    }
+}
