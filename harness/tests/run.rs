@@ -173,3 +173,28 @@ fn unknown_driver_is_a_usage_error() {
     assert!(out.stdout.is_empty(), "nothing on stdout for an error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown driver 'ext9'"));
 }
+
+#[test]
+fn probe_json_keeps_drivers_and_adds_host() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cowbench")).args(["probe", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let drivers = doc["drivers"].as_array().unwrap();
+    assert_eq!(drivers.len(), registry::DRIVERS.len());
+    for d in drivers {
+        assert!(d["name"].is_string() && d["available"].is_boolean());
+        assert!(d["available"] == true || d["reason"].is_string(), "an unavailable driver says why: {d}");
+    }
+    let host = &doc["host"];
+    for k in ["kernel", "distro", "cgroup"] {
+        assert!(host[k].as_str().is_some_and(|v| !v.is_empty()), "host.{k}");
+    }
+    assert_eq!(host["cowbench"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(host["cpu"]["count"].as_u64().unwrap() >= 1);
+    assert!(host["memory_bytes"].as_u64().unwrap() > 0);
+    assert!(host["environment"]["kind"] == "host" || host["environment"]["kind"] == "vm");
+    for d in host["drivers"].as_array().unwrap() {
+        assert!(d["storage"]["loop_backed"].is_boolean(), "{d}");
+        assert!(d["storage"]["filesystem"].is_string(), "backing filesystem of {}", d["name"]);
+    }
+}
