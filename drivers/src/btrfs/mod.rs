@@ -834,6 +834,36 @@ mod tests {
     }
 
     #[test]
+    fn existing_filesystem_is_used_and_left_mounted() {
+        // The loop-backed filesystem of one driver is the "existing btrfs" of another.
+        let Some(env) = Env::new(&[("size", "512M")]) else { return };
+        let fs_root = env.d().store.base().to_path_buf();
+        let other = env.dir.as_ref().unwrap().path().join("other");
+        let cfg = DriverConfig::new(&other).with_option("root", fs_root.to_str().unwrap());
+        let d = Btrfs::open(&cfg).unwrap();
+        assert!(!d.capabilities().loop_backed);
+        d.prepare("x", None, &Labels::new()).unwrap();
+        let p = d.layer_path(d.stat("x").unwrap().id);
+        assert!(p.starts_with(&fs_root), "{} not on {}", p.display(), fs_root.display());
+        fs::write(p.join("f"), b"1").unwrap();
+        d.commit("xc", "x", &Labels::new()).unwrap();
+        d.prepare("y", Some("xc"), &Labels::new()).unwrap();
+        let t = env.target("y");
+        d.mount("y", &t).unwrap();
+        assert_eq!(fs::read(t.join("f")).unwrap(), b"1");
+        assert_eq!(d.status().unwrap()["mode"], "existing filesystem");
+        // Teardown deletes its own subvolumes (the mount of one included) and nothing else.
+        d.teardown().unwrap();
+        assert!(!mounts::is_mountpoint(&t));
+        assert!(is_btrfs_mount(&fs_root), "the existing filesystem must stay mounted");
+        assert!(!p.exists());
+        assert!(fs::read_dir(&fs_root).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("cowbench-")));
+        // A directory that is not on btrfs is refused.
+        let cfg = DriverConfig::new(&other).with_option("root", "/proc");
+        assert!(matches!(Btrfs::open(&cfg), Err(Error::Config { .. })));
+    }
+
+    #[test]
     fn bad_options_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = DriverConfig::new(dir.path()).with_option("sise", "1G");
