@@ -84,6 +84,35 @@ pub fn cgroup_parent(root: &Path) -> String {
     format!("cowbench/{}", hex::encode(&sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes())[..6]))
 }
 
+/// An exclusive hold on a root for the length of a run (`<root>/run.lock`, flock). The kernel
+/// drops it when the process dies, so a `kill -9` never leaves a stale lock behind.
+pub struct RootLock {
+    _file: std::fs::File,
+}
+
+/// Take the root's lock. Err(pid text) when another process holds it.
+pub fn lock_root(root: &Path) -> std::io::Result<Result<RootLock, String>> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(root)?;
+    let path = root.join("run.lock");
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            return Ok(Err(holder.trim().to_string()));
+        }
+        return Err(e);
+    }
+    f.set_len(0)?;
+    f.rewind()?;
+    write!(f, "{}", std::process::id())?;
+    Ok(Ok(RootLock { _file: f }))
+}
+
 /// The runtime state dir cowbench uses for `runtime` under `root`.
 pub fn runtime_state_dir(root: &Path, runtime: &str) -> PathBuf {
     root.join("runtime").join(runtime)

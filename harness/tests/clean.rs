@@ -142,6 +142,11 @@ fn kill_mid_density_then_clean(driver: &str) {
         std::thread::sleep(Duration::from_millis(20));
     };
 
+    // While the run is alive, clean refuses to touch its root.
+    let refused = Command::new(env!("CARGO_BIN_EXE_cowbench")).args(["clean", "--root"]).arg(&root).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1), "clean during a run: {}", String::from_utf8_lossy(&refused.stderr));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is using"));
+
     // kill -9: no handler runs, nothing is cleaned by the run itself.
     let mut child = g.child.take().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();

@@ -16,6 +16,18 @@ pub struct CleanArgs {
 }
 
 pub fn run(args: CleanArgs) -> anyhow::Result<ExitCode> {
+    // Never pull the storage from under a live run; a killed run's lock is gone with it.
+    let _lock = if args.root.root.exists() {
+        match crate::clean::lock_root(&args.root.root)? {
+            Ok(l) => Some(l),
+            Err(pid) => {
+                eprintln!("cowbench clean: a cowbench run (pid {pid}) is using {}; stop it first", args.root.root.display());
+                return Ok(ExitCode::from(1));
+            }
+        }
+    } else {
+        None
+    };
     let opts = crate::clean::CleanOptions { quiet: false, driver_options: args.root.driver_config().options };
     let report = crate::clean::clean(&args.root.root, &opts);
     if args.json {

@@ -49,6 +49,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("cowbench run: {e:#}");
         return Ok(ExitCode::from(2));
     }
+    // A run owns its root (it cleans it at the end): one run per root at a time.
+    let _lock = match crate::clean::lock_root(&args.root.root)? {
+        Ok(l) => l,
+        Err(pid) => {
+            eprintln!("cowbench run: another cowbench run (pid {pid}) uses {}", args.root.root.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
     let cfg = RunConfig {
         drivers: args.drivers,
         workloads: args.workloads,
