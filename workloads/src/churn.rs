@@ -54,7 +54,7 @@ pub const QUICK_WRITE: u64 = 4 * MIB;
 pub const FULL_CYCLES: [u32; 2] = [50, 200];
 pub const FULL_WRITE: [u64; 2] = [4 * MIB, 64 * MIB];
 
-pub const METRICS: [MetricSpec; 6] = [
+pub const METRICS: [MetricSpec; 8] = [
     MetricSpec {
         name: "backend_used_bytes",
         unit: "bytes",
@@ -74,6 +74,16 @@ pub const METRICS: [MetricSpec; 6] = [
         name: "backing_growth_bytes",
         unit: "bytes",
         description: "backing_allocated after the last cycle minus before the first (signed)",
+    },
+    MetricSpec {
+        name: "backend_settled_growth_bytes",
+        unit: "bytes",
+        description: "as backend_growth, both readings taken once deferred frees landed (btrfs cleaner; readings stable for 500 ms)",
+    },
+    MetricSpec {
+        name: "backing_settled_growth_bytes",
+        unit: "bytes",
+        description: "as backing_growth, both readings settled",
     },
     MetricSpec {
         name: "cycles_count",

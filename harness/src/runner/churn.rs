@@ -19,12 +19,14 @@ use cowbench_workloads::probe::{Op, Request};
 use cowbench_workloads::{Params, TypedParams};
 
 use super::exec::{CellExec, RepSamples, Session, SetupError};
-use super::inside::{check, space, total_of, Space};
+use super::inside::{check, settled_space, space, total_of, Space};
 use crate::container::ContainerSpec;
 use crate::image::{Image, ImageSpec, Shape};
 
 const TARGET: &str = "/churn.dat";
 const BLOCK: u64 = 1024 * 1024;
+/// Longest wait for deferred frees after the last cycle.
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn setup<'a>(s: &'a Session, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
     let p = ChurnParams::from_params(params).map_err(|e| SetupError::Fail(anyhow::anyhow!(e)))?;
@@ -48,7 +50,7 @@ pub fn setup<'a>(s: &'a Session, params: &Params) -> Result<Box<dyn CellExec + '
             }
         }
     }
-    let mut ex = Churn { s, p, own, img: None, discard_note, sources: None };
+    let mut ex = Churn { s, p, own, img: None, discard_note, sources: None, settle: None };
     let img = super::inside::build_image(ex.driver(), &ex.driver_root(), &ImageSpec::new("churn", s.seed, Shape::Base));
     match img {
         Ok(i) => ex.img = Some(i),
@@ -69,6 +71,8 @@ struct Churn<'a> {
     img: Option<Image>,
     discard_note: String,
     sources: Option<(String, String)>,
+    /// How the last repetition's settled reading was reached.
+    settle: Option<String>,
 }
 
 impl Churn<'_> {
@@ -108,7 +112,7 @@ impl CellExec for Churn<'_> {
             seed: rep as u64,
         }]);
         let spec = ContainerSpec::probe(&req);
-        let first = self.space()?;
+        let (first, _) = settled_space(self.driver(), &self.driver_root(), SETTLE_MAX)?;
         let mut last = first.clone();
         let mut samples: RepSamples = Vec::new();
         let mut done = 0u32;
@@ -135,6 +139,10 @@ impl CellExec for Churn<'_> {
         samples.push(("backend_growth_bytes", last.used as f64 - first.used as f64));
         samples.push(("backing_growth_bytes", last.allocated as f64 - first.allocated as f64));
         samples.push(("cycles_count", done as f64));
+        let (settled, how) = settled_space(self.driver(), &self.driver_root(), SETTLE_MAX)?;
+        samples.push(("backend_settled_growth_bytes", settled.used as f64 - first.used as f64));
+        samples.push(("backing_settled_growth_bytes", settled.allocated as f64 - first.allocated as f64));
+        self.settle = Some(how);
         Ok(samples)
     }
 
@@ -144,6 +152,9 @@ impl CellExec for Churn<'_> {
             ("discard".into(), self.discard_note.clone()),
             ("cycle".into(), format!("`run` of a container writing {TARGET} (fsync), then delete container and layer")),
         ]);
+        if let Some(how) = &self.settle {
+            n.insert("settled".into(), how.clone());
+        }
         if let Some((u, a)) = &self.sources {
             n.insert("backend_used_source".into(), u.clone());
             n.insert("backing_allocated_source".into(), a.clone());

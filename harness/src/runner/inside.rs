@@ -120,7 +120,16 @@ pub fn statvfs_used(p: &Path) -> Option<u64> {
     Some((v.blocks() as u64).saturating_sub(v.blocks_free() as u64) * v.fragment_size() as u64)
 }
 
-/// Space of a backend, read after `sync(2)`.
+/// `syncfs(2)` of the filesystem holding `p`; best effort (a FUSE filesystem may ignore it).
+fn syncfs(p: &Path) {
+    if let Ok(f) = std::fs::File::open(p) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the fd is open for the duration of the call.
+        unsafe { libc::syncfs(f.as_raw_fd()) };
+    }
+}
+
+/// Space of a backend, read after syncing its filesystems.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Space {
     /// What the backend reports used (pool / filesystem / driver root).
@@ -139,9 +148,13 @@ fn num(st: &BTreeMap<String, String>, k: &str) -> Option<u64> {
 /// used blocks, else the blocks under the driver root; allocation of the data / vdev / loop
 /// file where there is one, else the driver root's blocks again.
 pub fn space(driver: &dyn Driver, driver_root: &Path) -> anyhow::Result<Space> {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
     let st = driver.status()?;
+    // syncfs(2) of the backend's own filesystems only: a host-wide sync(2) would wait for
+    // every other writer on the host.
+    syncfs(driver_root);
+    if let Some(store) = st.get("store") {
+        syncfs(Path::new(store));
+    }
     let (used, used_source) = if let Some(v) = num(&st, "data_used_bytes") {
         (v, "thin-pool data used (status data_used_bytes)".to_string())
     } else if let Some(v) = num(&st, "pool_used_bytes") {
@@ -160,6 +173,42 @@ pub fn space(driver: &dyn Driver, driver_root: &Path) -> anyhow::Result<Space> {
     }
     let (allocated, allocated_source) = alloc.unwrap_or_else(|| (du_bytes(driver_root), "blocks under the driver root".into()));
     Ok(Space { used, used_source, allocated, allocated_source })
+}
+
+/// Backend space once deferred frees have landed: btrfs deletes subvolumes in a background
+/// cleaner and frees their extents at a later transaction commit, so for btrfs the executor
+/// commits (`btrfs filesystem sync`, 3 s at most); then the backend's used space is read
+/// every 500 ms until two readings agree, for `max` at most. Returns the last reading and how
+/// it settled. (The host-side allocation of a loop file may go on changing: it is not waited
+/// for.)
+pub fn settled_space(driver: &dyn Driver, driver_root: &Path, max: std::time::Duration) -> anyhow::Result<(Space, String)> {
+    let t0 = std::time::Instant::now();
+    let mut how = String::new();
+    if driver.name() == "btrfs" {
+        if let Some(store) = driver.status()?.get("store").cloned() {
+            let out = std::process::Command::new("timeout").args(["3", "btrfs", "filesystem", "sync"]).arg(&store).output();
+            match out {
+                Ok(o) if o.status.success() => how.push_str("btrfs filesystem sync; "),
+                Ok(o) => how.push_str(&format!("btrfs filesystem sync failed ({}); ", o.status)),
+                Err(e) => how.push_str(&format!("btrfs filesystem sync: {e}; ")),
+            }
+        }
+    }
+    let mut last = space(driver, driver_root)?;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = space(driver, driver_root)?;
+        let stable = now.used == last.used;
+        last = now;
+        if stable {
+            how.push_str(&format!("used stable after {:.1} s", t0.elapsed().as_secs_f64()));
+            return Ok((last, how));
+        }
+        if t0.elapsed() >= max {
+            how.push_str(&format!("used still changing after {:.1} s", t0.elapsed().as_secs_f64()));
+            return Ok((last, how));
+        }
+    }
 }
 
 #[cfg(test)]
