@@ -394,6 +394,8 @@ fn extent_walk(key: &str, path: &Path) -> Result<u64> {
     Ok(total)
 }
 
+// The casts: statvfs field types differ between architectures (u32 on some 32-bit targets).
+#[allow(clippy::unnecessary_cast)]
 fn statvfs_facts(path: &Path, out: &mut BTreeMap<String, String>) {
     if let Ok(s) = nix::sys::statvfs::statvfs(path) {
         let f = s.fragment_size() as u64;
