@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn mirrors_seqio_and_randio() {
         let b = Baremetal.cells(Profile::Quick);
-        assert_eq!(b.len(), 4);
+        assert_eq!(b.len(), 3);
         // Every seqio cell has a baremetal cell agreeing on all of its parameters.
         for s in Seqio.cells(Profile::Quick) {
             assert!(b.iter().any(|r| s.iter().all(|(k, v)| r.get(k) == Some(v))), "{s:?}");

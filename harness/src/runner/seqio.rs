@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cowbench_workloads::probe::{Op, Response, Sample};
 use cowbench_workloads::seqio::{IoParams, Pattern as Access, Target, IMAGE_FILE, NEW_FILE};
-use cowbench_workloads::{Params, TypedParams};
+use cowbench_workloads::{Params, TypedParams, MIB};
 
 use super::exec::{CellExec, RepSamples, Session, SetupError};
 use super::imgs::{self, LayerFn, Pattern};
@@ -65,8 +65,21 @@ pub fn io_ops(p: &IoParams, file: &str, seed: u64) -> IoOps {
         (Target::Image, _) => IoOps { ops: vec![Op::Hold, read, write], hold: 0, read: 1, write: 2 },
         // The timed write creates the file; it is read back after the caches are dropped.
         (Target::New, Access::Seq) => IoOps { ops: vec![seq_write(true, p.fsync), Op::Hold, read], hold: 1, read: 2, write: 0 },
-        // An unrecorded sequential fill, then random reads and overwrites of it.
-        (Target::New, Access::Rand) => IoOps { ops: vec![seq_write(true, true), Op::Hold, read, write], hold: 1, read: 2, write: 3 },
+        // An unrecorded fill (buffered 1 MiB blocks, synced), then random reads and overwrites.
+        (Target::New, Access::Rand) => {
+            let fill = Op::Write {
+                path: file.into(),
+                block_bytes: MIB,
+                bytes: p.file_bytes,
+                direct: false,
+                random: false,
+                fsync: true,
+                create: true,
+                per_block: false,
+                seed,
+            };
+            IoOps { ops: vec![fill, Op::Hold, read, write], hold: 1, read: 2, write: 3 }
+        }
     }
 }
 
@@ -136,8 +149,10 @@ pub fn o_direct_refused(s: &Session) -> anyhow::Result<Option<String>> {
         let guard = cowbench_drivers::MountGuard::new(d, &key, &target)?;
         let f = guard.path().join("f");
         let c = std::ffi::CString::new(f.to_str().unwrap_or_default())?;
+        // Open, write and read back one aligned block: some backends (FUSE ones) accept the
+        // O_DIRECT open and refuse the IO.
         // SAFETY: c is a valid path.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_DIRECT | libc::O_CLOEXEC, 0o644) };
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_DIRECT | libc::O_CLOEXEC, 0o644) };
         let refused = if fd < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINVAL) {
@@ -146,9 +161,25 @@ pub fn o_direct_refused(s: &Session) -> anyhow::Result<Option<String>> {
                 anyhow::bail!("open(O_DIRECT) of {}: {e}", f.display());
             }
         } else {
-            // SAFETY: fd is ours.
-            unsafe { libc::close(fd) };
-            None
+            let layout = std::alloc::Layout::from_size_align(4096, 4096).expect("layout");
+            // SAFETY: non-zero size; freed below.
+            let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+            // SAFETY: buf holds 4096 bytes; fd is open.
+            let w = unsafe { libc::pwrite(fd, buf.cast(), 4096, 0) };
+            let we = std::io::Error::last_os_error();
+            // SAFETY: as above.
+            let r = if w == 4096 { unsafe { libc::pread(fd, buf.cast(), 4096, 0) } } else { -1 };
+            let re = std::io::Error::last_os_error();
+            // SAFETY: allocated above with this layout; fd is ours.
+            unsafe {
+                std::alloc::dealloc(buf, layout);
+                libc::close(fd);
+            }
+            match (w, r) {
+                (4096, 4096) => None,
+                (4096, _) => Some(format!("{} refuses O_DIRECT: a 4 KiB O_DIRECT read on a mounted layer fails ({re})", s.name)),
+                _ => Some(format!("{} refuses O_DIRECT: a 4 KiB O_DIRECT write on a mounted layer fails ({we})", s.name)),
+            }
         };
         let _ = std::fs::remove_file(&f);
         guard.unmount()?;
@@ -224,8 +255,10 @@ impl CellExec for Io<'_> {
                 c.wait_ready(Duration::from_secs(600))?;
             }
             // New files were written before the hold: drop them from the cache so they are read
-            // from storage.
-            super::drop_caches().map_err(|e| anyhow::anyhow!(e))?;
+            // from storage. (Image files: the runner dropped the caches before the repetition.)
+            if self.p.target == Target::New {
+                super::drop_caches().map_err(|e| anyhow::anyhow!(e))?;
+            }
             // Every job is stopped (SIGTERM, then wait) from its own thread, so the jobs start
             // their timed IO together.
             let stopped: Vec<anyhow::Result<(Sample, Sample)>> = std::thread::scope(|sc| {
