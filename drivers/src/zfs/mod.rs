@@ -401,10 +401,23 @@ impl Zfs {
                 mounts::mount(&ds, &dir, "zfs", flags, None)
                     .ctx(NAME, Some(&l.key), || format!("mount {ds} on {}", dir.display()))
             }
-            Flavor::Fuse(_) => match zfs(Some(&l.key), &["mount", &ds]) {
-                Err(e) if stderr_has(&e, &["already mounted"]) => Ok(()),
-                r => r.map(|_| ()),
-            },
+            Flavor::Fuse(_) => {
+                match zfs(Some(&l.key), &["mount", &ds]) {
+                    Err(e) if stderr_has(&e, &["already mounted"]) => {}
+                    r => r.map(|_| ())?,
+                }
+                // zfs-fuse may still count a dataset as mounted after a kernel unmount; never
+                // let a caller write into the bare directory instead of the dataset.
+                let start = std::time::Instant::now();
+                while !mounts::is_mountpoint(&dir) && start.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if mounts::is_mountpoint(&dir) {
+                    Ok(())
+                } else {
+                    Err(Error::invalid(NAME, &l.key, format!("{ds} is not mounted at {} (zfs-fuse still counts it as mounted)", dir.display())))
+                }
+            }
         }
     }
 
