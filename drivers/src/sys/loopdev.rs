@@ -1,8 +1,10 @@
 //! Loop devices through the loop ioctls (`LOOP_CTL_GET_FREE`, `LOOP_CONFIGURE`), not `losetup`.
 //!
-//! Devices are attached with `LO_FLAGS_AUTOCLEAR`, so the kernel detaches them by itself once
-//! the last user (the mounted filesystem, the thin pool) lets go; an explicit [`detach`] is
-//! still done where nothing else holds the device.
+//! Autoclear (`LO_FLAGS_AUTOCLEAR`) detaches a device on its *last close*, and attach itself
+//! closes the device, so a device attached with autoclear is gone before anyone can mount it.
+//! The pattern that works: attach without autoclear, let the holder take the device (mount,
+//! thin pool, zpool import), then [`detach`]: on a busy device the kernel turns that into
+//! autoclear, and the device goes away with its holder.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -55,7 +57,8 @@ fn zeroed_info() -> LoopInfo64 {
 pub struct AttachOptions {
     /// Use direct IO to the backing file (`LO_FLAGS_DIRECT_IO`), which avoids double caching.
     pub direct_io: bool,
-    /// Detach automatically when the last user closes the device.
+    /// Detach on the last close. Rarely what you want at attach time (see the module doc):
+    /// attach's own close is that last close unless something already holds the device.
     pub autoclear: bool,
 }
 
