@@ -12,7 +12,7 @@ use cowbench::runner::exec::{self, Session, SetupError};
 use cowbench_drivers::conformance::{fixture, Fixture};
 use cowbench_drivers::registry;
 use cowbench_drivers::sys::{hostinfo, mounts};
-use cowbench_workloads::churn::{ChurnParams, Discard};
+use cowbench_workloads::churn::ChurnParams;
 use cowbench_workloads::concurrent::{ConcurrentParams, Mode};
 use cowbench_workloads::fragmentation::FragmentationParams;
 use cowbench_workloads::sharedcache::SharedCacheParams;
@@ -92,7 +92,7 @@ fn n(s: &Samples, k: &str) -> usize {
 fn sharedcache(driver: &str) {
     let Some((_fx, s)) = session(driver) else { return };
     let file = 16 * MIB;
-    let p = SharedCacheParams { file_bytes: file, readers: 2 }.to_params();
+    let p = SharedCacheParams { file_bytes: file, containers: 2 }.to_params();
     let (m, notes) = run_cell(&s, "sharedcache", &p, 1).unwrap();
     assert_eq!(n(&m, "read_latency_ns"), 2);
     assert_eq!(n(&m, "cgroup_page_cache_bytes"), 2);
@@ -131,7 +131,7 @@ fn sharedcache_vfs_caches_one_copy_per_container() {
 fn churn(driver: &str) {
     let Some((_fx, s)) = session(driver) else { return };
     let write = MIB;
-    let p = ChurnParams { cycles: 3, write_bytes: write, discard: Discard::Backend }.to_params();
+    let p = ChurnParams { cycles: 3, write_bytes: write, discard: None }.to_params();
     let (m, notes) = run_cell(&s, "churn", &p, 1).unwrap();
     assert_eq!(m["cycles_count"], vec![3.0]);
     assert_eq!(n(&m, "backend_used_bytes"), 3);
@@ -145,7 +145,7 @@ fn churn(driver: &str) {
     let growth = m["backend_growth_bytes"][0];
     assert!(growth < write as f64, "{driver}: {growth} bytes left after 3 create/write/destroy cycles");
     // No discard option on directory backends: those cells are skipped, with the reason.
-    let on = ChurnParams { cycles: 1, write_bytes: write, discard: Discard::On }.to_params();
+    let on = ChurnParams { cycles: 1, write_bytes: write, discard: Some(true) }.to_params();
     let r = run_cell(&s, "churn", &on, 1).unwrap_err();
     assert!(r.contains("no discard option"), "{r}");
     assert_clean(&s);
@@ -163,7 +163,7 @@ fn churn_vfs_records_every_cycle() {
 
 fn fragmentation(driver: &str) {
     let Some((_fx, s)) = session(driver) else { return };
-    let p = FragmentationParams { file_bytes: 8 * MIB, overwrite_pct: 25 };
+    let p = FragmentationParams { file_bytes: 8 * MIB, overwrite_percent: 25 };
     let (m, notes) = run_cell(&s, "fragmentation", &p.to_params(), 2).unwrap();
     for k in ["seq_read_before_bytes_per_s", "seq_read_after_bytes_per_s", "after_before_ratio", "overwrite_bytes_per_s"] {
         assert_eq!(n(&m, k), 2, "{k}");

@@ -6,36 +6,13 @@
 //! K. Two figures per cycle: what the backend says it uses (thin-pool data used, zpool used,
 //! the btrfs filesystem's used blocks, or the blocks under the driver root for directory
 //! backends) and what the backing store holds on the host (allocated blocks of the loop / vdev
-//! / data file, or again the blocks under the driver root). `discard` = `on` / `off` opens the
+//! / data file, or again the blocks under the driver root). `discard` = true / false opens the
 //! backend with that option (devicemapper's `discard`); backends without it skip those cells.
 //! Answers dm-churn-overflow.
 
 use serde::{Deserialize, Serialize};
 
 use crate::{MetricSpec, Params, Profile, TypedParams, Workload, MIB};
-
-/// Whether removed layers' blocks are discarded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Discard {
-    /// The driver as the run opened it (every backend).
-    Backend,
-    /// `discard=true` (backends with a discard option only).
-    On,
-    /// `discard=false` (backends with a discard option only).
-    Off,
-}
-
-impl Discard {
-    /// The value of the backend's `discard` option, None for [`Discard::Backend`].
-    pub fn option_value(&self) -> Option<&'static str> {
-        match self {
-            Discard::Backend => None,
-            Discard::On => Some("true"),
-            Discard::Off => Some("false"),
-        }
-    }
-}
 
 /// Parameters of one churn cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +21,18 @@ pub struct ChurnParams {
     pub cycles: u32,
     /// Bytes each container writes to a new file (X), fsynced.
     pub write_bytes: u64,
-    pub discard: Discard,
+    /// The backend's `discard` option for this cell (devicemapper: whether removed layers'
+    /// blocks are discarded down to the loop-backed data file); None: the driver as the run
+    /// opened it. Backends without the option skip `Some` cells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discard: Option<bool>,
+}
+
+impl ChurnParams {
+    /// The value of the backend's `discard` option, None for the run's driver as it is.
+    pub fn discard_option(&self) -> Option<&'static str> {
+        self.discard.map(|d| if d { "true" } else { "false" })
+    }
 }
 
 impl TypedParams for ChurnParams {}
@@ -113,7 +101,7 @@ impl Workload for Churn {
         &METRICS
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
-        let discards = [Discard::Backend, Discard::On, Discard::Off];
+        let discards = [None, Some(true), Some(false)];
         match profile {
             Profile::Quick => discards
                 .iter()
@@ -137,8 +125,8 @@ impl Workload for Churn {
     }
     fn repetitions(&self, profile: Profile) -> u32 {
         match profile {
-            Profile::Quick => 1,
-            Profile::Full => 3,
+            // One repetition: a cell's samples are one series over its cycles.
+            Profile::Quick | Profile::Full => 1,
         }
     }
     fn drop_caches(&self) -> bool {
@@ -154,9 +142,11 @@ mod tests {
     fn cells_and_params() {
         let cells = Churn.cells(Profile::Quick);
         assert_eq!(cells.len(), 3);
-        assert_eq!(crate::params_string(&cells[1]), format!("cycles=10;discard=on;write_bytes={}", 4 * MIB));
+        assert_eq!(crate::params_string(&cells[0]), format!("cycles=10;write_bytes={}", 4 * MIB));
+        assert_eq!(crate::params_string(&cells[1]), format!("cycles=10;discard=true;write_bytes={}", 4 * MIB));
         let p = ChurnParams::from_params(&cells[2]).unwrap();
-        assert_eq!(p.discard.option_value(), Some("false"));
+        assert_eq!(p.discard_option(), Some("false"));
+        assert_eq!(ChurnParams::from_params(&cells[0]).unwrap().discard, None);
         assert!(Churn.cells(Profile::Full).iter().any(|c| c["cycles"] == 200));
     }
 }

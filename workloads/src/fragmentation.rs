@@ -2,7 +2,7 @@
 //!
 //! In one container: a sequential read of a large image file (O_DIRECT where the backend
 //! takes it, else buffered; the page cache is dropped before every read either way), then
-//! random 4 KiB overwrites of `overwrite_pct` % of its blocks (fsynced), then the same
+//! random 4 KiB overwrites of `overwrite_percent` % of its blocks (fsynced), then the same
 //! sequential read again, all in the same container layer. Copy-on-write backends that place
 //! every rewritten block elsewhere (zfs, btrfs) leave the file scattered; in-place writers
 //! (overlay and aufs after their copy-up, ext4 on dm-thin after the block copy) do not. All
@@ -18,7 +18,7 @@ pub struct FragmentationParams {
     /// Size of the image file.
     pub file_bytes: u64,
     /// Share of the file's 4 KiB blocks overwritten at random offsets (%, with repeats).
-    pub overwrite_pct: u32,
+    pub overwrite_percent: u32,
 }
 
 impl TypedParams for FragmentationParams {}
@@ -26,7 +26,7 @@ impl TypedParams for FragmentationParams {}
 impl FragmentationParams {
     /// Number of random 4 KiB overwrites.
     pub fn overwrites(&self) -> u64 {
-        (self.file_bytes / BLOCK) * self.overwrite_pct as u64 / 100
+        (self.file_bytes / BLOCK) * self.overwrite_percent as u64 / 100
     }
 }
 
@@ -34,7 +34,7 @@ impl FragmentationParams {
 pub const BLOCK: u64 = 4096;
 /// Block of the sequential reads.
 pub const SEQ_BLOCK: u64 = 1024 * 1024;
-pub const QUICK: FragmentationParams = FragmentationParams { file_bytes: 64 * MIB, overwrite_pct: 25 };
+pub const QUICK: FragmentationParams = FragmentationParams { file_bytes: 64 * MIB, overwrite_percent: 25 };
 pub const FULL_SIZES: [u64; 2] = [256 * MIB, GIB];
 pub const FULL_PCTS: [u32; 3] = [10, 25, 50];
 
@@ -82,8 +82,8 @@ impl Workload for Fragmentation {
             Profile::Full => {
                 let mut v = Vec::new();
                 for &file_bytes in &FULL_SIZES {
-                    for &overwrite_pct in &FULL_PCTS {
-                        v.push(FragmentationParams { file_bytes, overwrite_pct }.to_params());
+                    for &overwrite_percent in &FULL_PCTS {
+                        v.push(FragmentationParams { file_bytes, overwrite_percent }.to_params());
                     }
                 }
                 v

@@ -21,12 +21,13 @@ pub struct SharedCacheParams {
     /// Size of the image file every container reads.
     pub file_bytes: u64,
     /// Containers reading it (N).
-    pub readers: u32,
+    pub containers: u32,
 }
 
 impl TypedParams for SharedCacheParams {}
 
-pub const QUICK_FILE: u64 = 32 * MIB;
+/// 64 MiB, the file `fragmentation` and `concurrent` read too: one image build per driver.
+pub const QUICK_FILE: u64 = 64 * MIB;
 pub const QUICK_N: [u32; 3] = [1, 2, 4];
 pub const FULL_FILE: u64 = 256 * MIB;
 pub const FULL_N: [u32; 5] = [1, 2, 4, 8, 16];
@@ -96,7 +97,7 @@ impl Workload for SharedCache {
             Profile::Quick => (QUICK_FILE, &QUICK_N),
             Profile::Full => (FULL_FILE, &FULL_N),
         };
-        ns.iter().map(|&readers| SharedCacheParams { file_bytes, readers }.to_params()).collect()
+        ns.iter().map(|&containers| SharedCacheParams { file_bytes, containers }.to_params()).collect()
     }
     fn warmup(&self, _profile: Profile) -> u32 {
         0
@@ -122,8 +123,8 @@ mod tests {
     fn cells_and_params() {
         let cells = SharedCache.cells(Profile::Quick);
         assert_eq!(cells.len(), QUICK_N.len());
-        assert_eq!(crate::params_string(&cells[1]), format!("file_bytes={};readers=2", 32 * MIB));
+        assert_eq!(crate::params_string(&cells[1]), format!("containers=2;file_bytes={}", 64 * MIB));
         let p = SharedCacheParams::from_params(&SharedCache.cells(Profile::Full)[4]).unwrap();
-        assert_eq!(p, SharedCacheParams { file_bytes: 256 * MIB, readers: 16 });
+        assert_eq!(p, SharedCacheParams { file_bytes: 256 * MIB, containers: 16 });
     }
 }

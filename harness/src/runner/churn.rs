@@ -3,7 +3,7 @@
 //! deleted; the backend's space is read after every cycle (see [`super::inside::space`]).
 //!
 //! **Per-cell discard.** A driver is opened once per run with the run's options. A cell asking
-//! for `discard=on|off` on a backend that has a `discard` option (its status reports
+//! for `discard=true|false` on a backend that has a `discard` option (its status reports
 //! `discard`) uses the run's driver when it already has that value; otherwise the executor
 //! opens a second instance of the backend on a sub-root of the run's root,
 //! `<root>/churn-discard-<true|false>/`, with the run's options plus `discard=<v>`, builds the
@@ -32,7 +32,7 @@ pub fn setup<'a>(s: &'a Session, params: &Params) -> Result<Box<dyn CellExec + '
     let p = ChurnParams::from_params(params).map_err(|e| SetupError::Fail(anyhow::anyhow!(e)))?;
     let mut own: Option<(Box<dyn Driver>, PathBuf)> = None;
     let mut discard_note = "as the run opened the backend".to_string();
-    if let Some(v) = p.discard.option_value() {
+    if let Some(v) = p.discard_option() {
         let st = s.driver.status()?;
         match st.get("discard") {
             None => return Err(SetupError::Skip(format!("{} has no discard option", s.name))),

@@ -1,7 +1,7 @@
 //! Executor of `fragmentation`: one container of an image holding one large file stays up
 //! (probe `hold`); through `<runtime> exec` of the probe, in that container: a sequential read
 //! of the file (O_DIRECT where the backend accepts it on this file, else buffered), random
-//! 4 KiB overwrites of `overwrite_pct` % of its blocks with one fsync at the end, and the same
+//! 4 KiB overwrites of `overwrite_percent` % of its blocks with one fsync at the end, and the same
 //! read again. The page cache is dropped before each read. All three timed by the probe.
 //!
 //! The image (`largefile-<bytes>`, file `/data/large`) is the one `concurrent` uses too, so a
@@ -30,7 +30,7 @@ pub fn large_file_image(s: &Session, bytes: u64) -> Result<Image, SetupError> {
 pub fn setup<'a>(s: &'a Session, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
     let p = FragmentationParams::from_params(params).map_err(|e| SetupError::Fail(anyhow::anyhow!(e)))?;
     if p.file_bytes < SEQ_BLOCK || p.overwrites() == 0 {
-        return Err(SetupError::Fail(anyhow::anyhow!("file of {} bytes with {}% overwrites does nothing", p.file_bytes, p.overwrite_pct)));
+        return Err(SetupError::Fail(anyhow::anyhow!("file of {} bytes with {}% overwrites does nothing", p.file_bytes, p.overwrite_percent)));
     }
     let img = large_file_image(s, p.file_bytes)?;
     let direct = s.driver.capabilities().o_direct;
@@ -156,6 +156,12 @@ impl CellExec for Fragmentation<'_> {
         ]);
         if let Some(why) = &self.fell_back {
             n.insert("o_direct_refused".into(), why.clone());
+        }
+        if self.s.name == "zfs" {
+            n.insert(
+                "arc_caveat".into(),
+                "dropping the page cache does not empty the ZFS ARC: reads of a file smaller than the ARC may be served from it (full profile: 256 MiB and 1 GiB files)".into(),
+            );
         }
         if self.direct && self.s.driver.capabilities().stand_in {
             n.insert("o_direct_caveat".into(), "FUSE stand-in: O_DIRECT opens may be served through caches".into());

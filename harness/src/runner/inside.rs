@@ -87,6 +87,13 @@ pub fn page_cache_bytes() -> u64 {
     m.get("Cached_bytes").copied().unwrap_or(0) + m.get("Buffers_bytes").copied().unwrap_or(0)
 }
 
+/// `/proc/vmstat` `drop_pagecache`: how often anyone on the host has dropped the page cache.
+/// A change across a measurement means another process dropped it meanwhile.
+pub fn drop_pagecache_count() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/vmstat").ok()?;
+    text.lines().find_map(|l| l.strip_prefix("drop_pagecache ")).and_then(|v| v.trim().parse().ok())
+}
+
 /// Blocks allocated under `dir` (bytes), without crossing into other filesystems and counting
 /// hard-linked files once: the disk a directory-based backend holds.
 pub fn du_bytes(dir: &Path) -> u64 {
