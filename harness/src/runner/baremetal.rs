@@ -187,6 +187,8 @@ impl CellExec for Baremetal<'_> {
             }
         }
         let _ = std::fs::remove_dir_all(self.s.cfg.root.join("baremetal").join(&self.s.name));
+        // Only when no other driver's directory is left in it.
+        let _ = std::fs::remove_dir(self.s.cfg.root.join("baremetal"));
         Ok(())
     }
 }

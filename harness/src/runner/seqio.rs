@@ -254,11 +254,9 @@ impl CellExec for Io<'_> {
             for (c, _) in &held {
                 c.wait_ready(Duration::from_secs(600))?;
             }
-            // New files were written before the hold: drop them from the cache so they are read
-            // from storage. (Image files: the runner dropped the caches before the repetition.)
-            if self.p.target == Target::New {
-                super::drop_caches().map_err(|e| anyhow::anyhow!(e))?;
-            }
+            // The timed IO starts cold whatever the container's start did: new files were
+            // written before the hold, and vfs copies the image file when the layer is made.
+            super::drop_caches().map_err(|e| anyhow::anyhow!(e))?;
             // Every job is stopped (SIGTERM, then wait) from its own thread, so the jobs start
             // their timed IO together.
             let stopped: Vec<anyhow::Result<(Sample, Sample)>> = std::thread::scope(|sc| {
