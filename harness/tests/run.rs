@@ -102,33 +102,45 @@ fn run_overlay_vfs_quick_writes_results() {
     for c in cells {
         let key = c["key"].as_str().unwrap();
         assert!(workloads.contains(&c["workload"].as_str().unwrap().to_string()));
+        // A capability the backend lacks (discard on overlay ...) is a skip with its reason.
+        if c["status"] == "skipped" {
+            assert!(c["reason"].as_str().is_some_and(|r| !r.is_empty()), "{key}: skipped without a reason");
+            continue;
+        }
         assert_eq!(c["status"], "ok", "{key}: {}", c["reason"]);
         assert!(c["implementation"].is_string(), "{key}");
-        assert!(c["warmup"].as_u64().unwrap() >= 1, "{key}: warm-up runs are not counted, but run");
+        let w = cowbench_workloads::by_id(c["workload"].as_str().unwrap()).unwrap();
+        let q = cowbench_workloads::Profile::Quick;
+        assert_eq!(c["warmup"].as_u64().unwrap(), w.warmup(q) as u64, "{key}: warm-up as the workload defines it");
+        assert_eq!(c["repetitions"].as_u64().unwrap(), w.repetitions(q) as u64, "{key}");
         assert!(c["cache_drop"]["requested"].is_boolean());
         assert!(c["caches_dropped"].is_boolean());
         let metrics = c["metrics"].as_object().unwrap();
-        assert!(!metrics.is_empty(), "{key}");
+        // Every cell has samples or a reason: an ok cell has samples. A metric that only applies
+        // to some backends (ARC growth on zfs) is present with no samples and no summary.
+        assert!(metrics.values().any(|m| !m["samples"].as_array().unwrap().is_empty()), "{key}: no samples at all");
         for (name, m) in metrics {
             let samples = m["samples"].as_array().unwrap();
-            // Every cell has samples or a reason: an ok cell has samples in every metric.
-            assert!(!samples.is_empty(), "{key}: {name} has no samples");
             assert!(name.ends_with(m["unit"].as_str().unwrap()), "{name}: unit in the field name");
             let s = &m["summary"];
+            n.entry((c["workload"].as_str().unwrap().into(), serde_json::to_string(&c["params"]).unwrap(), name.clone()))
+                .or_default()
+                .insert(c["driver"].as_str().unwrap().into(), samples.len());
+            if samples.is_empty() {
+                assert!(s.is_null(), "{key}: {name}: a summary without samples");
+                continue;
+            }
             assert_eq!(s["n"].as_u64().unwrap() as usize, samples.len());
             for f in ["min", "median", "p90", "p99", "max", "mean", "sd", "ci95_low", "ci95_high"] {
                 assert!(s[f].is_number(), "{key}: {name}: summary.{f}");
             }
             assert!(s["min"].as_f64() <= s["median"].as_f64() && s["median"].as_f64() <= s["max"].as_f64());
             total_samples += samples.len();
-            n.entry((c["workload"].as_str().unwrap().into(), serde_json::to_string(&c["params"]).unwrap(), name.clone()))
-                .or_default()
-                .insert(c["driver"].as_str().unwrap().into(), samples.len());
         }
         assert!(c["host_before"]["meminfo_bytes"]["MemTotal_bytes"].as_u64().unwrap() > 0);
     }
-    for (k, per_driver) in &n {
-        assert_eq!(per_driver.len(), 2, "{k:?} ran on both drivers");
+    assert!(n.values().any(|d| d.len() == 2), "no cell ran on both drivers");
+    for (k, per_driver) in n.iter().filter(|(_, d)| d.len() == 2) {
         let counts: Vec<_> = per_driver.values().collect();
         assert_eq!(counts[0], counts[1], "{k:?}: the same sample count for every driver: {per_driver:?}");
     }
