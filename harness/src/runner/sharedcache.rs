@@ -7,7 +7,7 @@
 //! snapshots again while all N still exist (a container's layer going away would free its
 //! private copy's cache). Then the containers are stopped. A measurement during which another
 //! process dropped the page cache (`/proc/vmstat` `drop_pagecache` moved) is thrown away and
-//! taken again, up to three times (the count is in the notes).
+//! taken again, up to five times (the count is in the notes).
 //!
 //! ARC source (zfs only, recorded in the cell's notes as `arc_source`): the kernel's
 //! `/proc/spl/kstat/zfs/arcstats` `size`, or zfs-fuse's kstat `size`, both as the driver's
@@ -63,7 +63,7 @@ fn arc_bytes(s: &Session) -> Option<(u64, String)> {
 }
 
 /// Attempts at a measurement that another process's cache drop did not disturb.
-const ATTEMPTS: u32 = 3;
+const ATTEMPTS: u32 = 5;
 
 impl SharedCache<'_> {
     /// One measurement with all containers up: drop caches, warm the exec path, baseline,
