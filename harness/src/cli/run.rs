@@ -1,6 +1,8 @@
 //! `cowbench run`: the matrix driver × workload × parameters, results in `results/<run-id>/`.
 //! stdout: one JSON document naming the results; progress and logs on stderr.
-//! Exit code 1 when any cell failed (skipped cells are not failures).
+//! The run ends by writing its report (report.md, report.html, report.json) into the run dir.
+//! Exit code 1 when any cell failed or the report could not be written (skipped cells are not
+//! failures).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,18 +86,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         d.duration_s.unwrap_or(0.0),
         out.dir.display()
     );
+    // The report is drawn from the raw samples just written, exactly as `cowbench report` would.
+    let report = crate::report::write_report(&[out.dir.clone()], &crate::report::ReportOptions::default());
+    let report_html = match &report {
+        Ok(paths) => {
+            let html = paths.html.clone().unwrap_or_else(|| paths.dir.join("report.html"));
+            eprintln!("cowbench: report: {}", html.display());
+            Some(html)
+        }
+        Err(e) => {
+            eprintln!("cowbench: writing the report failed: {e:#}");
+            None
+        }
+    };
     let summary = serde_json::json!({
         "run_id": d.run_id,
         "status": d.status,
         "dir": out.dir,
         "run_json": out.dir.join("run.json"),
         "samples_csv": out.dir.join("samples.csv"),
+        "report_html": report_html,
         "counts": d.counts,
         "failed_cells": failed,
         "duration_s": d.duration_s,
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(if d.counts.failed > 0 || d.status != crate::results::RunStatus::Complete {
+    Ok(if d.counts.failed > 0 || d.status != crate::results::RunStatus::Complete || report.is_err() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
