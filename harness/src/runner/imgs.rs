@@ -53,12 +53,18 @@ impl Read for Pattern {
         let off = (self.pos % BLOCK as u64) as usize;
         let n = (buf.len() as u64).min(left).min((BLOCK - off) as u64) as usize;
         buf[..n].copy_from_slice(&self.block[off..off + n]);
-        // Stamp offset and salt into the first 16 bytes of each 4 KiB block starting in this span.
-        let mut b = self.pos.next_multiple_of(4096);
-        while b + 16 <= self.pos + n as u64 {
-            let i = (b - self.pos) as usize;
-            buf[i..i + 8].copy_from_slice(&b.to_le_bytes());
-            buf[i + 8..i + 16].copy_from_slice(&self.salt.to_le_bytes());
+        // Stamp offset and salt into the first 16 bytes of each 4 KiB block, also where a
+        // read ends or starts inside a stamp.
+        let (lo, hi) = (self.pos, self.pos + n as u64);
+        let mut b = lo - lo % 4096;
+        while b < hi {
+            let mut stamp = [0u8; 16];
+            stamp[..8].copy_from_slice(&b.to_le_bytes());
+            stamp[8..].copy_from_slice(&self.salt.to_le_bytes());
+            let (s, e) = (b.max(lo), (b + 16).min(hi));
+            if s < e {
+                buf[(s - lo) as usize..(e - lo) as usize].copy_from_slice(&stamp[(s - b) as usize..(e - b) as usize]);
+            }
             b += 4096;
         }
         self.pos += n as u64;
