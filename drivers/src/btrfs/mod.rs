@@ -301,7 +301,7 @@ impl Btrfs {
 
     /// Every mount of one of our layers (bind mounts anywhere on the host), deepest first.
     fn layer_mounts(&self) -> Vec<PathBuf> {
-        let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+        let Ok(all) = mounts::mounts() else { return Vec::new() };
         let source = match &self.store {
             Store::Loop { mnt, .. } => mounts::mount_at(mnt).ok().flatten().map(|m| m.source),
             Store::Existing { fs_root, .. } => mounts::fstype_of(fs_root).ok().map(|m| m.source),
@@ -311,18 +311,10 @@ impl Btrfs {
             Store::Loop { .. } => "/layers/".to_string(),
             Store::Existing { dir, .. } => format!("/{}/layers/", dir.file_name().unwrap_or_default().to_string_lossy()),
         };
-        let mut out: Vec<PathBuf> = text
-            .lines()
-            .filter_map(|l| {
-                let (pre, post) = l.split_once(" - ")?;
-                let pre: Vec<&str> = pre.split(' ').collect();
-                let post: Vec<&str> = post.split(' ').collect();
-                let (root, target) = (pre.get(3)?, pre.get(4)?);
-                let ok = post.first() == Some(&"btrfs")
-                    && post.get(1) == Some(&source.as_str())
-                    && format!("{root}/").contains(&marker);
-                ok.then(|| PathBuf::from(unescape(target)))
-            })
+        let mut out: Vec<PathBuf> = all
+            .into_iter()
+            .filter(|m| m.fstype == "btrfs" && m.source == source && format!("{}/", m.root).contains(&marker))
+            .map(|m| m.target)
             .collect();
         out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         out.dedup();
@@ -330,23 +322,6 @@ impl Btrfs {
     }
 }
 
-fn unescape(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// Delete subvolume `path` and every subvolume nested in it (a container may create some),
 /// innermost first. A nested subvolume's directory entry lives in its parent subvolume, so a

@@ -8,6 +8,9 @@ use nix::mount::{MntFlags, MsFlags};
 /// One line of /proc/self/mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The path inside the source filesystem that is mounted (a bind mount's or subvolume's
+    /// directory; `/` for a whole filesystem).
+    pub root: String,
     pub target: PathBuf,
     pub fstype: String,
     pub source: String,
@@ -49,6 +52,7 @@ pub fn mounts() -> io::Result<Vec<MountEntry>> {
             continue;
         }
         out.push(MountEntry {
+            root: unescape(pre[3]),
             target: PathBuf::from(unescape(pre[4])),
             options: pre[5].to_string(),
             fstype: post[0].to_string(),

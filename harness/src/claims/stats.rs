@@ -28,12 +28,9 @@ fn sorted(xs: &[f64]) -> Vec<f64> {
     s
 }
 
-/// Type-7 percentile (`p` in [0, 1]) of sorted data.
-pub fn percentile_sorted(s: &[f64], p: f64) -> f64 {
-    let h = (s.len() - 1) as f64 * p.clamp(0.0, 1.0);
-    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
-    s[lo] + (h - lo as f64) * (s[hi] - s[lo])
-}
+/// Type-7 percentile (`p` in [0, 1]) of sorted data: the same definition as the summaries
+/// stored in results.
+pub use crate::results::stats::percentile_sorted;
 
 pub fn percentile(xs: &[f64], p: f64) -> Option<f64> {
     let s = sorted(xs);
@@ -44,20 +41,6 @@ pub fn median(xs: &[f64]) -> Option<f64> {
     percentile(xs, 0.5)
 }
 
-/// `P(B ≤ k)`, `B ~ Bin(n, ½)`, in log space so large n stays finite.
-fn binom_half_cdf(n: usize, k: usize) -> f64 {
-    let ln_half_n = n as f64 * 0.5f64.ln();
-    let mut ln_c = 0.0f64;
-    let mut acc = 0.0;
-    for i in 0..=k.min(n) {
-        if i > 0 {
-            ln_c += ((n - i + 1) as f64).ln() - (i as f64).ln();
-        }
-        acc += (ln_c + ln_half_n).exp();
-    }
-    acc.min(1.0)
-}
-
 /// Median and its order-statistic 95% CI; None without finite samples.
 pub fn median_ci(xs: &[f64]) -> Option<MedianCi> {
     let s = sorted(xs);
@@ -65,19 +48,8 @@ pub fn median_ci(xs: &[f64]) -> Option<MedianCi> {
     if n == 0 {
         return None;
     }
-    let mut best = None;
-    for l in 1..=n / 2 {
-        let cov = 1.0 - 2.0 * binom_half_cdf(n, l - 1);
-        if cov >= 0.95 {
-            best = Some((l, cov));
-        } else {
-            break;
-        }
-    }
-    let (l, u, coverage) = match best {
-        Some((l, cov)) => (l, n - l + 1, cov),
-        None => (1, n, if n == 1 { 0.0 } else { 1.0 - 2.0 * 0.5f64.powi(n as i32) }),
-    };
+    // The same order-statistic ranks as the stored summaries, recomputed from the samples.
+    let (l, u, coverage) = crate::results::stats::median_ci_ranks(n);
     Some(MedianCi { n, median: percentile_sorted(&s, 0.5), lo: s[l - 1], hi: s[u - 1], coverage })
 }
 
