@@ -52,11 +52,16 @@ const LOW_WATER_BLOCKS: u64 = 32768;
 
 const HINT: &str = "run it inside scripts/vm (a VM with Debian's kernel)";
 
-fn has_device_mapper() -> bool {
+fn kernel_lists_device_mapper() -> bool {
     let listed = |f: &str| {
         std::fs::read_to_string(f).map(|t| t.lines().any(|l| l.split_whitespace().nth(1) == Some("device-mapper"))).unwrap_or(false)
     };
-    listed("/proc/misc") || listed("/proc/devices") || Path::new("/dev/mapper/control").exists()
+    listed("/proc/misc") || listed("/proc/devices")
+}
+
+/// device-mapper is loaded, or its control node exists (opening it may load dm-mod).
+fn has_device_mapper() -> bool {
+    kernel_lists_device_mapper() || Path::new("/dev/mapper/control").exists()
 }
 
 /// Open the control device and check the thin targets; the implementation on success.
@@ -67,7 +72,16 @@ fn detect() -> std::result::Result<(DM, Implementation), (String, Option<&'stati
     if let Err(e) = dm::ensure_control() {
         return Err((format!("cannot create /dev/mapper/control: {e}"), None));
     }
-    let ctl = DM::new().map_err(|e| (format!("cannot open /dev/mapper/control: {e}"), None))?;
+    let ctl = DM::new().map_err(|e| {
+        // A /dev/mapper/control node can outlive the kernel that had device-mapper (a copied
+        // /dev, a package's postinst): opening it then fails with ENODEV. Only the kernel's own
+        // lists say device-mapper is there.
+        if kernel_lists_device_mapper() {
+            (format!("cannot open /dev/mapper/control: {e}"), None)
+        } else {
+            ("no device-mapper in this kernel".into(), Some(HINT))
+        }
+    })?;
     let targets = dm::targets(&ctl).map_err(|e| (format!("cannot list device-mapper targets: {e}"), None))?;
     let version = |t: &str| targets.iter().find(|(n, _)| n == t).map(|(_, v)| v.clone());
     let (Some(pool_v), Some(_)) = (version("thin-pool"), version("thin")) else {
@@ -1258,8 +1272,7 @@ mod tests {
     #[test]
     fn probe_says_why() {
         let r = probe();
-        if !has_device_mapper() {
-            assert!(!r.available);
+        if !kernel_lists_device_mapper() && !r.available {
             assert_eq!(r.reason.as_deref(), Some("no device-mapper in this kernel"));
             assert!(r.hint.as_deref().unwrap().contains("scripts/vm"));
         } else if r.available {
