@@ -47,8 +47,10 @@ use crate::driver::{
     ProbeReport, Usage,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, loopdev, mounts};
+use crate::vfs::tree;
 use crate::zfs::cmd::{parse_size, run};
 
 pub const NAME: &str = "btrfs";
@@ -122,6 +124,7 @@ pub struct Btrfs {
     meta: MetaStore,
     store: Store,
     quota: Option<u64>,
+    ledger: Ledger,
 }
 
 /// An exclusive `flock` on a file, released on drop: serializes set-up and teardown of one
@@ -218,13 +221,14 @@ impl Btrfs {
         match &wanted {
             Store::Loop { image, mnt } => {
                 if !is_btrfs_mount(mnt) {
-                    Self::mount_loop(image, mnt, size)?;
+                    Self::mount_loop(&Ledger::open(&cfg.root), image, mnt, size)?;
                 }
             }
             Store::Existing { dir, .. } => {
                 fs::create_dir_all(dir).ctx(NAME, None, || format!("create {}", dir.display()))?;
             }
         }
+        let ledger = Ledger::open(&cfg.root);
         let layers = wanted.base().join("layers");
         fs::create_dir_all(&layers).ctx(NAME, None, || format!("create {}", layers.display()))?;
         if saved.is_none() {
@@ -234,11 +238,11 @@ impl Btrfs {
         if quota.is_some() {
             ioctl::quota_enable(wanted.base()).ctx(NAME, None, || "enable quota groups".into())?;
         }
-        Ok(Btrfs { root, meta, store: wanted, quota })
+        Ok(Btrfs { root, meta, store: wanted, quota, ledger })
     }
 
     /// Format (first time only), attach and mount the loop-backed filesystem.
-    fn mount_loop(image: &Path, mnt: &Path, size: u64) -> Result<()> {
+    fn mount_loop(ledger: &Ledger, image: &Path, mnt: &Path, size: u64) -> Result<()> {
         fs::create_dir_all(mnt).ctx(NAME, None, || format!("create {}", mnt.display()))?;
         if !image.exists() {
             let tmp = image.with_extension("img.new");
@@ -255,11 +259,29 @@ impl Btrfs {
         // Not attached with autoclear: the kernel would clear the device as soon as attach
         // closes its descriptor, before the mount holds it. Instead, once mounted, LOOP_CLR_FD
         // on the busy device turns autoclear on, so the device goes away with the unmount.
-        let dev = loopdev::attach(image, loopdev::AttachOptions { direct_io: false, autoclear: false })
-            .ctx(NAME, None, || format!("attach {}", image.display()))?;
+        // Both recorded before they exist, so that `cowbench clean` finds them after a crash.
+        let loop_id = image.display().to_string();
+        let mnt_id = tree::mount_id(mnt);
+        ledger
+            .record(ResourceKind::Loop, &loop_id, &format!("{NAME} backing store"))
+            .ctx(NAME, None, || format!("record the loop device of {loop_id} in the ledger"))?;
+        let dev = match loopdev::attach(image, loopdev::AttachOptions { direct_io: false, autoclear: false }) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = ledger.forget(ResourceKind::Loop, &loop_id);
+                return Err(Error::io(NAME, None, format!("attach {}", image.display()), e));
+            }
+        };
         let d = dev.to_string_lossy().into_owned();
+        if let Err(e) = ledger.record(ResourceKind::Mount, &mnt_id, &format!("{NAME} backing filesystem on {d}")) {
+            let _ = loopdev::detach(&dev);
+            let _ = ledger.forget(ResourceKind::Loop, &loop_id);
+            return Err(Error::io(NAME, None, format!("record the mount on {mnt_id} in the ledger"), e));
+        }
         if let Err(e) = mounts::mount(&d, mnt, "btrfs", MsFlags::empty(), None) {
             let _ = loopdev::detach(&dev);
+            let _ = ledger.forget(ResourceKind::Mount, &mnt_id);
+            let _ = ledger.forget(ResourceKind::Loop, &loop_id);
             return Err(Error::io(NAME, None, format!("mount {d} on {}", mnt.display()), e));
         }
         loopdev::detach(&dev).ctx(NAME, None, || format!("set autoclear on {d}"))?;
@@ -435,12 +457,19 @@ impl Driver for Btrfs {
         let info = self.meta.get(key)?;
         let src = self.layer_path(info.id);
         let s = src.to_string_lossy().into_owned();
-        mounts::mount(&s, target, "", MsFlags::MS_BIND, None)
-            .ctx(NAME, Some(key), || format!("bind {} on {}", src.display(), target.display()))?;
+        let id = tree::mount_id(target);
+        self.ledger
+            .record(ResourceKind::Mount, &id, &format!("{NAME} layer {key}"))
+            .ctx(NAME, Some(key), || format!("record the mount on {id} in the ledger"))?;
+        if let Err(e) = mounts::mount(&s, target, "", MsFlags::MS_BIND, None) {
+            let _ = self.ledger.forget(ResourceKind::Mount, &id);
+            return Err(Error::io(NAME, Some(key), format!("bind {} on {}", src.display(), target.display()), e));
+        }
         if info.kind != Kind::Active {
             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
             if let Err(e) = mounts::mount("", target, "", flags, None) {
                 let _ = mounts::unmount(target);
+                let _ = self.ledger.forget(ResourceKind::Mount, &id);
                 return Err(Error::io(NAME, Some(key), format!("make {} read-only", target.display()), e));
             }
         }
@@ -448,7 +477,9 @@ impl Driver for Btrfs {
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))
+        let id = tree::mount_id(target);
+        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))?;
+        self.ledger.forget(ResourceKind::Mount, &id).ctx(NAME, None, || format!("forget the mount on {id} in the ledger"))
     }
 
     fn remove(&self, key: &str) -> Result<()> {
@@ -563,7 +594,12 @@ impl Driver for Btrfs {
         // Layers mounted anywhere (bind mounts outside the root too), then anything under the
         // root except a user's filesystem.
         for t in self.layer_mounts() {
-            note(mounts::unmount(&t).ctx(NAME, None, || format!("unmount {}", t.display())));
+            let id = tree::mount_id(&t);
+            let r = mounts::unmount(&t).ctx(NAME, None, || format!("unmount {}", t.display()));
+            if r.is_ok() {
+                let _ = self.ledger.forget(ResourceKind::Mount, &id);
+            }
+            note(r);
         }
         let keep = match &self.store {
             Store::Existing { fs_root, .. } => Some(fs_root.clone()),
@@ -579,8 +615,12 @@ impl Driver for Btrfs {
         }
         match &self.store {
             Store::Loop { image, mnt } => {
+                let mnt_id = tree::mount_id(mnt);
                 if is_btrfs_mount(mnt) {
                     note(mounts::unmount(mnt).ctx(NAME, None, || format!("unmount {}", mnt.display())));
+                }
+                if !is_btrfs_mount(mnt) {
+                    let _ = self.ledger.forget(ResourceKind::Mount, &mnt_id);
                 }
                 // Autoclear detaches once unmounted; an explicit detach covers a device that was
                 // attached but never mounted (a crash in between).
@@ -588,6 +628,9 @@ impl Driver for Btrfs {
                     for d in devs {
                         note(loopdev::detach(&d).ctx(NAME, None, || format!("detach {}", d.display())));
                     }
+                }
+                if loopdev::find_by_file(image).map(|v| v.is_empty()).unwrap_or(false) {
+                    let _ = self.ledger.forget(ResourceKind::Loop, &image.display().to_string());
                 }
                 if image.exists() {
                     note(fs::remove_file(image).ctx(NAME, None, || format!("remove {}", image.display())));
