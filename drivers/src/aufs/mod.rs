@@ -30,6 +30,7 @@ use crate::driver::{
     ApplyStats, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo, ProbeReport, Usage,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, mounts};
 
@@ -110,6 +111,7 @@ pub struct Aufs {
     meta: MetaStore,
     backend: Backend,
     max_files: u64,
+    ledger: Ledger,
 }
 
 impl Aufs {
@@ -133,7 +135,7 @@ impl Aufs {
             std::fs::create_dir_all(root.join(d)).ctx(NAME, None, || format!("create {}", root.join(d).display()))?;
         }
         let meta = MetaStore::open(NAME, &root)?;
-        let me = Aufs { root, meta, backend, max_files };
+        let me = Aufs { root, meta, backend, max_files, ledger: Ledger::open(&cfg.root) };
         me.clean_tmp();
         Ok(me)
     }
@@ -226,6 +228,15 @@ impl Aufs {
         }
     }
 
+    /// How a union is recorded in the ledger: a FUSE daemon for unionfs-fuse (so that `cowbench
+    /// clean` also stops the daemon), a plain mount for kernel aufs.
+    fn ledger_kind(&self) -> ResourceKind {
+        match self.backend {
+            Backend::Kernel => ResourceKind::Mount,
+            Backend::UnionFs { .. } => ResourceKind::Fuse,
+        }
+    }
+
     /// Unmount a recorded mount and wait for its daemon.
     fn release(&self, rec: &MountRecord) -> Option<std::io::Error> {
         let err = if mounts::is_mountpoint(&rec.target) && self.is_ours(&rec.target) {
@@ -235,6 +246,9 @@ impl Aufs {
         };
         if let Some(pid) = rec.pid {
             unionfs::wait_exit(pid, &rec.target, DAEMON_EXIT);
+        }
+        if err.is_none() {
+            let _ = self.ledger.forget(self.ledger_kind(), &rec.target.display().to_string());
         }
         err
     }
@@ -254,7 +268,22 @@ impl Aufs {
         if let Some(r) = existing.filter(|r| mounts::is_mountpoint(&r.target) && self.is_ours(&r.target)) {
             return Err(Error::invalid(NAME, key, format!("{} already has layer '{}' mounted", target.display(), r.key)));
         }
-        let pid = self.mount_union(key, branches, writable, &target)?;
+        // In the ledger before it exists; the daemon's pid is added once it is known.
+        let id = target.display().to_string();
+        let kind = self.ledger_kind();
+        self.ledger
+            .record(kind, &id, &format!("{NAME} layer {key}"))
+            .ctx(NAME, Some(key), || format!("record the mount on {id} in the ledger"))?;
+        let pid = match self.mount_union(key, branches, writable, &target) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.ledger.forget(kind, &id);
+                return Err(e);
+            }
+        };
+        if let Some(p) = pid {
+            let _ = self.ledger.record(kind, &id, &p.to_string());
+        }
         let rec = MountRecord { target: target.clone(), key: key.into(), pid };
         let path = self.record_path(&target);
         let write = serde_json::to_vec(&rec).map_err(std::io::Error::other).and_then(|b| std::fs::write(&path, b));
