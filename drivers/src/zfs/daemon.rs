@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use super::cmd::run;
 use super::NAME;
 use crate::error::{Error, IoContext, Result};
+use crate::ledger::{Ledger, ResourceKind};
 
 const RUN_DIR: &str = "/run/cowbench";
 pub const LOCK: &str = "/run/cowbench/zfs-fuse.lock";
-const PIDFILE: &str = "/run/cowbench/zfs-fuse.pid";
+pub const PIDFILE: &str = "/run/cowbench/zfs-fuse.pid";
 /// Present while a daemon started by cowbench runs; holds its pid.
 const MARKER: &str = "/run/cowbench/zfs-fuse.started-by-cowbench";
 
@@ -71,9 +72,28 @@ fn marker_pid() -> Option<i32> {
 
 /// Start the daemon unless one runs. Call with [`lock`] held.
 pub fn ensure() -> Result<()> {
+    ensure_recorded(None)
+}
+
+/// [`ensure`], recording a daemon it starts in `ledger` first (kind Fuse, id [`PIDFILE`]: the
+/// daemon's command line names it, which is how `cowbench clean` finds the process).
+pub fn ensure_recorded(ledger: Option<&Ledger>) -> Result<()> {
     if running_pid().is_some() {
         return wait_responsive(Duration::from_secs(20));
     }
+    if let Some(l) = ledger {
+        l.record(ResourceKind::Fuse, PIDFILE, "zfs-fuse daemon").ctx(NAME, None, || "record zfs-fuse in the ledger".into())?;
+    }
+    let r = start();
+    if r.is_err() && running_pid().is_none() {
+        if let Some(l) = ledger {
+            let _ = l.forget(ResourceKind::Fuse, PIDFILE);
+        }
+    }
+    r
+}
+
+fn start() -> Result<()> {
     fs::create_dir_all(RUN_DIR).ctx(NAME, None, || format!("create {RUN_DIR}"))?;
     let exe = crate::sys::hostinfo::which("zfs-fuse")
         .ok_or_else(|| Error::unavailable(NAME, "zfs-fuse not found (Debian package zfs-fuse)"))?;

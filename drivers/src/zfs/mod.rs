@@ -52,8 +52,10 @@ use crate::driver::{
     ProbeReport, Usage,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, loopdev, mounts};
+use crate::vfs::tree;
 use cmd::{parse_size, run};
 
 pub const NAME: &str = "zfs";
@@ -216,6 +218,7 @@ pub struct Zfs {
     flavor: Flavor,
     /// zfs-fuse only (see [`daemon::Turn`]); given back when the handle is dropped.
     _turn: Option<daemon::Turn>,
+    ledger: Ledger,
 }
 
 fn hash8(p: &Path) -> String {
@@ -302,8 +305,9 @@ impl Zfs {
         let turn = if flavor.is_fuse() { Some(daemon::Turn::take(&root)?) } else { None };
         let _root_lock = FileLock::acquire(&root.join("setup.lock"))?;
         let _host_lock = daemon::lock()?;
+        let ledger = Ledger::open(&cfg.root);
         if flavor.is_fuse() {
-            daemon::ensure()?;
+            daemon::ensure_recorded(Some(&ledger))?;
         }
         let meta = MetaStore::open(NAME, &root)?;
         let state_path = root.join("store.json");
@@ -335,6 +339,15 @@ impl Zfs {
         match &wanted {
             Store::Pool { pool, image } => {
                 if !pool_imported(pool) {
+                    // Pool (and the loop device under it with the kernel module) in the ledger
+                    // before import or create, so that `cowbench clean` destroys it after a crash.
+                    ledger
+                        .record(ResourceKind::Pool, pool, &image.display().to_string())
+                        .ctx(NAME, None, || format!("record pool {pool} in the ledger"))?;
+                    if !flavor.is_fuse() {
+                        let id = image.display().to_string();
+                        ledger.record(ResourceKind::Loop, &id, "zfs vdev").ctx(NAME, None, || format!("record the loop device of {id} in the ledger"))?;
+                    }
                     if image.exists() {
                         let mut args = vec!["import", "-o", "cachefile=none"];
                         let dirs = openzfs::import_dirs(&flavor, image, &root)?;
@@ -349,6 +362,8 @@ impl Zfs {
                         if let Err(e) = r {
                             let _ = openzfs::release_vdev(image);
                             let _ = fs::remove_file(image);
+                            let _ = ledger.forget(ResourceKind::Pool, pool);
+                            let _ = ledger.forget(ResourceKind::Loop, &image.display().to_string());
                             return Err(e);
                         }
                     }
@@ -364,7 +379,7 @@ impl Zfs {
             let bytes = serde_json::to_vec_pretty(&wanted).expect("serializable");
             fs::write(&state_path, bytes).ctx(NAME, None, || format!("write {}", state_path.display()))?;
         }
-        let z = Zfs { root, meta, store: wanted, flavor, _turn: turn };
+        let z = Zfs { root, meta, store: wanted, flavor, _turn: turn, ledger };
         // After a reboot or a daemon restart the layers exist but are not mounted.
         for l in z.meta.list()? {
             z.mount_internal(&l)?;
@@ -394,6 +409,19 @@ impl Zfs {
             return Ok(());
         }
         let ds = self.ds(l.id);
+        let id = tree::mount_id(&dir);
+        self.ledger
+            .record(ResourceKind::Mount, &id, &format!("{NAME} dataset {ds}"))
+            .ctx(NAME, Some(&l.key), || format!("record the mount on {id} in the ledger"))?;
+        let r = self.mount_dataset(l, &ds, &dir);
+        if r.is_err() && !mounts::is_mountpoint(&dir) {
+            let _ = self.ledger.forget(ResourceKind::Mount, &id);
+        }
+        r
+    }
+
+    fn mount_dataset(&self, l: &LayerInfo, ds: &str, dir: &Path) -> Result<()> {
+        let (ds, dir) = (ds.to_string(), dir.to_path_buf());
         match self.flavor {
             Flavor::Kernel(_) => {
                 fs::create_dir_all(&dir).ctx(NAME, Some(&l.key), || format!("create {}", dir.display()))?;
@@ -423,6 +451,15 @@ impl Zfs {
 
     fn unmount_internal(&self, key: &str, id: u64) -> Result<()> {
         let dir = self.mnt(id);
+        let mid = tree::mount_id(&dir);
+        let r = self.unmount_dataset(key, &dir);
+        if !mounts::is_mountpoint(&dir) {
+            let _ = self.ledger.forget(ResourceKind::Mount, &mid);
+        }
+        r
+    }
+
+    fn unmount_dataset(&self, key: &str, dir: &Path) -> Result<()> {
         match self.flavor {
             Flavor::Kernel(_) => mounts::unmount(&dir).ctx(NAME, Some(key), || format!("unmount {}", dir.display())),
             // Not `zfs umount`: in zfs-fuse that removes the mount's channel from the daemon's
@@ -444,27 +481,41 @@ impl Zfs {
                 destroy(Some(key), &["-r"], &ds)?;
             }
             let mp = self.mountpoint_prop(info.id);
-            match parents.first() {
-                None => {
-                    zfs(Some(key), &["create", "-o", &mp, &ds])?;
+            // zfs-fuse mounts a dataset as it creates it: in the ledger first.
+            let mid = tree::mount_id(&self.mnt(info.id));
+            self.ledger
+                .record(ResourceKind::Mount, &mid, &format!("{NAME} dataset {ds}"))
+                .ctx(NAME, Some(key), || format!("record the mount on {mid} in the ledger"))?;
+            let made = (|| -> Result<()> {
+                match parents.first() {
+                    None => {
+                        zfs(Some(key), &["create", "-o", &mp, &ds])?;
+                    }
+                    Some(p) => {
+                        let snap = format!("{}@{}", self.ds(p.id), info.id);
+                        zfs(Some(key), &["snapshot", &snap])?;
+                        let mut args = vec!["clone", "-o", &mp];
+                        if kind == Kind::View {
+                            args.extend(["-o", "readonly=on"]);
+                        }
+                        args.extend([snap.as_str(), ds.as_str()]);
+                        if let Err(e) = zfs(Some(key), &args) {
+                            let _ = destroy(Some(key), &[], &snap);
+                            return Err(e);
+                        }
+                        // Deferred: the snapshot goes away by itself with the clone (as in moby).
+                        if let Err(e) = zfs(Some(key), &["destroy", "-d", &snap]) {
+                            log::warn!("zfs: deferred destroy of {snap}: {e}");
+                        }
+                    }
                 }
-                Some(p) => {
-                    let snap = format!("{}@{}", self.ds(p.id), info.id);
-                    zfs(Some(key), &["snapshot", &snap])?;
-                    let mut args = vec!["clone", "-o", &mp];
-                    if kind == Kind::View {
-                        args.extend(["-o", "readonly=on"]);
-                    }
-                    args.extend([snap.as_str(), ds.as_str()]);
-                    if let Err(e) = zfs(Some(key), &args) {
-                        let _ = destroy(Some(key), &[], &snap);
-                        return Err(e);
-                    }
-                    // Deferred: the snapshot goes away by itself with the clone (as in moby).
-                    if let Err(e) = zfs(Some(key), &["destroy", "-d", &snap]) {
-                        log::warn!("zfs: deferred destroy of {snap}: {e}");
-                    }
+                Ok(())
+            })();
+            if let Err(e) = made {
+                if !mounts::is_mountpoint(&self.mnt(info.id)) {
+                    let _ = self.ledger.forget(ResourceKind::Mount, &mid);
                 }
+                return Err(e);
             }
             if let Err(e) = self.mount_internal(info) {
                 let _ = self.unmount_internal(key, info.id);
@@ -587,12 +638,19 @@ impl Driver for Zfs {
         self.mount_internal(&info)?;
         let src = self.mnt(info.id);
         let s = src.to_string_lossy().into_owned();
-        mounts::mount(&s, target, "", MsFlags::MS_BIND, None)
-            .ctx(NAME, Some(key), || format!("bind {} on {}", src.display(), target.display()))?;
+        let id = tree::mount_id(target);
+        self.ledger
+            .record(ResourceKind::Mount, &id, &format!("{NAME} layer {key}"))
+            .ctx(NAME, Some(key), || format!("record the mount on {id} in the ledger"))?;
+        if let Err(e) = mounts::mount(&s, target, "", MsFlags::MS_BIND, None) {
+            let _ = self.ledger.forget(ResourceKind::Mount, &id);
+            return Err(Error::io(NAME, Some(key), format!("bind {} on {}", src.display(), target.display()), e));
+        }
         if info.kind != Kind::Active {
             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
             if let Err(e) = mounts::mount("", target, "", flags, None) {
                 let _ = mounts::unmount(target);
+                let _ = self.ledger.forget(ResourceKind::Mount, &id);
                 return Err(Error::io(NAME, Some(key), format!("make {} read-only", target.display()), e));
             }
         }
@@ -600,7 +658,9 @@ impl Driver for Zfs {
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))
+        let id = tree::mount_id(target);
+        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))?;
+        self.ledger.forget(ResourceKind::Mount, &id).ctx(NAME, None, || format!("forget the mount on {id} in the ledger"))
     }
 
     fn remove(&self, key: &str) -> Result<()> {
@@ -740,10 +800,21 @@ impl Driver for Zfs {
             }
         };
         for t in self.foreign_mounts() {
-            note(mounts::unmount(&t).ctx(NAME, None, || format!("unmount {}", t.display())));
+            let id = tree::mount_id(&t);
+            let r = mounts::unmount(&t).ctx(NAME, None, || format!("unmount {}", t.display()));
+            if r.is_ok() {
+                let _ = self.ledger.forget(ResourceKind::Mount, &id);
+            }
+            note(r);
         }
         // Kernel unmounts first, for both implementations (see `unmount_internal`).
         note(mounts::unmount_all_under(&self.root.join("mnt")).ctx(NAME, None, || "unmount layers".into()));
+        for l in self.meta.list().unwrap_or_default() {
+            let dir = self.mnt(l.id);
+            if !mounts::is_mountpoint(&dir) {
+                let _ = self.ledger.forget(ResourceKind::Mount, &tree::mount_id(&dir));
+            }
+        }
         match &self.store {
             Store::Pool { pool, image } => {
                 if pool_imported(pool) {
@@ -755,9 +826,18 @@ impl Driver for Zfs {
                             _ => break,
                         }
                     }
+                    if r.is_ok() {
+                        let _ = self.ledger.forget(ResourceKind::Pool, pool);
+                    }
                     note(r);
+                } else {
+                    let _ = self.ledger.forget(ResourceKind::Pool, pool);
                 }
-                note(openzfs::release_vdev(image));
+                let released = openzfs::release_vdev(image);
+                if released.is_ok() && !self.flavor.is_fuse() {
+                    let _ = self.ledger.forget(ResourceKind::Loop, &image.display().to_string());
+                }
+                note(released);
                 if image.exists() {
                     note(fs::remove_file(image).ctx(NAME, None, || format!("remove {}", image.display())));
                 }
@@ -772,7 +852,13 @@ impl Driver for Zfs {
         let _ = fs::remove_file(self.root.join("store.json"));
         note(self.meta.clear());
         if self.flavor.is_fuse() {
-            note(daemon::stop_if_ours_and_idle());
+            // Stopped, or left running for pools of other roots: either way no longer this
+            // root's to clean up.
+            let r = daemon::stop_if_ours_and_idle();
+            if r.is_ok() {
+                let _ = self.ledger.forget(ResourceKind::Fuse, daemon::PIDFILE);
+            }
+            note(r);
         }
         match first {
             Some(e) => Err(e),
