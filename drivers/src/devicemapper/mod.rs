@@ -38,8 +38,10 @@ use crate::driver::{
     ApplyStats, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo, ProbeReport, Usage,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, loopdev, mounts};
+use crate::vfs::tree::mount_id;
 
 pub const NAME: &str = "devicemapper";
 pub const IMPLEMENTATION: &str = "kernel dm-thin";
@@ -267,6 +269,7 @@ pub struct DeviceMapper {
     /// Users of each layer's own mountpoint in this process (layer id -> users, and the device
     /// name when this process mounted it): nested and concurrent diffs share one mount.
     own_mounts: std::sync::Mutex<std::collections::HashMap<u64, (usize, Option<String>)>>,
+    ledger: Ledger,
 }
 
 fn dmerr(key: Option<&str>, what: impl Into<String>, e: std::io::Error) -> Error {
@@ -314,6 +317,7 @@ impl DeviceMapper {
             prefix,
             state: saved.clone().unwrap_or(placeholder),
             own_mounts: Default::default(),
+            ledger: Ledger::open(&cfg.root),
         };
         // The layers metadata and pool.json are taken under the metadata lock's neighbour: one
         // setup at a time per root.
@@ -372,8 +376,16 @@ impl DeviceMapper {
             }
             // Not autoclear: that detaches a device on the last close, which is the close
             // right after attaching, before the pool holds it. Teardown detaches them.
-            loopdev::attach(&f, loopdev::AttachOptions { direct_io: false, autoclear: false })
-                .ctx(NAME, None, || format!("attach {}", f.display()))
+            let id = f.display().to_string();
+            self.ledger
+                .record(ResourceKind::Loop, &id, &format!("{NAME} pool file"))
+                .ctx(NAME, None, || format!("record the loop device of {id} in the ledger"))?;
+            let r = loopdev::attach(&f, loopdev::AttachOptions { direct_io: false, autoclear: false })
+                .ctx(NAME, None, || format!("attach {}", f.display()));
+            if r.is_err() {
+                let _ = self.ledger.forget(ResourceKind::Loop, &id);
+            }
+            r
         };
         Ok((attach(self.data_file())?, attach(self.meta_file())?))
     }
@@ -435,9 +447,12 @@ impl DeviceMapper {
                 loopdev::create_sparse(&self.meta_file(), self.opts.metadata_size).ctx(NAME, None, || "create metadata file".into())?;
                 let (data_loop, meta_loop) = self.loops()?;
                 let (sectors, params) = self.pool_table(&data_loop, &meta_loop)?;
+                self.record_dm(&pool, "thin pool", None)?;
                 if let Err(e) = dm::create(&self.dm, &pool, sectors, "thin-pool", &params, false) {
                     let _ = loopdev::detach(&data_loop);
                     let _ = loopdev::detach(&meta_loop);
+                    let _ = self.ledger.forget(ResourceKind::Dm, &pool);
+                    self.forget_loops();
                     return Err(dmerr(None, format!("create thin pool {pool} ({params})"), e));
                 }
                 self.state.base_thin_id = 0;
@@ -450,8 +465,8 @@ impl DeviceMapper {
         if let Err(e) = self.format_base() {
             let _ = dm::remove(&self.dm, &self.base_name());
             let _ = dm::message(&self.dm, &self.state.pool, &format!("delete {}", self.state.base_thin_id));
-            if self.state.owned {
-                let _ = dm::remove(&self.dm, &self.state.pool);
+            if self.state.owned && dm::remove(&self.dm, &self.state.pool).is_ok() {
+                let _ = self.ledger.forget(ResourceKind::Dm, &self.state.pool);
             }
             return Err(e);
         }
@@ -472,12 +487,12 @@ impl DeviceMapper {
         let out = match out {
             Ok(o) => o,
             Err(e) => {
-                let _ = dm::remove(&self.dm, &name);
+                self.remove_dm(&name);
                 return Err(e);
             }
         };
         if !out.status.success() {
-            let _ = dm::remove(&self.dm, &name);
+            self.remove_dm(&name);
             return Err(Error::Command {
                 driver: NAME.into(),
                 command: format!("{tool} {} {}", args.join(" "), node.display()),
@@ -488,17 +503,24 @@ impl DeviceMapper {
         // An empty layer is empty: mke2fs's lost+found goes (e2fsck makes it again if it
         // ever needs it), as every other backend starts from an empty directory.
         let r = if self.state.fs == Fs::Ext4 { self.remove_lost_found(&node) } else { Ok(()) };
-        let _ = dm::remove(&self.dm, &name);
+        self.remove_dm(&name);
         r
     }
 
     fn remove_lost_found(&self, node: &Path) -> Result<()> {
         let dir = self.root.join("mnt").join("base");
         std::fs::create_dir_all(&dir).ctx(NAME, None, || format!("create {}", dir.display()))?;
-        mounts::mount(&node.to_string_lossy(), &dir, "ext4", MsFlags::empty(), None)
-            .ctx(NAME, None, || format!("mount base {} at {}", node.display(), dir.display()))?;
+        let id = mount_id(&dir);
+        self.ledger.record(ResourceKind::Mount, &id, "devicemapper base").ctx(NAME, None, || format!("record the mount on {id} in the ledger"))?;
+        if let Err(e) = mounts::mount(&node.to_string_lossy(), &dir, "ext4", MsFlags::empty(), None) {
+            let _ = self.ledger.forget(ResourceKind::Mount, &id);
+            return Err(dmerr(None, format!("mount base {} at {}", node.display(), dir.display()), e));
+        }
         let r = std::fs::remove_dir(dir.join("lost+found")).ctx(NAME, None, || "remove lost+found from the base".into());
         let u = mounts::unmount(&dir).ctx(NAME, None, || format!("unmount {}", dir.display()));
+        if u.is_ok() {
+            let _ = self.ledger.forget(ResourceKind::Mount, &id);
+        }
         let _ = std::fs::remove_dir(&dir);
         r.and(u)
     }
@@ -528,8 +550,11 @@ impl DeviceMapper {
         }
         let (data_loop, meta_loop) = self.loops()?;
         let (sectors, params) = self.pool_table(&data_loop, &meta_loop)?;
-        dm::create(&self.dm, &self.state.pool, sectors, "thin-pool", &params, false)
-            .map_err(|e| dmerr(None, format!("set up thin pool {} again", self.state.pool), e))?;
+        self.record_dm(&self.state.pool, "thin pool", None)?;
+        if let Err(e) = dm::create(&self.dm, &self.state.pool, sectors, "thin-pool", &params, false) {
+            let _ = self.ledger.forget(ResourceKind::Dm, &self.state.pool);
+            return Err(dmerr(None, format!("set up thin pool {} again", self.state.pool), e));
+        }
         Ok(())
     }
 
@@ -539,7 +564,7 @@ impl DeviceMapper {
         let Ok(devs) = dm::list(&self.dm) else { return };
         for (n, _) in devs {
             if n.starts_with(&format!("{}-", self.prefix)) && n != self.state.pool && !self.in_use(&n) {
-                let _ = dm::remove(&self.dm, &n);
+                self.remove_dm(&n);
             }
         }
     }
@@ -548,7 +573,7 @@ impl DeviceMapper {
         if let Ok(devs) = dm::list(&self.dm) {
             for (n, _) in devs {
                 if n.starts_with(&format!("{}-", self.prefix)) && n != self.pool_name() && n != self.state.pool {
-                    let _ = dm::remove(&self.dm, &n);
+                    self.remove_dm(&n);
                 }
             }
         }
@@ -570,12 +595,16 @@ impl DeviceMapper {
                 let pool = dm::exists(&self.dm, &self.state.pool)
                     .ctx(NAME, key, || "list devices".into())?
                     .ok_or_else(|| Error::unavailable(NAME, format!("thin pool {} is not active", self.state.pool)))?;
+                self.record_dm(name, "thin device", key)?;
                 match dm::create(&self.dm, name, self.state.base_sectors, "thin", &format!("{pool} {thin_id}"), false) {
                     Ok(d) => d,
                     // activated by another thread or process in the meantime
                     Err(e) => match dm::exists(&self.dm, name) {
                         Ok(Some(d)) => d,
-                        _ => return Err(dmerr(key, format!("activate thin device {thin_id} as {name}"), e)),
+                        _ => {
+                            let _ = self.ledger.forget(ResourceKind::Dm, name);
+                            return Err(dmerr(key, format!("activate thin device {thin_id} as {name}"), e));
+                        }
                     },
                 }
             }
@@ -585,8 +614,34 @@ impl DeviceMapper {
 
     fn deactivate_if_unused(&self, name: &str) {
         if !self.in_use(name) {
-            if let Err(e) = dm::remove(&self.dm, name) {
-                log::warn!("{NAME}: deactivate {name}: {e}");
+            match dm::remove(&self.dm, name) {
+                Ok(_) => {
+                    let _ = self.ledger.forget(ResourceKind::Dm, name);
+                }
+                Err(e) => log::warn!("{NAME}: deactivate {name}: {e}"),
+            }
+        }
+    }
+
+    /// Record dm device `name` in the ledger before it is created.
+    fn record_dm(&self, name: &str, what: &str, key: Option<&str>) -> Result<()> {
+        self.ledger
+            .record(ResourceKind::Dm, name, &format!("{NAME} {what}"))
+            .ctx(NAME, key, || format!("record dm device {name} in the ledger"))
+    }
+
+    /// Remove dm device `name` (errors ignored, as by the callers) and forget it once gone.
+    fn remove_dm(&self, name: &str) {
+        if dm::remove(&self.dm, name).is_ok() {
+            let _ = self.ledger.forget(ResourceKind::Dm, name);
+        }
+    }
+
+    /// The pool files' loop devices are gone (detached, or never attached).
+    fn forget_loops(&self) {
+        for f in [self.data_file(), self.meta_file()] {
+            if loopdev::find_by_file(&f).map(|v| v.is_empty()).unwrap_or(false) {
+                let _ = self.ledger.forget(ResourceKind::Loop, &f.display().to_string());
             }
         }
     }
@@ -692,8 +747,14 @@ impl DeviceMapper {
         let name = self.thin_name(info);
         let node = self.activate(&name, self.thin_id(info), Some(&info.key))?;
         let (flags, data) = self.mount_flags(writable);
+        let id = mount_id(target);
+        if let Err(e) = self.ledger.record(ResourceKind::Mount, &id, &format!("{NAME} layer {}", info.key)) {
+            self.deactivate_if_unused(&name);
+            return Err(dmerr(Some(&info.key), format!("record the mount on {id} in the ledger"), e));
+        }
         let r = mounts::mount(&node.to_string_lossy(), target, self.state.fs.name(), flags, Some(&data).filter(|d| !d.is_empty()).map(|d| d.as_str()));
         if let Err(e) = r {
+            let _ = self.ledger.forget(ResourceKind::Mount, &id);
             self.deactivate_if_unused(&name);
             return Err(dmerr(Some(&info.key), format!("mount {} ({}) at {}", node.display(), self.state.fs.name(), target.display()), e));
         }
@@ -722,8 +783,11 @@ impl DeviceMapper {
             u.0 -= 1;
             if u.0 == 0 {
                 if let Some((_, Some(name))) = users.remove(&info.id) {
-                    if let Err(e) = mounts::unmount(&dir) {
-                        log::warn!("{NAME}: unmount {}: {e}", dir.display());
+                    match mounts::unmount(&dir) {
+                        Ok(()) => {
+                            let _ = self.ledger.forget(ResourceKind::Mount, &mount_id(&dir));
+                        }
+                        Err(e) => log::warn!("{NAME}: unmount {}: {e}", dir.display()),
                     }
                     self.deactivate_if_unused(&name);
                 }
@@ -851,7 +915,9 @@ impl Driver for DeviceMapper {
         let rec = MountRecord { target: target.clone(), key: key.into(), device };
         let p = self.record_path(&target);
         if let Err(e) = serde_json::to_vec(&rec).map_err(std::io::Error::other).and_then(|b| std::fs::write(&p, b)) {
-            let _ = mounts::unmount(&target);
+            if mounts::unmount(&target).is_ok() {
+                let _ = self.ledger.forget(ResourceKind::Mount, &mount_id(&target));
+            }
             self.deactivate_if_unused(&rec.device);
             return Err(dmerr(Some(key), format!("record mount in {}", p.display()), e));
         }
@@ -863,6 +929,7 @@ impl Driver for DeviceMapper {
         let p = self.record_path(&target);
         let rec: Option<MountRecord> = std::fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok());
         mounts::unmount(&target).ctx(NAME, rec.as_ref().map(|r| r.key.as_str()), || format!("unmount {}", target.display()))?;
+        let _ = self.ledger.forget(ResourceKind::Mount, &mount_id(&target));
         if let Some(rec) = rec {
             self.deactivate_if_unused(&rec.device);
             let _ = std::fs::remove_file(&p);
@@ -991,15 +1058,26 @@ impl Driver for DeviceMapper {
 
     fn teardown(&self) -> Result<()> {
         for (p, r) in self.records() {
-            let _ = mounts::unmount(&r.target);
+            if mounts::unmount(&r.target).is_ok() || !mounts::is_mountpoint(&r.target) {
+                let _ = self.ledger.forget(ResourceKind::Mount, &mount_id(&r.target));
+            }
             let _ = std::fs::remove_file(p);
         }
+        let own: Vec<PathBuf> = mounts::mounts_under(&self.root.join("mnt")).unwrap_or_default().into_iter().map(|m| m.target).collect();
         mounts::unmount_all_under(&self.root.join("mnt")).ctx(NAME, None, || "unmount layer mountpoints".into())?;
+        for t in own {
+            let _ = self.ledger.forget(ResourceKind::Mount, &mount_id(&t));
+        }
         self.deactivate_all();
         let mut first_err = None;
         if self.state.owned {
-            if let Err(e) = dm::remove(&self.dm, &self.state.pool) {
-                first_err.get_or_insert(dmerr(None, format!("remove pool {}", self.state.pool), e));
+            match dm::remove(&self.dm, &self.state.pool) {
+                Ok(_) => {
+                    let _ = self.ledger.forget(ResourceKind::Dm, &self.state.pool);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(dmerr(None, format!("remove pool {}", self.state.pool), e));
+                }
             }
             for f in [self.data_file(), self.meta_file()] {
                 if let Ok(devs) = loopdev::find_by_file(&f) {
@@ -1007,6 +1085,9 @@ impl Driver for DeviceMapper {
                         let _ = loopdev::detach(&d);
                     }
                 }
+            }
+            self.forget_loops();
+            for f in [self.data_file(), self.meta_file()] {
                 let _ = std::fs::remove_file(&f);
             }
         } else {
