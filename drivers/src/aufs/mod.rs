@@ -570,6 +570,27 @@ mod tests {
     }
 
     #[test]
+    fn ledger_records_each_union_until_it_is_released() {
+        let Some(f) = fixture(NAME, &[]) else { return };
+        let d = f.driver();
+        let ledger = Ledger::open(&f.config().root);
+        let kind = if hostinfo::kernel_has_fs("aufs") { ResourceKind::Mount } else { ResourceKind::Fuse };
+        d.prepare("a", None, &no_labels()).unwrap();
+        let t = f.dir("a");
+        d.mount("a", &t).unwrap();
+        let id = std::fs::canonicalize(&t).unwrap().display().to_string();
+        let e = ledger.entries().unwrap().into_iter().find(|e| e.kind == kind && e.id == id);
+        let e = e.unwrap_or_else(|| panic!("no live {kind} entry for {id}: {:?}", ledger.entries()));
+        if kind == ResourceKind::Fuse {
+            assert!(unionfs::is_daemon_for(e.detail.parse().unwrap(), &t.canonicalize().unwrap()), "{e:?}");
+        }
+        d.unmount(&t).unwrap();
+        // The private mounts a diff makes come and go through the ledger as well.
+        d.changes("a").unwrap();
+        assert!(ledger.entries().unwrap().is_empty(), "{:?}", ledger.entries());
+    }
+
+    #[test]
     fn probe_names_the_stand_in() {
         let r = probe();
         if hostinfo::kernel_has_fs("aufs") {

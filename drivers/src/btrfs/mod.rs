@@ -786,6 +786,26 @@ mod tests {
     }
 
     #[test]
+    fn ledger_records_backing_store_and_layer_mounts() {
+        let Some(env) = Env::new(&[("size", "512M")]) else { return };
+        let d = env.d();
+        let ledger = Ledger::open(&env.dir.as_ref().unwrap().path().join("root"));
+        let live = |k: ResourceKind, id: &str| ledger.entries().unwrap().iter().any(|e| e.kind == k && e.id == id);
+        let Store::Loop { image, mnt } = &d.store else { panic!("a loop-backed store was expected") };
+        assert!(live(ResourceKind::Loop, &image.display().to_string()), "{:?}", ledger.entries());
+        assert!(live(ResourceKind::Mount, &tree::mount_id(mnt)), "{:?}", ledger.entries());
+        d.prepare("a", None, &Labels::new()).unwrap();
+        let t = env.target("a");
+        d.mount("a", &t).unwrap();
+        let id = tree::mount_id(&t);
+        assert!(live(ResourceKind::Mount, &id), "{:?}", ledger.entries());
+        d.unmount(&t).unwrap();
+        assert!(!live(ResourceKind::Mount, &id));
+        d.teardown().unwrap();
+        assert!(ledger.entries().unwrap().is_empty(), "{:?}", ledger.entries());
+    }
+
+    #[test]
     fn nested_subvolume_in_committed_layer_is_removed() {
         let Some(env) = Env::new(&[("size", "512M")]) else { return };
         let d = env.d();

@@ -928,6 +928,29 @@ mod tests {
     }
 
     #[test]
+    fn ledger_records_pool_dataset_and_bind_mounts() {
+        let Some(env) = Env::new(&[("size", "256M")]) else { return };
+        let d = env.d();
+        let ledger = Ledger::open(&env.dir.as_ref().unwrap().path().join("root"));
+        let live = |k: ResourceKind, id: &str| ledger.entries().unwrap().iter().any(|e| e.kind == k && e.id == id);
+        let pool = d.store.pool().to_string();
+        assert!(live(ResourceKind::Pool, &pool), "{:?}", ledger.entries());
+        let info = d.prepare("a", None, &Labels::new()).unwrap();
+        let ds_mnt = tree::mount_id(&d.mnt(info.id));
+        assert!(live(ResourceKind::Mount, &ds_mnt), "{:?}", ledger.entries());
+        let t = env.target("a");
+        d.mount("a", &t).unwrap();
+        let id = tree::mount_id(&t);
+        assert!(live(ResourceKind::Mount, &id), "{:?}", ledger.entries());
+        d.unmount(&t).unwrap();
+        assert!(!live(ResourceKind::Mount, &id));
+        d.remove("a").unwrap();
+        assert!(!live(ResourceKind::Mount, &ds_mnt), "{:?}", ledger.entries());
+        d.teardown().unwrap();
+        assert!(ledger.entries().unwrap().is_empty(), "{:?}", ledger.entries());
+    }
+
+    #[test]
     fn clones_commit_views_usage_and_remove() {
         let Some(env) = Env::new(&[("size", "256M")]) else { return };
         let d = env.d();
