@@ -62,6 +62,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use cowbench_drivers::ledger::{Ledger, ResourceKind};
 use cowbench_drivers::{Driver, Labels};
 use cowbench_workloads::probe::{Request, Response, HOLD_MARKER, PROBE_PATH};
 use serde::{Deserialize, Serialize};
@@ -431,6 +432,21 @@ impl Runtime {
         format!("{}/{id}", self.cgroup_parent)
     }
 
+    /// The ledger of this root (see `cowbench_drivers::ledger`).
+    fn ledger(&self) -> Ledger {
+        Ledger::open(&self.root)
+    }
+
+    /// Record container `id` and its cgroup in the ledger before the runtime creates them, so
+    /// that `cowbench clean` removes both after a crash.
+    fn record_container(&self, id: &str) -> Result<()> {
+        let l = self.ledger();
+        let detail = format!("{} {}", self.kind, self.state_dir.display());
+        l.record(ResourceKind::Container, id, &detail)
+            .and_then(|_| l.record(ResourceKind::Cgroup, self.cgroup_path(id).trim_matches('/'), &format!("container {id}")))
+            .map_err(io_err(format!("record container {id} in {}", l.path().display())))
+    }
+
     fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)
     }
@@ -616,6 +632,7 @@ impl Runtime {
             args.push("--keep");
         }
         args.extend(["--bundle", &bundle, &id]);
+        self.record_container(&id)?;
         let child = self
             .command()
             .args(&args)
@@ -717,6 +734,7 @@ impl Runtime {
         let bundle = st.dir.to_string_lossy().into_owned();
         let pid_file = pid_path.to_string_lossy().into_owned();
         let t1 = Instant::now();
+        self.record_container(&id)?;
         st.created = true;
         // The container's stdio are these files: runc/crun hand their own stdio to the process.
         let status = self
@@ -899,11 +917,18 @@ impl Staged<'_> {
                     note(e);
                 }
             }
+            let ledger = self.rt.ledger();
+            if !self.rt.state_dir.join(&self.id).exists() {
+                let _ = ledger.forget(ResourceKind::Container, &self.id);
+            }
             let cg = self.rt.cgroup_path(&self.id);
             if self.rt.hier.exists(&cg) {
                 if let Err(e) = self.rt.hier.remove_tree(&cg) {
                     note(Error::Io { context: format!("remove cgroup {cg}"), source: e });
                 }
+            }
+            if !self.rt.hier.exists(&cg) {
+                let _ = ledger.forget(ResourceKind::Cgroup, cg.trim_matches('/'));
             }
         }
         let rootfs = self.dir.join("rootfs");
