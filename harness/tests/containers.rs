@@ -10,6 +10,7 @@ use std::time::Duration;
 use cowbench::container::{ContainerSpec, Runtime, RuntimeKind};
 use cowbench::image::{self, Image, ImageSpec, Shape};
 use cowbench_drivers::conformance::{fixture, Fixture};
+use cowbench_drivers::ledger::{Ledger, ResourceKind};
 use cowbench_drivers::sys::{hostinfo, mounts};
 use cowbench_workloads::probe::{Op, Request};
 
@@ -130,6 +131,12 @@ fn namespaces_and_cgroup(driver: &str, kind: RuntimeKind) {
 
     let cg = c.cgroup_path();
     assert!(rt.hierarchies().exists(&cg), "cgroup {cg} exists while running");
+    // Container and cgroup are in the root's ledger while they exist (for `cowbench clean`).
+    let ledger = Ledger::open(&std::fs::canonicalize(fx.root().join("cb")).unwrap());
+    let live = |k: ResourceKind, id: &str| ledger.entries().unwrap().iter().any(|e| e.kind == k && e.id == id);
+    assert!(live(ResourceKind::Container, c.id()), "{:?}", ledger.entries());
+    assert!(live(ResourceKind::Cgroup, cg.trim_matches('/')), "{:?}", ledger.entries());
+    let id = c.id().to_string();
     let cgroup_of_init = std::fs::read_to_string(format!("/proc/{}/cgroup", c.pid())).unwrap();
     assert!(cgroup_of_init.contains(&cg), "{cgroup_of_init}");
     let a = c.accounting().unwrap();
@@ -140,6 +147,7 @@ fn namespaces_and_cgroup(driver: &str, kind: RuntimeKind) {
     assert_eq!(resp.samples_of("hold", "total").count(), 1);
     assert!(resp.samples_of("meminfo", "total").next().unwrap().values["vm_rss_bytes"] > 0);
     assert!(!rt.hierarchies().exists(&cg), "cgroup {cg} gone after stop");
+    assert!(!live(ResourceKind::Container, &id) && !live(ResourceKind::Cgroup, cg.trim_matches('/')), "{:?}", ledger.entries());
     assert_clean(&fx, &rt);
 }
 
