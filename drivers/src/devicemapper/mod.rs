@@ -765,6 +765,15 @@ impl DeviceMapper {
     /// that is already there.
     fn with_own_mount<T>(&self, info: &LayerInfo, writable: bool, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
         let dir = self.mnt_dir(info);
+        // The device may already be mounted elsewhere, e.g. as a running container's rootfs. A
+        // second mount of the same ext4/xfs device with other flags fails with EBUSY, so read
+        // (or write) through the mount that is there.
+        let ours = self.own_mounts.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&info.id);
+        if !ours && !mounts::is_mountpoint(&dir) {
+            if let Some(existing) = self.existing_mount(info, writable) {
+                return f(&existing);
+            }
+        }
         {
             let mut users = self.own_mounts.lock().unwrap_or_else(|p| p.into_inner());
             match users.get_mut(&info.id) {
@@ -794,6 +803,16 @@ impl DeviceMapper {
             }
         }
         out
+    }
+
+    /// A mount of layer `info`'s whole filesystem somewhere on the host (writable if asked).
+    fn existing_mount(&self, info: &LayerInfo, writable: bool) -> Option<PathBuf> {
+        let suffix = format!("/{}", self.thin_name(info));
+        mounts::mounts()
+            .ok()?
+            .into_iter()
+            .find(|m| m.source.ends_with(&suffix) && m.root == "/" && (!writable || !m.options.split(',').any(|o| o == "ro")))
+            .map(|m| m.target)
     }
 
     fn record_path(&self, target: &Path) -> PathBuf {
