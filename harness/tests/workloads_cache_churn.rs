@@ -7,37 +7,21 @@
 
 use std::collections::BTreeMap;
 
-use cowbench::container::{Runtime, RuntimeKind};
 use cowbench::runner::exec::{self, Session, SetupError};
-use cowbench_drivers::conformance::{fixture, Fixture};
-use cowbench_drivers::registry;
-use cowbench_drivers::sys::{hostinfo, mounts};
+use cowbench_drivers::sys::mounts;
 use cowbench_workloads::churn::ChurnParams;
 use cowbench_workloads::concurrent::{ConcurrentParams, Mode};
 use cowbench_workloads::fragmentation::FragmentationParams;
 use cowbench_workloads::sharedcache::SharedCacheParams;
 use cowbench_workloads::{by_id, Params, TypedParams, MIB};
 
-/// A session on a fixture's root (a second handle of the fixture's driver), as the runner
-/// opens one. The fixture tears the backend down when dropped.
-fn session(driver: &str) -> Option<(Fixture, Session)> {
-    let fx = fixture(driver, &[])?;
-    if hostinfo::which("runc").is_none() {
-        panic!("runc is not installed (Debian package runc)");
-    }
-    let cfg = fx.config().clone();
-    let s = Session {
-        name: driver.into(),
-        driver: registry::open(driver, &cfg).expect("second handle"),
-        probe: registry::probe(driver).unwrap(),
-        runtime: Runtime::new(RuntimeKind::Runc, &cfg.root).expect("runtime"),
-        cfg,
-        seed: 7,
-    };
-    Some((fx, s))
-}
+mod common;
+use common::Samples;
 
-type Samples = BTreeMap<&'static str, Vec<f64>>;
+/// A session as the runner opens one, with this file's seed.
+fn session(driver: &str) -> Option<(cowbench_drivers::conformance::Fixture, Session)> {
+    common::session(driver, 7)
+}
 
 /// Run `reps` repetitions of workload `id` with `params` as the runner does (dropping caches
 /// where the workload asks); samples by metric name, and the notes.

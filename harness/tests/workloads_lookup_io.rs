@@ -7,11 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use cowbench::container::{Runtime, RuntimeKind};
 use cowbench::runner::exec::{self, Session, SetupError};
-use cowbench_drivers::conformance::{fixture, Fixture};
-use cowbench_drivers::registry;
-use cowbench_drivers::sys::{hostinfo, mounts};
+use cowbench_drivers::sys::mounts;
 use cowbench_workloads::baremetal::{BaremetalParams, Site};
 use cowbench_workloads::layers::LayersParams;
 use cowbench_workloads::lookup::{Cache, LookupParams};
@@ -19,26 +16,13 @@ use cowbench_workloads::metadata::MetadataParams;
 use cowbench_workloads::seqio::{IoParams, Target};
 use cowbench_workloads::{by_id, Params, TypedParams, KIB, MIB};
 
-/// A session on a fixture's root (a second handle of the fixture's driver), as the runner
-/// opens one. The fixture tears the backend down when dropped.
-fn session(driver: &str) -> Option<(Fixture, Session)> {
-    let fx = fixture(driver, &[])?;
-    if hostinfo::which("runc").is_none() {
-        panic!("runc is not installed (Debian package runc)");
-    }
-    let cfg = fx.config().clone();
-    let s = Session {
-        name: driver.into(),
-        driver: registry::open(driver, &cfg).expect("second handle"),
-        probe: registry::probe(driver).unwrap(),
-        runtime: Runtime::new(RuntimeKind::Runc, &cfg.root).expect("runtime"),
-        cfg,
-        seed: 11,
-    };
-    Some((fx, s))
-}
+mod common;
+use common::Samples;
 
-type Samples = BTreeMap<&'static str, Vec<f64>>;
+/// A session as the runner opens one, with this file's seed.
+fn session(driver: &str) -> Option<(cowbench_drivers::conformance::Fixture, Session)> {
+    common::session(driver, 11)
+}
 
 /// Run `reps` repetitions of workload `id` with `params` as the runner does (dropping caches
 /// where the workload asks); samples by metric name, and the notes.
