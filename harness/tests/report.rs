@@ -219,12 +219,34 @@ fn several_runs_merge_with_a_column_each() {
     let opts = ReportOptions { out: Some(out.clone()), ..Default::default() };
     let paths = write_report(&[a, b], &opts).unwrap();
     let md = read(&paths.md.unwrap());
-    assert!(md.contains("| Claim | host-a (host) | host-b (VM) |"), "one column per run");
-    assert!(md.contains("**Warning (host-b (VM)):** Measured inside the cowbench VM"), "VM warning");
+    assert!(md.contains("| Claim | host-a (host) | host-b (VM, TCG) |"), "one column per run");
+    assert!(
+        md.contains("**Warning (host-b (VM, TCG)):** Measured inside the cowbench VM under software emulation (QEMU TCG"),
+        "TCG warning at the top"
+    );
+    assert!(md.find("**Warning (host-b (VM, TCG))").unwrap() < md.find("## Host and reproducibility").unwrap());
+    assert!(!md.contains("**Warning (host-a (host)):** Measured inside"), "the host run carries no VM warning");
     assert!(md.contains("*[stand-in: aufs (unionfs-fuse stand-in); VM]*") || md.contains("; VM]*"), "VM mark on verdicts");
     let json: serde_json::Value = serde_json::from_str(&read(&paths.json.unwrap())).unwrap();
     assert!(json["claims"].as_array().unwrap().iter().all(|c| c["verdicts"].as_array().unwrap().len() == 2));
     assert!(paths.charts.iter().any(|c| c.id.starts_with("run2-")));
+}
+
+#[test]
+fn baseline_from_another_environment_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = synthetic_run(&tmp.path().join("host"), "host-run", 7, 1.0);
+    let vm = synthetic_run_in(&tmp.path().join("vm"), "vm-run", 8, 1.0, true);
+    let out = tmp.path().join("out");
+    let s = |p: &Path| p.display().to_string();
+    for (run, base) in [(&vm, &host), (&host, &vm)] {
+        let o = cowbench(&["report", &s(run), "--baseline", &s(base), "--out", &s(&out), "--format", "json"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_ne!(o.status.code(), Some(0), "a host run and a VM run must not be compared: {err}");
+        assert!(err.contains("different environments"), "readable reason: {err}");
+        assert!(err.contains("vm-tcg") && err.contains("host"), "names both environments: {err}");
+    }
+    assert!(!out.join("report.json").exists(), "no comparison written");
 }
 
 fn cowbench(args: &[&str]) -> std::process::Output {

@@ -94,8 +94,11 @@ pub struct RunEvidence {
     pub label: String,
     pub dir: Option<PathBuf>,
     pub run_id: String,
-    /// Ran inside the cowbench VM (software-emulated devices and CPU).
+    /// Ran inside the cowbench VM.
     pub vm: bool,
+    /// Where the numbers come from, as a key two runs must share to be compared:
+    /// `host`, or `vm-<accel>` (`vm-tcg`: software-emulated CPU, `vm-kvm`).
+    pub environment: String,
     /// The run finished (not still running, killed or interrupted).
     pub complete: bool,
     pub profile: String,
@@ -113,6 +116,7 @@ impl RunEvidence {
         RunEvidence {
             label: label.into(),
             run_id: label.into(),
+            environment: "host".into(),
             complete: true,
             profile: "quick".into(),
             drivers_requested: drivers.iter().map(|s| s.to_string()).collect(),
@@ -142,7 +146,14 @@ impl RunEvidence {
             .and_then(|d| d.file_name())
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| doc.run_id.clone());
-        let label = format!("{host_name} ({})", if vm { "VM" } else { "host" });
+        let environment = match &h.environment {
+            Environment::Host => "host".to_string(),
+            Environment::Vm { accel, .. } => format!("vm-{accel}"),
+        };
+        let label = match &h.environment {
+            Environment::Host => format!("{host_name} (host)"),
+            Environment::Vm { accel, .. } => format!("{host_name} (VM, {})", accel.to_uppercase()),
+        };
         let backends = h
             .drivers
             .iter()
@@ -219,6 +230,7 @@ impl RunEvidence {
             dir: dir.map(Path::to_path_buf),
             run_id: doc.run_id.clone(),
             vm,
+            environment,
             complete: doc.status == crate::results::RunStatus::Complete,
             profile: doc.parameters.profile.clone(),
             drivers_requested: doc.parameters.drivers.clone(),

@@ -274,10 +274,7 @@ fn run_info(run: &RunEvidence) -> RunInfo {
         ));
     }
     if run.vm {
-        warnings.push(
-            "Measured inside the cowbench VM (software-emulated CPU and devices): compare these numbers only with each other."
-                .into(),
-        );
+        warnings.push(vm_warning(&run.environment));
     }
     let stand_ins: Vec<String> = run
         .backends
@@ -311,6 +308,39 @@ fn run_info(run: &RunEvidence) -> RunInfo {
 }
 
 /// Decide, chart and compare. `charts_dir` receives the SVG and PNG files.
+/// The banner of a run measured inside the cowbench VM. Under TCG every guest instruction is
+/// translated by QEMU, so absolute times are several times those of a native host and CPU-bound
+/// work is slowed more than IO-bound work: only ratios within the run mean anything.
+fn vm_warning(environment: &str) -> String {
+    match environment {
+        "vm-tcg" => "Measured inside the cowbench VM under software emulation (QEMU TCG, no KVM): CPU and devices are \
+                     emulated, so absolute numbers are many times a native host's and CPU-bound steps are slowed more \
+                     than IO-bound ones. Compare these numbers only with each other, within this run."
+            .into(),
+        "vm-kvm" => "Measured inside the cowbench VM (KVM, virtio disks on a host file): compare these numbers only with \
+                     each other, within this run, not with a native host."
+            .into(),
+        other => format!(
+            "Measured inside the cowbench VM ({other}): compare these numbers only with each other, within this run."
+        ),
+    }
+}
+
+/// Runs from different environments (host, VM under TCG, VM under KVM) are never compared.
+fn check_comparable(run: &RunEvidence, baseline: &RunEvidence) -> anyhow::Result<()> {
+    if run.environment != baseline.environment {
+        anyhow::bail!(
+            "cannot compare {} (environment {}) with baseline {} (environment {}): numbers from different \
+             environments are not comparable; use a baseline measured the same way",
+            run.run_id,
+            run.environment,
+            baseline.run_id,
+            baseline.environment
+        );
+    }
+    Ok(())
+}
+
 pub fn build(set: &ClaimSet, mut runs: Vec<RunEvidence>, baseline: Option<&RunEvidence>, charts_dir: &Path) -> anyhow::Result<Report> {
     // Column titles must be unique.
     let mut seen = BTreeMap::<String, usize>::new();
@@ -320,6 +350,9 @@ pub fn build(set: &ClaimSet, mut runs: Vec<RunEvidence>, baseline: Option<&RunEv
         if *n > 1 {
             r.label = format!("{} #{n}", r.label);
         }
+    }
+    if let Some(b) = baseline {
+        check_comparable(&runs[0], b)?;
     }
     let multi = runs.len() > 1;
     let verdicts: Vec<Vec<ClaimVerdict>> = runs.iter().map(|r| evaluate_all(set, r)).collect();
