@@ -46,11 +46,16 @@ fn copyup(run: &mut RunEvidence, driver: &str, fixed_ns: f64, per_byte_ns: f64, 
             .collect();
         let lat = j.samples(fixed_ns + per_byte_ns * s, amp, 9);
         let usage = if whole_file { s + 8192.0 } else { 4096.0 };
-        run.cells.push(
-            EvCell::new("copyup", driver, p)
-                .with_metric("first_write_latency_ns", lat)
-                .with_metric("usage_delta_bytes", vec![usage; 5]),
-        );
+        let mut cell = EvCell::new("copyup", driver, p)
+            .with_metric("first_write_latency_ns", lat)
+            .with_metric("usage_delta_bytes", vec![usage; 5]);
+        if driver == "devicemapper" {
+            // The thin pool's own counter: one 64 KiB block, or the whole file. (The layer's
+            // file-level usage counts the changed file whole either way.)
+            let pool = if whole_file { s + 65536.0 } else { 65536.0 };
+            cell = cell.with_metric("pool_data_used_delta_bytes", vec![pool; 5]).with_metric("usage_delta_bytes", vec![s; 5]);
+        }
+        run.cells.push(cell);
     }
 }
 

@@ -53,7 +53,7 @@ pub const FULL_SIZES: [u64; 10] =
     [4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, MIB, 4 * MIB, 16 * MIB, 64 * MIB, 256 * MIB, GIB];
 pub const FULL_DEPTHS: [u32; 4] = [1, 8, 32, 128];
 
-pub const METRICS: [MetricSpec; 4] = [
+pub const METRICS: [MetricSpec; 5] = [
     MetricSpec {
         name: "open_latency_ns",
         unit: "ns",
@@ -72,7 +72,12 @@ pub const METRICS: [MetricSpec; 4] = [
     MetricSpec {
         name: "usage_delta_bytes",
         unit: "bytes",
-        description: "bytes of the container layer after the write minus before (driver usage)",
+        description: "bytes of the container layer after the write minus before (driver usage; block backends count changed files whole)",
+    },
+    MetricSpec {
+        name: "pool_data_used_delta_bytes",
+        unit: "bytes",
+        description: "data the backend's pool allocated for the write (devicemapper: thin-pool used data blocks); only backends with a pool counter",
     },
 ];
 

@@ -3,6 +3,11 @@
 //! with its own clock; the harness reads the usage again. The layer is kept until both usage
 //! figures are read, then removed.
 //!
+//! `usage_delta_bytes` is the driver's layer usage, which for a block backend (devicemapper)
+//! counts every changed file whole: the snapshotter's file-level view. What a block backend
+//! really allocated is its pool's own counter (`data_used_bytes` in the driver status, the
+//! thin pool's used data blocks), recorded as `pool_data_used_delta_bytes` where there is one.
+//!
 //! Image: base layer (busybox + probe) and a stack of `depth` layers whose bottom one holds
 //! `/data/copyup` of `file_bytes` (depth 1: the file is in the topmost image layer).
 
@@ -18,6 +23,11 @@ use crate::container::ContainerSpec;
 use crate::image::{self, Image, ImageSpec, Shape};
 
 const TARGET: &str = "/data/copyup";
+
+/// The backend's pool-level allocation (bytes), if its status has one.
+fn pool_data_used(d: &dyn cowbench_drivers::Driver) -> Option<u64> {
+    d.status().ok()?.get("data_used_bytes")?.parse().ok()
+}
 
 pub fn setup<'a>(s: &'a Session, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
     let p = CopyupParams::from_params(params).map_err(|e| SetupError::Fail(anyhow::anyhow!(e)))?;
@@ -56,6 +66,7 @@ impl CellExec for Copyup<'_> {
         let measured = (|| -> anyhow::Result<RepSamples> {
             c.wait_ready(Duration::from_secs(60))?;
             let before = d.usage(&layer)?.bytes;
+            let pool_before = pool_data_used(d);
             let out = c.stop()?;
             let resp = out.probe_response()?;
             if let Some((s, e)) = resp.first_error() {
@@ -70,12 +81,17 @@ impl CellExec for Copyup<'_> {
             let open = phase("open")?;
             let write = phase("pwrite")?;
             let after = d.usage(&layer)?.bytes;
-            Ok(vec![
+            let mut samples = vec![
                 ("open_latency_ns", open),
                 ("write_latency_ns", write),
                 ("first_write_latency_ns", open + write),
                 ("usage_delta_bytes", after.saturating_sub(before) as f64),
-            ])
+            ];
+            // After `stop`: the container's filesystem is unmounted, so its writes reached the pool.
+            if let (Some(b), Some(a)) = (pool_before, pool_data_used(d)) {
+                samples.push(("pool_data_used_delta_bytes", a.saturating_sub(b) as f64));
+            }
+            Ok(samples)
         })();
         // `stop` has unmounted and deleted the container; the kept layer goes now.
         let removed = d.remove(&layer);
