@@ -149,6 +149,34 @@ impl Ledger {
         })
     }
 
+    /// Mount `driver`'s layer `key` on `target` by `mount`, recorded in the ledger first (so
+    /// `cowbench clean` finds it after a crash) and forgotten again when `mount` fails.
+    pub fn tracked_mount(
+        &self,
+        driver: &str,
+        key: &str,
+        target: &Path,
+        mount: impl FnOnce() -> crate::Result<()>,
+    ) -> crate::Result<()> {
+        use crate::error::IoContext;
+        let id = crate::vfs::tree::mount_id(target);
+        self.record(ResourceKind::Mount, &id, &format!("{driver} layer {key}"))
+            .ctx(driver, Some(key), || format!("record the mount on {id} in the ledger"))?;
+        let r = mount();
+        if r.is_err() {
+            let _ = self.forget(ResourceKind::Mount, &id);
+        }
+        r
+    }
+
+    /// Unmount what [`Ledger::tracked_mount`] mounted on `target` and forget it.
+    pub fn tracked_unmount(&self, driver: &str, target: &Path) -> crate::Result<()> {
+        use crate::error::IoContext;
+        let id = crate::vfs::tree::mount_id(target);
+        crate::sys::mounts::unmount(target).ctx(driver, None, || format!("unmount {}", target.display()))?;
+        self.forget(ResourceKind::Mount, &id).ctx(driver, None, || format!("forget the mount on {id} in the ledger"))
+    }
+
     /// Live entries in the order they were recorded (a resource recorded again after being
     /// forgotten is live again). A missing ledger has no entries.
     pub fn entries(&self) -> io::Result<Vec<Entry>> {

@@ -37,7 +37,7 @@ use crate::driver::{
     Usage,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::ledger::{Ledger, ResourceKind};
+use crate::ledger::Ledger;
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, mounts};
 use crate::vfs::tree;
@@ -590,21 +590,11 @@ impl Driver for Overlay {
 
     fn mount(&self, key: &str, target: &Path) -> Result<()> {
         let plan = self.plan(key)?;
-        let id = tree::mount_id(target);
-        self.ledger
-            .record(ResourceKind::Mount, &id, &format!("{NAME} layer {key}"))
-            .ctx(NAME, Some(key), || format!("record the mount on {id} in the ledger"))?;
-        let r = self.mount_plan(key, plan, target);
-        if r.is_err() {
-            let _ = self.ledger.forget(ResourceKind::Mount, &id);
-        }
-        r
+        self.ledger.tracked_mount(NAME, key, target, || self.mount_plan(key, plan, target))
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        let id = tree::mount_id(target);
-        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))?;
-        self.ledger.forget(ResourceKind::Mount, &id).ctx(NAME, None, || format!("forget the mount on {id} in the ledger"))
+        self.ledger.tracked_unmount(NAME, target)
     }
 
     fn remove(&self, key: &str) -> Result<()> {

@@ -377,7 +377,7 @@ fn other_rule_kinds() {
 #[test]
 fn vm_and_loop_marks_travel_with_the_verdict() {
     let mut run = RunEvidence::synthetic("vm", &["overlay"], &["copyup"]);
-    run.vm = true;
+    run.environment = "vm-tcg".into();
     copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 70, true);
     let v = verdict(&run, "overlay-copyup-whole-file");
     assert_eq!(v.verdict.kind, VerdictKind::Confirmed);

@@ -747,16 +747,14 @@ impl DeviceMapper {
         let name = self.thin_name(info);
         let node = self.activate(&name, self.thin_id(info), Some(&info.key))?;
         let (flags, data) = self.mount_flags(writable);
-        let id = mount_id(target);
-        if let Err(e) = self.ledger.record(ResourceKind::Mount, &id, &format!("{NAME} layer {}", info.key)) {
-            self.deactivate_if_unused(&name);
-            return Err(dmerr(Some(&info.key), format!("record the mount on {id} in the ledger"), e));
-        }
-        let r = mounts::mount(&node.to_string_lossy(), target, self.state.fs.name(), flags, Some(&data).filter(|d| !d.is_empty()).map(|d| d.as_str()));
+        let r = self.ledger.tracked_mount(NAME, &info.key, target, || {
+            let fs = self.state.fs.name();
+            mounts::mount(&node.to_string_lossy(), target, fs, flags, Some(&data).filter(|d| !d.is_empty()).map(|d| d.as_str()))
+                .map_err(|e| dmerr(Some(&info.key), format!("mount {} ({fs}) at {}", node.display(), target.display()), e))
+        });
         if let Err(e) = r {
-            let _ = self.ledger.forget(ResourceKind::Mount, &id);
             self.deactivate_if_unused(&name);
-            return Err(dmerr(Some(&info.key), format!("mount {} ({}) at {}", node.display(), self.state.fs.name(), target.display()), e));
+            return Err(e);
         }
         Ok(name)
     }

@@ -25,7 +25,7 @@ use crate::driver::{
     Usage,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::ledger::{Ledger, ResourceKind};
+use crate::ledger::Ledger;
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, mounts};
 
@@ -155,22 +155,14 @@ impl Driver for Vfs {
     fn mount(&self, key: &str, target: &Path) -> Result<()> {
         let info = self.meta.get(key)?;
         let dir = self.layer_dir(info.id);
-        let id = tree::mount_id(target);
-        self.ledger
-            .record(ResourceKind::Mount, &id, &format!("{NAME} layer {key}"))
-            .ctx(NAME, Some(key), || format!("record the mount on {id} in the ledger"))?;
-        let r = tree::bind_mount(&dir, target, info.kind != Kind::Active)
-            .ctx(NAME, Some(key), || format!("bind mount {} on {}", dir.display(), target.display()));
-        if r.is_err() {
-            let _ = self.ledger.forget(ResourceKind::Mount, &id);
-        }
-        r
+        self.ledger.tracked_mount(NAME, key, target, || {
+            tree::bind_mount(&dir, target, info.kind != Kind::Active)
+                .ctx(NAME, Some(key), || format!("bind mount {} on {}", dir.display(), target.display()))
+        })
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        let id = tree::mount_id(target);
-        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))?;
-        self.ledger.forget(ResourceKind::Mount, &id).ctx(NAME, None, || format!("forget the mount on {id} in the ledger"))
+        self.ledger.tracked_unmount(NAME, target)
     }
 
     fn remove(&self, key: &str) -> Result<()> {

@@ -637,30 +637,15 @@ impl Driver for Zfs {
         let info = self.meta.get(key)?;
         self.mount_internal(&info)?;
         let src = self.mnt(info.id);
-        let s = src.to_string_lossy().into_owned();
-        let id = tree::mount_id(target);
-        self.ledger
-            .record(ResourceKind::Mount, &id, &format!("{NAME} layer {key}"))
-            .ctx(NAME, Some(key), || format!("record the mount on {id} in the ledger"))?;
-        if let Err(e) = mounts::mount(&s, target, "", MsFlags::MS_BIND, None) {
-            let _ = self.ledger.forget(ResourceKind::Mount, &id);
-            return Err(Error::io(NAME, Some(key), format!("bind {} on {}", src.display(), target.display()), e));
-        }
-        if info.kind != Kind::Active {
-            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-            if let Err(e) = mounts::mount("", target, "", flags, None) {
-                let _ = mounts::unmount(target);
-                let _ = self.ledger.forget(ResourceKind::Mount, &id);
-                return Err(Error::io(NAME, Some(key), format!("make {} read-only", target.display()), e));
-            }
-        }
-        Ok(())
+        // Committed layers and views are mounted read-only.
+        self.ledger.tracked_mount(NAME, key, target, || {
+            tree::bind_mount(&src, target, info.kind != Kind::Active)
+                .ctx(NAME, Some(key), || format!("bind mount {} on {}", src.display(), target.display()))
+        })
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        let id = tree::mount_id(target);
-        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))?;
-        self.ledger.forget(ResourceKind::Mount, &id).ctx(NAME, None, || format!("forget the mount on {id} in the ledger"))
+        self.ledger.tracked_unmount(NAME, target)
     }
 
     fn remove(&self, key: &str) -> Result<()> {

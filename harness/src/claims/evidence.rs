@@ -94,8 +94,6 @@ pub struct RunEvidence {
     pub label: String,
     pub dir: Option<PathBuf>,
     pub run_id: String,
-    /// Ran inside the cowbench VM.
-    pub vm: bool,
     /// Where the numbers come from, as a key two runs must share to be compared:
     /// `host`, or `vm-<accel>` (`vm-tcg`: software-emulated CPU, `vm-kvm`).
     pub environment: String,
@@ -129,30 +127,29 @@ impl RunEvidence {
         }
     }
 
+    /// Ran inside the cowbench VM.
+    pub fn is_vm(&self) -> bool {
+        self.environment.starts_with("vm")
+    }
+
     pub fn workload_ran(&self, workload: &str) -> bool {
         self.cells.iter().any(|c| c.workload == workload)
     }
 
     pub fn from_doc(doc: &RunDoc, dir: Option<&Path>) -> Self {
         let h = &doc.host;
-        let vm = matches!(h.environment, Environment::Vm { .. });
-        let env = match &h.environment {
-            Environment::Host => "host".to_string(),
-            Environment::Vm { accel, vcpus, mem_bytes } => {
-                format!("VM ({accel}, {vcpus} vCPU, {})", crate::report::fmt_bytes(*mem_bytes as f64))
-            }
-        };
         let host_name = dir
             .and_then(|d| d.file_name())
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| doc.run_id.clone());
-        let environment = match &h.environment {
-            Environment::Host => "host".to_string(),
-            Environment::Vm { accel, .. } => format!("vm-{accel}"),
-        };
-        let label = match &h.environment {
-            Environment::Host => format!("{host_name} (host)"),
-            Environment::Vm { accel, .. } => format!("{host_name} (VM, {})", accel.to_uppercase()),
+        // (comparison key, the fact shown in the report, the column title)
+        let (environment, env, label) = match &h.environment {
+            Environment::Host => ("host".to_string(), "host".to_string(), format!("{host_name} (host)")),
+            Environment::Vm { accel, vcpus, mem_bytes } => (
+                format!("vm-{accel}"),
+                format!("VM ({accel}, {vcpus} vCPU, {})", crate::report::fmt_bytes(*mem_bytes as f64)),
+                format!("{host_name} (VM, {})", accel.to_uppercase()),
+            ),
         };
         let backends = h
             .drivers
@@ -229,7 +226,6 @@ impl RunEvidence {
             label,
             dir: dir.map(Path::to_path_buf),
             run_id: doc.run_id.clone(),
-            vm,
             environment,
             complete: doc.status == crate::results::RunStatus::Complete,
             profile: doc.parameters.profile.clone(),

@@ -39,7 +39,7 @@ fn evaluate_driver(claim: &Claim, run: &RunEvidence, driver: &str) -> DriverVerd
     };
     if let Some(why) = pre {
         let mut v = Verdict::not_measured(why);
-        v.marks.vm = run.vm;
+        v.marks.vm = run.is_vm();
         return DriverVerdict { driver: driver.into(), implementation, verdict: v, rules: vec![] };
     }
     let rules: Vec<RuleOutcome> = claim.rules.iter().map(|r| evaluate_rule(r, run, driver)).collect();
@@ -296,7 +296,7 @@ fn point(driver: &str, x: Option<f64>, label: String, ci: &MedianCi) -> Point {
 }
 
 fn marks_of(run: &RunEvidence, cells: &[&EvCell]) -> Marks {
-    let mut m = Marks { vm: run.vm, ..Default::default() };
+    let mut m = Marks { vm: run.is_vm(), ..Default::default() };
     for c in cells {
         let b = run.backends.get(&c.driver);
         if c.is_stand_in() || b.is_some_and(|b| b.stand_in) {
@@ -321,7 +321,7 @@ fn marks_of(run: &RunEvidence, cells: &[&EvCell]) -> Marks {
 /// One rule for one driver.
 pub fn evaluate_rule(rule: &Rule, run: &RunEvidence, driver: &str) -> RuleOutcome {
     let mut points = Vec::new();
-    let mut marks = Marks { vm: run.vm, ..Default::default() };
+    let mut marks = Marks { vm: run.is_vm(), ..Default::default() };
     let verdict = match decide(rule, run, driver, &mut points, &mut marks) {
         Ok(v) => v,
         Err(why) => Verdict::not_measured(why),
@@ -330,7 +330,7 @@ pub fn evaluate_rule(rule: &Rule, run: &RunEvidence, driver: &str) -> RuleOutcom
     if verdict.kind != VerdictKind::NotMeasured {
         verdict.marks = marks;
     } else {
-        verdict.marks.vm = run.vm;
+        verdict.marks.vm = run.is_vm();
     }
     RuleOutcome {
         label: rule.label.clone(),

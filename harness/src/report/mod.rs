@@ -273,7 +273,7 @@ fn run_info(run: &RunEvidence) -> RunInfo {
             run.run_id
         ));
     }
-    if run.vm {
+    if run.is_vm() {
         warnings.push(vm_warning(&run.environment));
     }
     let stand_ins: Vec<String> = run
@@ -297,7 +297,7 @@ fn run_info(run: &RunEvidence) -> RunInfo {
         run_id: run.run_id.clone(),
         dir: run.dir.clone(),
         profile: run.profile.clone(),
-        vm: run.vm,
+        vm: run.is_vm(),
         facts: run.facts.clone(),
         backends: run.backends.clone(),
         drivers_in_run: sorted_drivers(
