@@ -67,13 +67,15 @@ pub fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     };
     let driver = registry::open(driver_name, &args.root.driver_config())?;
+    // One line on stderr: an image error's message already names its cause.
+    let one_line = |e: image::Error| anyhow::anyhow!("{e}");
     match args.op {
         Op::Import { path, name } => {
-            let img = image::import(driver.as_ref(), &path, name.as_deref())?;
+            let img = image::import(driver.as_ref(), &path, name.as_deref()).map_err(one_line)?;
             print_image(&img, args.json)?;
         }
         Op::Ls => {
-            let imgs = image::list(driver.as_ref())?;
+            let imgs = image::list(driver.as_ref()).map_err(one_line)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&imgs)?);
             } else {
@@ -83,7 +85,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Op::Rm { name } => image::remove(driver.as_ref(), &name)?,
+        Op::Rm { name } => image::remove(driver.as_ref(), &name).map_err(one_line)?,
     }
     Ok(ExitCode::SUCCESS)
 }

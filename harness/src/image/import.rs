@@ -3,110 +3,29 @@
 //! directory or as a tar of one. Layers go through `driver.apply` (the archive module), the
 //! image config's env, cmd, entrypoint and workdir become the [`ImageConfig`].
 //!
-//! A tarball is indexed once (entry name → offset and size) and each blob is then read in
-//! place, so nothing is extracted to disk.
+//! Nothing an image names is trusted: digests are parsed into [`Digest`] (sha256/sha512 hex
+//! only), file names into [`BlobPath`] (inside the image, see [`layout`](super::layout)), and
+//! every blob is checked against its digest as it is read. The roots, `index.json` and
+//! `manifest.json`, carry no digest; everything they reach does:
+//!
+//! - OCI: index, manifest, config and layer blobs by their descriptor's digest and size (a
+//!   layer by its compressed blob digest, as stored).
+//! - docker save: the config by the digest its file name carries (`<hex>.json` or
+//!   `blobs/<alg>/<hex>`), each `Layers` entry by the config's `rootfs.diff_ids` entry at the
+//!   same index, over the uncompressed tar.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 
-use cowbench_drivers::Driver;
+use cowbench_drivers::{ApplyStats, Driver};
 use serde_json::Value;
 
-use super::{commit_stack, sanitize_name, Blob, Error, Image, ImageConfig, LayerSource, Result};
+use super::digest::Verify;
+use super::layout::{BlobPath, Source};
+use super::{apply_verified, commit_stack, sanitize_name, Digest, Error, Image, ImageConfig, LayerSource, Result};
 
-/// Where the files of an image come from.
-enum Source {
-    Dir(PathBuf),
-    Tar { file: PathBuf, entries: HashMap<String, TarEntry> },
-}
-
-#[derive(Clone)]
-enum TarEntry {
-    File { offset: u64, size: u64 },
-    Link(String),
-}
-
-fn normalize(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
-}
-
-impl Source {
-    fn open_path(path: &Path, image: &str) -> Result<Source> {
-        if path.is_dir() {
-            return Ok(Source::Dir(path.to_path_buf()));
-        }
-        let f = File::open(path).map_err(Error::io(image, format!("open {}", path.display())))?;
-        let mut ar = tar::Archive::new(f);
-        let mut entries = HashMap::new();
-        let fmt = |m: String| Error::Format { image: image.into(), message: m };
-        for e in ar.entries().map_err(|e| fmt(format!("{} is not a tar archive: {e}", path.display())))? {
-            let e = e.map_err(|e| fmt(format!("{}: bad tar entry (a compressed tarball must be uncompressed first): {e}", path.display())))?;
-            let name = normalize(&e.path().map_err(|e| fmt(e.to_string()))?.to_string_lossy());
-            let h = e.header();
-            let entry = match h.entry_type() {
-                tar::EntryType::Symlink => {
-                    let target = e.link_name().ok().flatten().map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
-                    let dir = Path::new(&name).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-                    TarEntry::Link(normalize(&format!("{dir}/{target}")))
-                }
-                tar::EntryType::Link => {
-                    TarEntry::Link(normalize(&e.link_name().ok().flatten().map(|t| t.to_string_lossy().into_owned()).unwrap_or_default()))
-                }
-                t if t.is_file() => TarEntry::File { offset: e.raw_file_position(), size: e.size() },
-                _ => continue,
-            };
-            entries.insert(name, entry);
-        }
-        Ok(Source::Tar { file: path.to_path_buf(), entries })
-    }
-
-    fn exists(&self, name: &str) -> bool {
-        match self {
-            Source::Dir(d) => d.join(name).is_file(),
-            Source::Tar { entries, .. } => entries.contains_key(&normalize(name)),
-        }
-    }
-
-    fn open(&self, name: &str) -> io::Result<Box<dyn Read + '_>> {
-        match self {
-            Source::Dir(d) => Ok(Box::new(io::BufReader::new(File::open(d.join(name))?))),
-            Source::Tar { file, entries } => {
-                let mut n = normalize(name);
-                for _ in 0..16 {
-                    match entries.get(&n) {
-                        Some(TarEntry::File { offset, size }) => {
-                            let mut f = File::open(file)?;
-                            f.seek(SeekFrom::Start(*offset))?;
-                            return Ok(Box::new(io::BufReader::with_capacity(1 << 20, f.take(*size))));
-                        }
-                        Some(TarEntry::Link(t)) => n = t.clone(),
-                        None => break,
-                    }
-                }
-                Err(io::Error::new(io::ErrorKind::NotFound, format!("{name} not in {}", file.display())))
-            }
-        }
-    }
-
-    fn json(&self, name: &str, image: &str) -> Result<Value> {
-        let mut r = self.open(name).map_err(Error::io(image, format!("open {name}")))?;
-        let mut s = String::new();
-        r.read_to_string(&mut s).map_err(Error::io(image, format!("read {name}")))?;
-        serde_json::from_str(&s).map_err(|e| Error::Format { image: image.into(), message: format!("{name}: {e}") })
-    }
-}
+/// Index, manifest and config documents larger than this are refused unread.
+const MAX_DOC_BYTES: u64 = 16 << 20;
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
@@ -123,88 +42,221 @@ pub fn parse_config(v: &Value) -> ImageConfig {
     }
 }
 
-fn blob_path(digest: &str) -> String {
-    let (alg, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
-    format!("blobs/{alg}/{hex}")
+/// What a layer blob's digest is taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Covers {
+    /// The blob as stored (OCI descriptors; compressed or not).
+    Stored,
+    /// The uncompressed tar (docker save's `rootfs.diff_ids`).
+    Uncompressed,
+}
+
+/// One layer blob of the image being imported.
+struct LayerBlob<'a> {
+    src: &'a Source,
+    what: String,
+    path: BlobPath,
+    digest: Digest,
+    size: Option<u64>,
+    covers: Covers,
+}
+
+impl LayerSource for LayerBlob<'_> {
+    fn digest(&self) -> Result<Digest> {
+        Ok(self.digest.clone())
+    }
+
+    fn apply(&self, driver: &dyn Driver, key: &str, image: &str, digest: &Digest) -> Result<ApplyStats> {
+        let (mut raw, _) = self.src.open(&self.path).map_err(Error::io(image, format!("open {}", self.what)))?;
+        match self.covers {
+            Covers::Stored => apply_verified(driver, key, image, &self.what, raw, digest, self.size),
+            Covers::Uncompressed => {
+                // Decompress here (same detection the archive module uses) so the hash sees
+                // the uncompressed tar; the archive module then gets a plain tar.
+                let (_, plain) = cowbench_drivers::archive::compress::decompress(&mut raw)
+                    .map_err(Error::io(image, format!("decompress {}", self.what)))?;
+                apply_verified(driver, key, image, &self.what, plain, digest, None)
+            }
+        }
+    }
+}
+
+/// The image being imported: its files and its label in errors.
+struct Reader<'a> {
+    src: &'a Source,
+    image: &'a str,
+}
+
+impl Reader<'_> {
+    fn format(&self, message: String) -> Error {
+        Error::Format { image: self.image.into(), message }
+    }
+
+    fn path(&self, field: &str, text: &str) -> Result<BlobPath> {
+        BlobPath::parse(text).map_err(|message| Error::Path { image: self.image.into(), field: field.into(), message })
+    }
+
+    fn digest(&self, field: &str, v: &Value) -> Result<Digest> {
+        let text = v.as_str().ok_or_else(|| self.format(format!("{field}: missing (a digest string)")))?;
+        Digest::parse(text).map_err(|source| Error::Digest { image: self.image.into(), field: field.into(), source })
+    }
+
+    /// A JSON document, checked against `expected` (digest, and size when known) if given.
+    fn doc(&self, what: &str, path: &BlobPath, expected: Option<(&Digest, Option<u64>)>) -> Result<Value> {
+        let (r, len) = self.src.open(path).map_err(Error::io(self.image, format!("open {what}")))?;
+        if len > MAX_DOC_BYTES {
+            return Err(self.format(format!("{what} is {len} bytes, more than an image document may be ({MAX_DOC_BYTES})")));
+        }
+        let mut bytes = Vec::new();
+        match expected {
+            Some((d, size)) => {
+                let mut v = Verify::new(r, d.clone(), size);
+                let read = v.read_to_end(&mut bytes);
+                match v.finish() {
+                    Err(Ok(m)) => return Err(Error::mismatch(self.image, what, m)),
+                    Err(Err(e)) => return Err(Error::Io { image: self.image.into(), context: format!("read {what}"), source: e }),
+                    Ok(()) => read.map_err(Error::io(self.image, format!("read {what}")))?,
+                };
+            }
+            None => {
+                r.take(MAX_DOC_BYTES).read_to_end(&mut bytes).map_err(Error::io(self.image, format!("read {what}")))?;
+            }
+        }
+        serde_json::from_slice(&bytes).map_err(|e| self.format(format!("{what}: {e}")))
+    }
+
+    /// A blob named by an OCI descriptor: its digest, size and path.
+    fn descriptor(&self, field: &str, d: &Value) -> Result<(Digest, Option<u64>, BlobPath)> {
+        let digest = self.digest(&format!("{field}.digest"), &d["digest"])?;
+        let path = self.path(&format!("{field}.digest"), &digest.blob_path())?;
+        Ok((digest, d["size"].as_u64(), path))
+    }
+}
+
+/// An image ready to commit: config, layers bottom → top, default name.
+struct Plan<'a> {
+    config: Value,
+    layers: Vec<LayerBlob<'a>>,
+    default_name: Option<String>,
+}
+
+fn docker_save<'a>(r: &Reader<'a>, manifest_path: &BlobPath) -> Result<Plan<'a>> {
+    let m = r.doc("manifest.json", manifest_path, None)?;
+    let first = m.as_array().and_then(|a| a.first()).ok_or_else(|| r.format("manifest.json lists no image".into()))?;
+    let cfg_name = first["Config"].as_str().ok_or_else(|| r.format("manifest.json: no Config".into()))?;
+    let cfg_path = r.path("manifest.json Config", cfg_name)?;
+    let cfg_digest = config_digest(&cfg_path).ok_or_else(|| Error::Path {
+        image: r.image.into(),
+        field: "manifest.json Config".into(),
+        message: format!("{cfg_name:?} does not carry the config's digest (<hex>.json or blobs/<alg>/<hex>)"),
+    })?;
+    let cfg_what = format!("config {cfg_path}");
+    let config = r.doc(&cfg_what, &cfg_path, Some((&cfg_digest, None)))?;
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+    let names = first["Layers"].as_array().cloned().unwrap_or_default();
+    if names.len() != diff_ids.len() {
+        return Err(r.format(format!(
+            "manifest.json lists {} layers, the config's rootfs.diff_ids {}: every layer needs its digest",
+            names.len(),
+            diff_ids.len()
+        )));
+    }
+    let mut layers = Vec::new();
+    for (i, (name, diff_id)) in names.iter().zip(&diff_ids).enumerate() {
+        let field = format!("manifest.json Layers[{i}]");
+        let text = name.as_str().ok_or_else(|| r.format(format!("{field}: not a string")))?;
+        let path = r.path(&field, text)?;
+        let digest = r.digest(&format!("config rootfs.diff_ids[{i}]"), diff_id)?;
+        layers.push(LayerBlob { src: r.src, what: format!("layer {i} ({path})"), path, digest, size: None, covers: Covers::Uncompressed });
+    }
+    Ok(Plan { config, layers, default_name: strings(&first["RepoTags"]).into_iter().next() })
+}
+
+/// The digest a docker-save config's name carries: `<hex>.json` (sha256) or
+/// `blobs/<alg>/<hex>` (docker 25 and later).
+fn config_digest(p: &BlobPath) -> Option<Digest> {
+    let s = p.to_string();
+    let parts: Vec<&str> = s.split('/').collect();
+    let text = match parts.as_slice() {
+        [file] => format!("sha256:{}", file.strip_suffix(".json")?),
+        ["blobs", alg, hex] => format!("{alg}:{hex}"),
+        _ => return None,
+    };
+    Digest::parse(&text).ok()
 }
 
 const INDEX_TYPES: &[&str] = &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
+
+fn oci_layout<'a>(r: &Reader<'a>, index_path: &BlobPath) -> Result<Plan<'a>> {
+    let mut idx = r.doc("index.json", index_path, None)?;
+    let mut idx_name = "index.json".to_string();
+    let mut ref_name = None;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    // Follow nested indexes down to one manifest, preferring this machine's platform.
+    let mut depth = 0;
+    let (manifest, man_digest) = loop {
+        depth += 1;
+        if depth > 8 {
+            return Err(r.format("indexes nested more than 8 deep".into()));
+        }
+        let ms = idx["manifests"].as_array().cloned().unwrap_or_default();
+        let (i, pick) = ms
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d["platform"]["os"] == "linux" && d["platform"]["architecture"] == arch)
+            .or_else(|| ms.iter().enumerate().next())
+            .ok_or_else(|| r.format(format!("{idx_name} lists no manifest")))?;
+        if ref_name.is_none() {
+            ref_name = pick["annotations"]["org.opencontainers.image.ref.name"].as_str().map(String::from);
+        }
+        let (digest, size, path) = r.descriptor(&format!("{idx_name} manifests[{i}]"), pick)?;
+        let doc = r.doc(&format!("manifest {path}"), &path, Some((&digest, size)))?;
+        let mt = pick["mediaType"].as_str().or_else(|| doc["mediaType"].as_str()).unwrap_or("");
+        if INDEX_TYPES.contains(&mt) || doc.get("manifests").is_some() {
+            idx = doc;
+            idx_name = format!("index {digest}");
+            continue;
+        }
+        break (doc, digest);
+    };
+    let field = format!("manifest {man_digest}");
+    let (cfg_digest, cfg_size, cfg_path) = r.descriptor(&format!("{field} config"), &manifest["config"])?;
+    let config = r.doc(&format!("config {cfg_path}"), &cfg_path, Some((&cfg_digest, cfg_size)))?;
+    let mut layers = Vec::new();
+    for (i, d) in manifest["layers"].as_array().cloned().unwrap_or_default().iter().enumerate() {
+        let (digest, size, path) = r.descriptor(&format!("{field} layers[{i}]"), d)?;
+        layers.push(LayerBlob { src: r.src, what: format!("layer {i} ({path})"), path, digest, size, covers: Covers::Stored });
+    }
+    Ok(Plan { config, layers, default_name: ref_name })
+}
 
 /// Import the image at `path` into `driver` as `name` (default: its tag, else the file name).
 pub fn import(driver: &dyn Driver, path: &Path, name: Option<&str>) -> Result<Image> {
     let label = path.display().to_string();
     let src = Source::open_path(path, &label)?;
-    let fmt = |m: String| Error::Format { image: label.clone(), message: m };
+    let r = Reader { src: &src, image: &label };
     let stem = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
     let stem = stem.trim_end_matches(".tar").to_string();
 
-    // (config JSON, layer sources, default name)
-    let (config, blobs, default_name): (Value, Vec<Blob<'_>>, String) = if src.exists("manifest.json") {
-        let m = src.json("manifest.json", &label)?;
-        let first = m.as_array().and_then(|a| a.first()).ok_or_else(|| fmt("manifest.json lists no image".into()))?;
-        let cfg_name = first["Config"].as_str().ok_or_else(|| fmt("manifest.json: no Config".into()))?;
-        let config = src.json(cfg_name, &label)?;
-        let tag = strings(&first["RepoTags"]).into_iter().next();
-        let layers = strings(&first["Layers"]);
-        let srcr = &src;
-        let blobs = layers
-            .into_iter()
-            .map(|l| Blob { open: Box::new(move || srcr.open(&l)), digest: None })
-            .collect();
-        (config, blobs, tag.unwrap_or(stem))
-    } else if src.exists("index.json") {
-        let mut idx = src.json("index.json", &label)?;
-        let mut ref_name = None;
-        // Follow nested indexes down to one manifest, preferring this machine's platform.
-        let manifest = loop {
-            let ms = idx["manifests"].as_array().cloned().unwrap_or_default();
-            let arch = match std::env::consts::ARCH {
-                "x86_64" => "amd64",
-                "aarch64" => "arm64",
-                a => a,
-            };
-            let pick = ms
-                .iter()
-                .find(|d| d["platform"]["os"] == "linux" && d["platform"]["architecture"] == arch)
-                .or_else(|| ms.first())
-                .cloned()
-                .ok_or_else(|| fmt("index.json lists no manifest".into()))?;
-            if ref_name.is_none() {
-                ref_name = pick["annotations"]["org.opencontainers.image.ref.name"].as_str().map(String::from);
-            }
-            let digest = pick["digest"].as_str().ok_or_else(|| fmt("descriptor without digest".into()))?;
-            let doc = src.json(&blob_path(digest), &label)?;
-            let mt = pick["mediaType"].as_str().or_else(|| doc["mediaType"].as_str()).unwrap_or("");
-            if INDEX_TYPES.contains(&mt) || doc.get("manifests").is_some() {
-                idx = doc;
-                continue;
-            }
-            break doc;
-        };
-        let cfg_digest = manifest["config"]["digest"].as_str().ok_or_else(|| fmt("manifest without config".into()))?;
-        let config = src.json(&blob_path(cfg_digest), &label)?;
-        let srcr = &src;
-        let blobs = manifest["layers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|d| d["digest"].as_str().map(String::from))
-            .map(|d| {
-                let p = blob_path(&d);
-                Blob { open: Box::new(move || srcr.open(&p)), digest: Some(d) }
-            })
-            .collect();
-        (config, blobs, ref_name.unwrap_or(stem))
+    let manifest_json = BlobPath::parse("manifest.json").expect("a plain name");
+    let index_json = BlobPath::parse("index.json").expect("a plain name");
+    let plan = if src.exists(&manifest_json) {
+        docker_save(&r, &manifest_json)?
+    } else if src.exists(&index_json) {
+        oci_layout(&r, &index_json)?
     } else {
-        return Err(fmt("neither manifest.json (docker save) nor index.json (OCI layout) found".into()));
+        return Err(r.format("neither manifest.json (docker save) nor index.json (OCI layout) found".into()));
     };
-    if blobs.is_empty() {
-        return Err(fmt("the image has no layers".into()));
+    if plan.layers.is_empty() {
+        return Err(r.format("the image has no layers".into()));
     }
-    let cfg = parse_config(&config);
-    let name = sanitize_name(name.unwrap_or(&default_name));
-    let layers: Vec<&dyn LayerSource> = blobs.iter().map(|b| b as &dyn LayerSource).collect();
+    let cfg = parse_config(&plan.config);
+    let name = sanitize_name(name.unwrap_or(plan.default_name.as_deref().unwrap_or(&stem)));
+    let layers: Vec<&dyn LayerSource> = plan.layers.iter().map(|b| b as &dyn LayerSource).collect();
     commit_stack(driver, &name, &layers, &cfg)
 }
 
@@ -213,9 +265,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_and_config() {
-        assert_eq!(normalize("./a/../b//c"), "b/c");
-        assert_eq!(blob_path("sha256:ab"), "blobs/sha256/ab");
+    fn config_names_carry_digests() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let d = |s: &str| config_digest(&BlobPath::parse(s).unwrap()).map(|d| d.to_string());
+        assert_eq!(d(&format!("{hex}.json")), Some(format!("sha256:{hex}")));
+        assert_eq!(d(&format!("blobs/sha256/{hex}")), Some(format!("sha256:{hex}")));
+        assert_eq!(d("config.json"), None);
+        assert_eq!(d(&format!("x/{hex}.json")), None);
+        assert_eq!(d(&format!("blobs/md5/{hex}")), None);
+    }
+
+    #[test]
+    fn config() {
         let v: Value = serde_json::json!({"config": {"Env": ["A=1"], "Cmd": null, "Entrypoint": ["/x"], "WorkingDir": "/w"}});
         let c = parse_config(&v);
         assert_eq!(c, ImageConfig { env: vec!["A=1".into()], cmd: vec![], entrypoint: vec!["/x".into()], workdir: Some("/w".into()) });

@@ -13,13 +13,16 @@
 //!
 //! Layer `n` of image `name` is the committed layer `img-<name>-<n>`, built by `prepare`,
 //! `apply` (the tar stream, through the driver's archive conversion) and `commit`. It carries
-//! labels `cowbench.digest` (sha256 of its tar), `cowbench.chain` (sha256 over the digests of
-//! it and every layer below, and for the top layer the config) and, on the top layer,
-//! `cowbench.config` (the image config as JSON). A layer whose chain matches is reused, so
-//! building the same image twice costs one pass over the tar streams to hash them; a layer
-//! whose chain differs is replaced together with everything above it.
+//! labels `cowbench.digest` (the digest of its content, checked while it was applied),
+//! `cowbench.chain` (sha256 over the digests of it and every layer below, and for the top
+//! layer the config) and, on the top layer, `cowbench.config` (the image config as JSON; a
+//! stack without it is no image). A layer whose chain matches is reused, so a layer is reused
+//! only for content that hashed to the same digests; a layer whose chain differs is replaced
+//! together with everything above it, once its successor was applied and verified.
 
+pub mod digest;
 pub mod import;
+pub mod layout;
 pub mod probe_bin;
 pub mod synth;
 
@@ -27,8 +30,10 @@ use std::io::{self, Read, Write};
 
 use cowbench_drivers::{ApplyStats, Driver, Kind, Labels};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
+pub use digest::{Algorithm, Digest, DigestError};
+use digest::{Hasher, Mismatch, Verify};
 pub use import::import;
 pub use synth::{SizeDist, SynthSpec};
 
@@ -49,6 +54,23 @@ pub enum Error {
     /// A `docker save` tarball or OCI layout that cannot be read as one.
     #[error("image {image}: {message}")]
     Format { image: String, message: String },
+    /// A digest field that is not `sha256:<64 hex>` or `sha512:<128 hex>`.
+    #[error("image {image}: {field}: {source}")]
+    Digest {
+        image: String,
+        field: String,
+        #[source]
+        source: DigestError,
+    },
+    /// A file name that would leave the image (absolute, `..`, a symlink out).
+    #[error("image {image}: {field}: {message}")]
+    Path { image: String, field: String, message: String },
+    /// A blob whose content is not what its digest says.
+    #[error("image {image}: {blob} does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch { image: String, blob: String, expected: Digest, actual: Digest },
+    /// A blob longer or shorter than its descriptor's size.
+    #[error("image {image}: {blob} is {actual} bytes, its descriptor says {expected}")]
+    SizeMismatch { image: String, blob: String, expected: u64, actual: u64 },
     #[error("image {0} not found")]
     NotFound(String),
     /// The probe or busybox binary for the base layer.
@@ -60,6 +82,14 @@ impl Error {
     fn io(image: &str, context: impl Into<String>) -> impl FnOnce(io::Error) -> Error + '_ {
         let context = context.into();
         move |source| Error::Io { image: image.into(), context, source }
+    }
+
+    fn mismatch(image: &str, blob: &str, m: Mismatch) -> Error {
+        let (image, blob) = (image.to_string(), blob.to_string());
+        match m {
+            Mismatch::Digest { expected, actual } => Error::DigestMismatch { image, blob, expected, actual },
+            Mismatch::Size { expected, actual } => Error::SizeMismatch { image, blob, expected, actual },
+        }
     }
 }
 
@@ -128,10 +158,12 @@ impl Image {
             return Err(Error::NotFound(name.into()));
         }
         let top = layers.last().unwrap().1.clone();
-        let config = match top.labels.get(LABEL_CONFIG) {
-            Some(j) => serde_json::from_str(j).map_err(|e| Error::Format { image: name.into(), message: format!("config label: {e}") })?,
-            None => ImageConfig::default(),
+        // Only a complete build labels its top with the config: a stack without it is the
+        // remainder of a failed build, no image.
+        let Some(config) = top.labels.get(LABEL_CONFIG) else {
+            return Err(Error::NotFound(name.into()));
         };
+        let config = serde_json::from_str(config).map_err(|e| Error::Format { image: name.into(), message: format!("config label: {e}") })?;
         Ok(Image {
             name: name.into(),
             layers: layers.iter().map(|(_, l)| l.key.clone()).collect(),
@@ -169,12 +201,35 @@ fn remove_from(driver: &dyn Driver, name: &str, from: usize) -> Result<()> {
     Ok(())
 }
 
-/// A layer tar that can be hashed and applied.
+/// A layer tar with the digest its content must have.
 pub trait LayerSource {
-    /// `sha256:<hex>` of the (uncompressed or as-stored) tar stream.
-    fn digest(&self) -> io::Result<String>;
-    /// Stream the tar into `driver.apply(key)`.
-    fn apply(&self, driver: &dyn Driver, key: &str) -> Result<ApplyStats, cowbench_drivers::Error>;
+    /// The digest of the layer's content (what `cowbench.digest` records and the chain covers).
+    fn digest(&self) -> Result<Digest>;
+    /// Stream the content into `driver.apply(key)`, checking it against `digest` as it flows;
+    /// content that does not match fails the apply (and the caller drops the layer).
+    fn apply(&self, driver: &dyn Driver, key: &str, image: &str, digest: &Digest) -> Result<ApplyStats>;
+}
+
+/// Stream `r` into `driver.apply(key)` while hashing it. What the archive reader leaves unread
+/// (end-of-archive blocks, a compressed stream's trailer) is drained and hashed too, so the
+/// verdict covers the whole blob. A mismatch wins over the apply's own error: content that is
+/// not what it claims is the reason the apply saw garbage.
+pub(crate) fn apply_verified(
+    driver: &dyn Driver,
+    key: &str,
+    image: &str,
+    blob: &str,
+    r: impl Read,
+    expected: &Digest,
+    size: Option<u64>,
+) -> Result<ApplyStats> {
+    let mut v = Verify::new(r, expected.clone(), size);
+    let applied = driver.apply(key, &mut v);
+    match v.finish() {
+        Err(Ok(m)) => Err(Error::mismatch(image, blob, m)),
+        Err(Err(e)) if applied.is_ok() => Err(Error::Io { image: image.into(), context: format!("read {blob}"), source: e }),
+        _ => Ok(applied?),
+    }
 }
 
 /// A layer produced by a writer function (generated content): hashed by writing it to a
@@ -183,30 +238,36 @@ pub struct Generated<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> {
     pub write: F,
 }
 
-struct HashSink(Sha256);
-
-impl Write for HashSink {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.update(b);
-        Ok(b.len())
+impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> LayerSource for Generated<F> {
+    fn digest(&self) -> Result<Digest> {
+        let mut h = Hasher::new(Algorithm::Sha256);
+        {
+            let mut bw = io::BufWriter::with_capacity(1 << 20, &mut h);
+            (self.write)(&mut bw).and_then(|_| bw.flush()).map_err(Error::io("generated", "hash generated layer"))?;
+        }
+        Ok(h.finish())
     }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+
+    fn apply(&self, driver: &dyn Driver, key: &str, image: &str, digest: &Digest) -> Result<ApplyStats> {
+        self.stream(driver, key, |r| apply_verified(driver, key, image, &format!("generated layer {key}"), r, digest, None))
     }
 }
 
-impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> LayerSource for Generated<F> {
-    fn digest(&self) -> io::Result<String> {
-        let mut h = HashSink(Sha256::new());
-        {
-            let mut bw = io::BufWriter::with_capacity(1 << 20, &mut h);
-            (self.write)(&mut bw)?;
-            bw.flush()?;
-        }
-        Ok(format!("sha256:{}", hex::encode(h.0.finalize())))
+impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> Generated<F> {
+    /// Stream the tar into `driver.apply(key)` without hashing it: for content named after
+    /// everything that determines it, which the caller generates itself.
+    pub fn apply_unhashed(&self, driver: &dyn Driver, key: &str) -> Result<ApplyStats> {
+        self.stream(driver, key, |mut r| {
+            let stats = driver.apply(key, &mut r)?;
+            // Drain what the archive reader left (end-of-archive blocks), so the writer can
+            // finish.
+            let _ = io::copy(&mut r, &mut io::sink());
+            Ok(stats)
+        })
     }
 
-    fn apply(&self, driver: &dyn Driver, key: &str) -> Result<ApplyStats, cowbench_drivers::Error> {
+    /// Run the writer into a pipe whose reading end `consume` gets.
+    fn stream(&self, driver: &dyn Driver, key: &str, consume: impl FnOnce(io::PipeReader) -> Result<ApplyStats>) -> Result<ApplyStats> {
         let (reader, writer) = io::pipe().map_err(|e| cowbench_drivers::Error::io(driver.name(), Some(key), "pipe", e))?;
         std::thread::scope(|s| {
             let gen = s.spawn(move || {
@@ -214,84 +275,72 @@ impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> LayerSource for Generated<F
                 (self.write)(&mut w)?;
                 w.flush()
             });
-            // The reader is dropped before the writer thread is joined, so a failed apply
+            // `consume` drops the reader before the writer thread is joined, so a failed apply
             // gives the writer EPIPE instead of blocking it forever.
-            let applied = {
-                let mut r = reader;
-                let res = driver.apply(key, &mut r);
-                if res.is_ok() {
-                    // Drain what the archive reader left (end-of-archive blocks), so the
-                    // writer can finish.
-                    let _ = io::copy(&mut r, &mut io::sink());
-                }
-                res
-            };
+            let applied = consume(reader);
             let written = gen.join().unwrap_or_else(|_| Err(io::Error::other("layer writer panicked")));
-            let stats = applied?;
-            written.map_err(|e| cowbench_drivers::Error::io(driver.name(), Some(key), "generate layer tar", e))?;
-            Ok(stats)
+            let gen_err = |e| cowbench_drivers::Error::io(driver.name(), Some(key), "generate layer tar", e).into();
+            match (applied, written) {
+                // A writer that failed on its own cut the stream short: that is the cause (an
+                // apply that failed first leaves the writer with EPIPE instead).
+                (_, Err(e)) if e.kind() != io::ErrorKind::BrokenPipe => Err(gen_err(e)),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(gen_err(e)),
+                (Ok(stats), Ok(())) => Ok(stats),
+            }
         })
     }
 }
 
-/// A layer stored as a file (or part of one): a blob of a `docker save` tarball or OCI layout.
-pub struct Blob<'a> {
-    pub open: Box<dyn Fn() -> io::Result<Box<dyn Read + 'a>> + 'a>,
-    /// Known digest (OCI descriptors give it); computed by reading the blob otherwise.
-    pub digest: Option<String>,
-}
-
-impl LayerSource for Blob<'_> {
-    fn digest(&self) -> io::Result<String> {
-        if let Some(d) = &self.digest {
-            return Ok(d.clone());
-        }
-        let mut r = (self.open)()?;
-        let mut h = HashSink(Sha256::new());
-        io::copy(&mut r, &mut h)?;
-        Ok(format!("sha256:{}", hex::encode(h.0.finalize())))
-    }
-
-    fn apply(&self, driver: &dyn Driver, key: &str) -> Result<ApplyStats, cowbench_drivers::Error> {
-        let mut r = (self.open)().map_err(|e| cowbench_drivers::Error::io(driver.name(), Some(key), "open layer blob", e))?;
-        driver.apply(key, &mut r)
-    }
-}
+/// Chains start from this, so a layer committed before blobs were verified (its chain over
+/// a digest nobody checked) never matches and is rebuilt.
+const CHAIN_DOMAIN: &[u8] = b"cowbench layer chain v2: verified content\n";
 
 /// Commit `layers` (bottom → top) as image `name`, reusing layers whose chain digest matches.
+///
+/// Every layer built is verified against its digest while it is applied, so a chain label
+/// only ever covers verified content and reuse by chain is reuse by content. An existing
+/// layer of the same name is replaced only after its successor was applied and verified;
+/// when a layer fails, the layers this call committed are removed again, and a stack left
+/// without its top (no config label) is no image to [`Image::load`].
 pub fn commit_stack(driver: &dyn Driver, name: &str, layers: &[&dyn LayerSource], config: &ImageConfig) -> Result<Image> {
     let name = sanitize_name(name);
     if layers.is_empty() {
         return Err(Error::Format { image: name, message: "an image needs at least one layer".into() });
     }
+    let mut built_from: Option<usize> = None;
+    let res = build_stack(driver, &name, layers, config, &mut built_from);
+    if res.is_err() {
+        if let Some(k) = built_from {
+            if let Err(e) = remove_from(driver, &name, k) {
+                log::warn!("image {name}: removing the layers of the failed build: {e}");
+            }
+        }
+    }
+    res
+}
+
+fn build_stack(driver: &dyn Driver, name: &str, layers: &[&dyn LayerSource], config: &ImageConfig, built_from: &mut Option<usize>) -> Result<Image> {
     let config_json = serde_json::to_string(config).expect("config serialises");
     let mut keys = Vec::new();
     let mut chain = String::new();
     let mut parent: Option<String> = None;
     for (n, src) in layers.iter().enumerate() {
-        let key = layer_key(&name, n);
-        let digest = src.digest().map_err(Error::io(&name, format!("hash layer {n}")))?;
+        let key = layer_key(name, n);
+        let digest = src.digest()?;
         let top = n + 1 == layers.len();
         let mut h = Sha256::new();
+        h.update(CHAIN_DOMAIN);
         h.update(chain.as_bytes());
         h.update(b"\n");
-        h.update(digest.as_bytes());
+        h.update(digest.to_string().as_bytes());
         if top {
             h.update(b"\n");
             h.update(config_json.as_bytes());
         }
         chain = format!("sha256:{}", hex::encode(h.finalize()));
         let reuse = match driver.stat(&key) {
-            Ok(info) => {
-                if info.kind == Kind::Committed && info.labels.get(LABEL_CHAIN) == Some(&chain) {
-                    true
-                } else {
-                    // Stale (another seed, another probe binary, an interrupted build): replace
-                    // it and everything above it.
-                    remove_from(driver, &name, n)?;
-                    false
-                }
-            }
+            Ok(info) => info.kind == Kind::Committed && info.labels.get(LABEL_CHAIN) == Some(&chain),
             Err(cowbench_drivers::Error::NotFound { .. }) => false,
             Err(e) => return Err(e.into()),
         };
@@ -301,29 +350,41 @@ pub fn commit_stack(driver: &dyn Driver, name: &str, layers: &[&dyn LayerSource]
                 driver.remove(&active)?;
             }
             driver.prepare(&active, parent.as_deref(), &Labels::new())?;
-            let applied = src.apply(driver, &active);
-            if let Err(e) = applied {
+            if let Err(e) = src.apply(driver, &active, name, &digest) {
                 if let Err(e2) = driver.remove(&active) {
                     log::warn!("image {name}: removing half-built layer {active}: {e2}");
                 }
-                return Err(e.into());
+                return Err(e);
             }
-            let mut labels = Labels::new();
-            labels.insert(LABEL_IMAGE.into(), name.clone());
-            labels.insert(LABEL_DIGEST.into(), digest);
-            labels.insert(LABEL_CHAIN.into(), chain.clone());
-            if top {
-                labels.insert(LABEL_CONFIG.into(), config_json.clone());
+            // Verified: now the stale layer at this index (another seed, another image of the
+            // same name, an interrupted build) and everything above it can go.
+            if built_from.is_none() {
+                *built_from = Some(n);
             }
-            driver.commit(&key, &active, &labels)?;
+            let committed = remove_from(driver, name, n).and_then(|()| {
+                let mut labels = Labels::new();
+                labels.insert(LABEL_IMAGE.into(), name.into());
+                labels.insert(LABEL_DIGEST.into(), digest.to_string());
+                labels.insert(LABEL_CHAIN.into(), chain.clone());
+                if top {
+                    labels.insert(LABEL_CONFIG.into(), config_json.clone());
+                }
+                Ok(driver.commit(&key, &active, &labels)?)
+            });
+            if let Err(e) = committed {
+                if let Err(e2) = driver.remove(&active) {
+                    log::warn!("image {name}: removing half-built layer {active}: {e2}");
+                }
+                return Err(e);
+            }
         }
         parent = Some(key.clone());
         keys.push(key);
     }
     // A previous, taller build of the same name leaves layers above the new top.
-    remove_from(driver, &name, layers.len())?;
+    remove_from(driver, name, layers.len())?;
     let top = keys.last().unwrap().clone();
-    Ok(Image { name, layers: keys, top, config: config.clone() })
+    Ok(Image { name: name.into(), layers: keys, top, config: config.clone() })
 }
 
 /// The fixed shapes workloads need, plus the general synthetic generator.

@@ -12,7 +12,7 @@ use cowbench_drivers::{Driver, Labels};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::image::{self, probe_bin, synth, Generated, Image, LayerSource};
+use crate::image::{self, probe_bin, synth, Generated, Image};
 
 /// Bytes of the random block that [`Pattern`] repeats.
 const BLOCK: usize = 1 << 20;
@@ -104,7 +104,7 @@ pub fn load_or_build(driver: &dyn Driver, name: &str, layers: Vec<LayerFn<'_>>) 
         let active = format!("{key}.build");
         driver.prepare(&active, parent.as_deref(), &Labels::new())?;
         let src = Generated { write: move |w: &mut dyn Write| write(w) };
-        if let Err(e) = src.apply(driver, &active) {
+        if let Err(e) = src.apply_unhashed(driver, &active) {
             if let Err(e2) = driver.remove(&active) {
                 log::warn!("image {name}: removing half-built layer {active}: {e2}");
             }
