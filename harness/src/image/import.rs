@@ -54,6 +54,8 @@ enum Covers {
 /// One layer blob of the image being imported.
 struct LayerBlob<'a> {
     src: &'a Source,
+    /// The image's path, for errors (`image` in `apply` is the name it is imported as).
+    origin: &'a str,
     what: String,
     path: BlobPath,
     digest: Digest,
@@ -67,6 +69,7 @@ impl LayerSource for LayerBlob<'_> {
     }
 
     fn apply(&self, driver: &dyn Driver, key: &str, image: &str, digest: &Digest) -> Result<ApplyStats> {
+        let image = &format!("{image} ({})", self.origin);
         let (mut raw, _) = self.src.open(&self.path).map_err(Error::io(image, format!("open {}", self.what)))?;
         match self.covers {
             Covers::Stored => apply_verified(driver, key, image, &self.what, raw, digest, self.size),
@@ -167,7 +170,7 @@ fn docker_save<'a>(r: &Reader<'a>, manifest_path: &BlobPath) -> Result<Plan<'a>>
         let text = name.as_str().ok_or_else(|| r.format(format!("{field}: not a string")))?;
         let path = r.path(&field, text)?;
         let digest = r.digest(&format!("config rootfs.diff_ids[{i}]"), diff_id)?;
-        layers.push(LayerBlob { src: r.src, what: format!("layer {i} ({path})"), path, digest, size: None, covers: Covers::Uncompressed });
+        layers.push(LayerBlob { src: r.src, origin: r.image, what: format!("layer {i} ({path})"), path, digest, size: None, covers: Covers::Uncompressed });
     }
     Ok(Plan { config, layers, default_name: strings(&first["RepoTags"]).into_iter().next() })
 }
@@ -229,7 +232,7 @@ fn oci_layout<'a>(r: &Reader<'a>, index_path: &BlobPath) -> Result<Plan<'a>> {
     let mut layers = Vec::new();
     for (i, d) in manifest["layers"].as_array().cloned().unwrap_or_default().iter().enumerate() {
         let (digest, size, path) = r.descriptor(&format!("{field} layers[{i}]"), d)?;
-        layers.push(LayerBlob { src: r.src, what: format!("layer {i} ({path})"), path, digest, size, covers: Covers::Stored });
+        layers.push(LayerBlob { src: r.src, origin: r.image, what: format!("layer {i} ({path})"), path, digest, size, covers: Covers::Stored });
     }
     Ok(Plan { config, layers, default_name: ref_name })
 }
