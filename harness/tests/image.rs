@@ -565,6 +565,12 @@ fn symlink_blob_out_of_the_layout_is_refused() {
     std::fs::rename(oci.dir.join("blobs/sha256"), &moved).unwrap();
     std::os::unix::fs::symlink(&moved, oci.dir.join("blobs/sha256")).unwrap();
     assert_refused(&fx, &oci.dir, "symlink", &["symlink", "sha256"]);
+    // index.json a symlink to an index outside (whose blobs are there too).
+    let oci = write_oci(&base.join("layout3"), &secret, None);
+    let outside_index = base.join("outside/index.json");
+    std::fs::rename(oci.dir.join("index.json"), &outside_index).unwrap();
+    std::os::unix::fs::symlink(&outside_index, oci.dir.join("index.json")).unwrap();
+    assert_refused(&fx, &oci.dir, "symlink", &["index.json", "symlink"]);
 }
 
 #[test]
@@ -719,4 +725,33 @@ fn image_import_cli_refuses_hostile_image_in_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("cowbench: image ") && err.contains("layers[0].digest: invalid digest"), "{err}");
     assert_eq!(store(&fx), before);
+}
+
+#[test]
+fn poisoned_upper_layer_leaves_no_half_image() {
+    let Some(fx) = fixture("overlay", &[]) else { return };
+    let dir = fx.dir("half").join("layout");
+    let (_, secret) = sentinel(&fx.dir("half"));
+    let lower = one_file_layer("lower", b"lower\n");
+    let upper = one_file_layer("marker", HONEST);
+    let (ld, _) = put_blob(&dir, &lower);
+    let (ud, up) = put_blob(&dir, &upper);
+    // The upper blob is swapped for the sentinel after its digest was taken.
+    std::fs::write(&up, &secret).unwrap();
+    let cfg = small_config(&sha256(&lower));
+    let (cd, _) = put_blob(&dir, &cfg);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cfg.len()},
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": lower.len()},
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ud, "size": upper.len()}
+        ]
+    })
+    .to_string();
+    let (md, _) = put_blob(&dir, manifest.as_bytes());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len()}]});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    // The lower layer applies, verifies and is committed; the upper fails: both are gone again.
+    assert_refused(&fx, &dir, "half", &["layer 1", "does not match its digest", &ud, &sha256(&secret)]);
 }

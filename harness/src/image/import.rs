@@ -64,7 +64,7 @@ struct LayerBlob<'a> {
 }
 
 impl LayerSource for LayerBlob<'_> {
-    fn digest(&self) -> Result<Digest> {
+    fn digest(&self, _image: &str) -> Result<Digest> {
         Ok(self.digest.clone())
     }
 

@@ -124,8 +124,13 @@ impl Source {
         Ok(Source::Tar { file: path.to_path_buf(), entries })
     }
 
+    /// Whether `name` is there at all: a symlink or a directory in its place counts, so that
+    /// reading it reports why it is refused instead of "not found".
     pub fn exists(&self, name: &BlobPath) -> bool {
-        self.open(name).is_ok()
+        match self.open(name) {
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::NotFound,
+        }
     }
 
     /// Open `name` for reading; its size comes along.

@@ -204,7 +204,7 @@ fn remove_from(driver: &dyn Driver, name: &str, from: usize) -> Result<()> {
 /// A layer tar with the digest its content must have.
 pub trait LayerSource {
     /// The digest of the layer's content (what `cowbench.digest` records and the chain covers).
-    fn digest(&self) -> Result<Digest>;
+    fn digest(&self, image: &str) -> Result<Digest>;
     /// Stream the content into `driver.apply(key)`, checking it against `digest` as it flows;
     /// content that does not match fails the apply (and the caller drops the layer).
     fn apply(&self, driver: &dyn Driver, key: &str, image: &str, digest: &Digest) -> Result<ApplyStats>;
@@ -239,11 +239,11 @@ pub struct Generated<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> {
 }
 
 impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> LayerSource for Generated<F> {
-    fn digest(&self) -> Result<Digest> {
+    fn digest(&self, image: &str) -> Result<Digest> {
         let mut h = Hasher::new(Algorithm::Sha256);
         {
             let mut bw = io::BufWriter::with_capacity(1 << 20, &mut h);
-            (self.write)(&mut bw).and_then(|_| bw.flush()).map_err(Error::io("generated", "hash generated layer"))?;
+            (self.write)(&mut bw).and_then(|_| bw.flush()).map_err(Error::io(image, "hash generated layer"))?;
         }
         Ok(h.finish())
     }
@@ -327,7 +327,7 @@ fn build_stack(driver: &dyn Driver, name: &str, layers: &[&dyn LayerSource], con
     let mut parent: Option<String> = None;
     for (n, src) in layers.iter().enumerate() {
         let key = layer_key(name, n);
-        let digest = src.digest()?;
+        let digest = src.digest(name)?;
         let top = n + 1 == layers.len();
         let mut h = Sha256::new();
         h.update(CHAIN_DOMAIN);
