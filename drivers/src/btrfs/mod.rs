@@ -345,6 +345,59 @@ impl Btrfs {
 }
 
 
+impl Btrfs {
+    /// Return once the space of deleted subvolumes is usable again. btrfs frees it in the
+    /// background: the cleaner thread drops a deleted subvolume's extents after a transaction
+    /// commit, and the freed extents are reusable after the next one. Without waiting, a layer
+    /// of the same size as one just removed fails with ENOSPC for up to 30 s.
+    fn release_deleted(&self, key: &str) -> Result<()> {
+        let base = self.store.base();
+        ioctl::sync(base).ctx(NAME, Some(key), || format!("commit {}", base.display()))?;
+        let b = base.to_string_lossy();
+        run(NAME, "btrfs", &["subvolume", "sync", &b], Duration::from_secs(300))?;
+        ioctl::sync(base).ctx(NAME, Some(key), || format!("commit {}", base.display()))
+    }
+}
+
+/// A read-only snapshot of an active layer, taken before an apply. A failed apply deletes the
+/// layer's subvolume and puts a writable snapshot of this one in its place (same path, so the
+/// layer keeps its id); a good one deletes it. Snapshots share every extent, so taking one
+/// costs no data.
+struct SnapshotCheckpoint<'a> {
+    driver: &'a Btrfs,
+    key: &'a str,
+    layer: PathBuf,
+    snap: PathBuf,
+}
+
+impl<'a> SnapshotCheckpoint<'a> {
+    fn take(driver: &'a Btrfs, key: &'a str, layer: &Path) -> Result<Self> {
+        let snap = layer.with_extension("pre-apply");
+        if snap.exists() {
+            destroy_tree(&snap).ctx(NAME, Some(key), || format!("remove stale {}", snap.display()))?;
+        }
+        ioctl::snapshot(layer, &snap, true).ctx(NAME, Some(key), || format!("snapshot {} before apply", layer.display()))?;
+        Ok(SnapshotCheckpoint { driver, key, layer: layer.to_path_buf(), snap })
+    }
+}
+
+impl crate::rollback::Checkpoint for SnapshotCheckpoint<'_> {
+    fn restore(self) -> Result<()> {
+        let (key, layer, snap) = (self.key, &self.layer, &self.snap);
+        destroy_tree(layer).ctx(NAME, Some(key), || format!("delete the failed apply in {}", layer.display()))?;
+        ioctl::snapshot(snap, layer, false).ctx(NAME, Some(key), || format!("restore {} from {}", layer.display(), snap.display()))?;
+        if let Some(limit) = self.driver.quota {
+            ioctl::qgroup_limit_excl(layer, limit).ctx(NAME, Some(key), || format!("limit qgroup of {}", layer.display()))?;
+        }
+        destroy_tree(snap).ctx(NAME, Some(key), || format!("delete {}", snap.display()))?;
+        self.driver.release_deleted(key)
+    }
+
+    fn discard(self) -> Result<()> {
+        destroy_tree(&self.snap).ctx(NAME, Some(self.key), || format!("delete {}", self.snap.display()))
+    }
+}
+
 /// Delete subvolume `path` and every subvolume nested in it (a container may create some),
 /// innermost first. A nested subvolume's directory entry lives in its parent subvolume, so a
 /// read-only parent is made writable first.
@@ -471,7 +524,8 @@ impl Driver for Btrfs {
         self.meta.remove_with(key, |info| {
             let path = self.layer_path(info.id);
             destroy_tree(&path).ctx(NAME, Some(key), || format!("delete subvolume {}", path.display()))
-        })
+        })?;
+        self.release_deleted(key)
     }
 
     fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
@@ -479,7 +533,9 @@ impl Driver for Btrfs {
         if info.kind != Kind::Active {
             return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", info.kind)));
         }
-        archive::apply(NAME, key, tar, &self.layer_path(info.id), Whiteouts::Delete)
+        let path = self.layer_path(info.id);
+        let cp = SnapshotCheckpoint::take(self, key, &path)?;
+        crate::rollback::apply_atomically(NAME, key, cp, || archive::apply(NAME, key, tar, &path, Whiteouts::Delete))
     }
 
     fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
