@@ -826,6 +826,57 @@ mod tests {
         assert!(d.capabilities().loop_backed && d.capabilities().block_level_cow);
     }
 
+    fn avail(p: &Path) -> u64 {
+        let s = nix::sys::statvfs::statvfs(p).unwrap();
+        s.blocks_available() as u64 * s.fragment_size() as u64
+    }
+
+    /// A layer larger than the store ends in NoSpace and is rolled back; the store is usable
+    /// afterwards, and right after `remove` of a big layer one of the same size fits again
+    /// (remove waits for the cleaner). A writer into a mounted layer gets ENOSPC too.
+    #[test]
+    fn full_store_is_no_space_rolled_back_and_usable() {
+        use crate::conformance::util::streamed_tar;
+        const EACH: usize = 8 << 20;
+        let Some(env) = Env::new(&[("size", "512M")]) else { return };
+        let d = env.d();
+        let l = Labels::new();
+        let empty = avail(d.store.base());
+        d.prepare("big", None, &l).unwrap();
+        let err = d.apply("big", &mut streamed_tar(2 * (empty as usize) / EACH, EACH, 1)).unwrap_err();
+        assert!(matches!(&err, Error::NoSpace { key, .. } if key == "big"), "{err}");
+        let p = d.layer_path(d.stat("big").unwrap().id);
+        assert_eq!(fs::read_dir(&p).unwrap().count(), 0, "the failed apply left entries");
+        assert!(!p.with_extension("pre-apply").exists(), "the checkpoint is left");
+        assert_eq!(d.usage("big").unwrap(), Usage::default());
+        // The space is back: a layer of 60% of the empty store fits, twice in a row.
+        let files = empty as usize * 6 / 10 / EACH;
+        for i in 0..2 {
+            let key = format!("same-size-{i}");
+            d.prepare(&key, None, &l).unwrap();
+            let stats = d.apply(&key, &mut streamed_tar(files, EACH, 2)).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(stats.bytes, (files * EACH) as u64);
+            d.remove(&key).unwrap();
+        }
+        // A writer in a mounted layer (what a container does) gets ENOSPC, and the store
+        // recovers when the layer goes.
+        d.prepare("writer", None, &l).unwrap();
+        let t = env.target("writer");
+        d.mount("writer", &t).unwrap();
+        let mut f = File::create(t.join("fill")).unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        let err = (0..2 * (empty >> 20)).find_map(|_| f.write_all(&chunk).and_then(|_| f.sync_data()).err());
+        let err = err.expect("the store fills before twice its size");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        drop(f);
+        d.unmount(&t).unwrap();
+        d.remove("writer").unwrap();
+        d.remove("big").unwrap();
+        d.prepare("after", None, &l).unwrap();
+        d.apply("after", &mut streamed_tar(files, EACH, 3)).unwrap();
+        d.commit("after-c", "after", &l).unwrap();
+    }
+
     #[test]
     fn ledger_records_backing_store_and_layer_mounts() {
         let Some(env) = Env::new(&[("size", "512M")]) else { return };
