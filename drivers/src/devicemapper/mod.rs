@@ -1295,6 +1295,30 @@ mod tests {
         d.remove("w").unwrap();
     }
 
+    /// A layer larger than the pool ends in NoSpace naming the layer; the rollback gives its
+    /// blocks back to the pool and a small layer applies afterwards.
+    #[test]
+    fn layer_larger_than_the_pool_is_no_space_and_rolled_back() {
+        use crate::conformance::util::streamed_tar;
+        let Some(fx) = fixture(NAME, &[("base_size", "1G"), ("data_size", "192M"), ("min_free_space", "0")]) else { return };
+        let d = fx.driver();
+        d.prepare("big", None, &Labels::new()).unwrap();
+        let used0 = status_num(d, "data_used_bytes");
+        let err = d.apply("big", &mut streamed_tar(50, 8 << 20, 1)).unwrap_err();
+        assert!(matches!(&err, Error::NoSpace { key, .. } if key == "big"), "{err}");
+        let used1 = status_num(d, "data_used_bytes");
+        eprintln!("apply past the pool's end: {err}; pool data used {used0} -> {used1} bytes after the rollback");
+        assert!(used1 <= used0 + (4 << 20), "the failed apply's blocks stay in the pool: {used0} -> {used1}");
+        let t = fx.dir("t");
+        {
+            let _m = MountGuard::new(d, "big", &t).unwrap();
+            assert_eq!(std::fs::read_dir(&t).unwrap().count(), 0, "the failed apply left entries");
+        }
+        d.prepare("small", None, &Labels::new()).unwrap();
+        d.apply("small", &mut streamed_tar(4, 1 << 20, 2)).unwrap_or_else(|e| panic!("small layer after a full pool: {e}"));
+        d.commit("small-c", "small", &Labels::new()).unwrap();
+    }
+
     #[test]
     fn free_space_guard_refuses_new_layers() {
         let Some(fx) = fixture(NAME, &[("base_size", "1G"), ("data_size", "256M")]) else { return };
