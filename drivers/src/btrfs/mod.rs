@@ -843,7 +843,9 @@ mod tests {
         let l = Labels::new();
         let empty = avail(d.store.base());
         d.prepare("big", None, &l).unwrap();
+        let start = std::time::Instant::now();
         let err = d.apply("big", &mut streamed_tar(2 * (empty as usize) / EACH, EACH, 1)).unwrap_err();
+        eprintln!("{} MB free: apply of twice that failed and was rolled back in {:?}: {err}", empty >> 20, start.elapsed());
         assert!(matches!(&err, Error::NoSpace { key, .. } if key == "big"), "{err}");
         let p = d.layer_path(d.stat("big").unwrap().id);
         assert_eq!(fs::read_dir(&p).unwrap().count(), 0, "the failed apply left entries");
@@ -856,7 +858,9 @@ mod tests {
             d.prepare(&key, None, &l).unwrap();
             let stats = d.apply(&key, &mut streamed_tar(files, EACH, 2)).unwrap_or_else(|e| panic!("{key}: {e}"));
             assert_eq!(stats.bytes, (files * EACH) as u64);
+            let start = std::time::Instant::now();
             d.remove(&key).unwrap();
+            eprintln!("remove of a {} MB layer, space usable again: {:?}", (files * EACH) >> 20, start.elapsed());
         }
         // A writer in a mounted layer (what a container does) gets ENOSPC, and the store
         // recovers when the layer goes.

@@ -721,7 +721,15 @@ impl Driver for Zfs {
         }
         self.mount_internal(&info)?;
         let cp = SnapshotCheckpoint::take(key, &self.ds(info.id))?;
-        crate::rollback::apply_atomically(NAME, key, cp, || archive::apply(NAME, key, tar, &self.mnt(info.id), Whiteouts::Delete))
+        crate::rollback::apply_atomically(NAME, key, cp, || {
+            archive::apply(NAME, key, tar, &self.mnt(info.id), Whiteouts::Delete).map_err(|e| match e {
+                // EDQUOT from the headroom quota reads as a quota the user never set.
+                Error::NoSpace { driver, key, detail } => {
+                    Error::NoSpace { driver, key, detail: format!("{detail}; the layers filled {}", self.store.base()) }
+                }
+                e => e,
+            })
+        })
     }
 
     fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
@@ -1082,7 +1090,9 @@ mod tests {
         let l = Labels::new();
         d.prepare("big", None, &l).unwrap();
         let fresh = d.usage("big").unwrap();
+        let start = std::time::Instant::now();
         let err = d.apply("big", &mut streamed_tar(32, 8 << 20, 1)).unwrap_err();
+        eprintln!("256 MB into a 128 MB pool: failed and rolled back in {:?}: {err}", start.elapsed());
         assert!(matches!(&err, Error::NoSpace { key, .. } if key == "big"), "{err}");
         let p = d.mnt(d.stat("big").unwrap().id);
         assert_eq!(fs::read_dir(&p).unwrap().count(), 0, "the failed apply left entries");
