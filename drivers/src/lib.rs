@@ -14,6 +14,7 @@ pub mod error;
 pub mod ledger;
 pub mod meta;
 pub mod registry;
+pub mod rollback;
 pub mod sys;
 
 pub mod aufs;

@@ -606,7 +606,9 @@ impl Driver for Overlay {
         if info.kind != Kind::Active {
             return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be written", info.kind)));
         }
-        archive::apply(NAME, key, tar, &self.diff_dir(info.id), Whiteouts::Overlay)
+        let diff = self.diff_dir(info.id);
+        let cp = crate::rollback::TreeCheckpoint::take(NAME, key, &diff, &self.layer_dir(info.id).join("diff.pre-apply"))?;
+        crate::rollback::apply_atomically(NAME, key, cp, || archive::apply(NAME, key, tar, &diff, Whiteouts::Overlay))
     }
 
     fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {

@@ -472,13 +472,14 @@ impl Driver for Aufs {
             return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", chain[0].kind)));
         }
         let branches = self.branches(&chain);
-        match self.backend {
+        let cp = crate::rollback::TreeCheckpoint::take(NAME, key, &branches[0], &branches[0].with_extension("pre-apply"))?;
+        crate::rollback::apply_atomically(NAME, key, cp, || match self.backend {
             Backend::Kernel => archive::apply(NAME, key, tar, &branches[0], Whiteouts::Aufs),
             Backend::UnionFs { .. } => {
                 let markers = unionfs::Markers { lowers: &branches[1..] };
                 archive::apply(NAME, key, tar, &branches[0], Whiteouts::Custom(&markers))
             }
-        }
+        })
     }
 
     fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {

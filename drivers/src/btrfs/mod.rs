@@ -345,6 +345,62 @@ impl Btrfs {
 }
 
 
+impl Btrfs {
+    /// Return once the space of deleted subvolumes is usable again. btrfs frees it in the
+    /// background: the cleaner thread drops a deleted subvolume's extents after a transaction
+    /// commit, and the freed extents are reusable after the next one. Without waiting, a layer
+    /// of the same size as one just removed fails with ENOSPC for up to 30 s.
+    fn release_deleted(&self, key: &str) -> Result<()> {
+        let base = self.store.base();
+        ioctl::sync(base).ctx(NAME, Some(key), || format!("commit {}", base.display()))?;
+        let b = base.to_string_lossy();
+        run(NAME, "btrfs", &["subvolume", "sync", &b], Duration::from_secs(300))?;
+        ioctl::sync(base).ctx(NAME, Some(key), || format!("commit {}", base.display()))
+    }
+}
+
+/// A read-only snapshot of an active layer, taken before an apply. A failed apply deletes the
+/// layer's subvolume and puts a writable snapshot of this one in its place (same path, so the
+/// layer keeps its id); a good one deletes it. Snapshots share every extent, so taking one
+/// costs no data.
+struct SnapshotCheckpoint<'a> {
+    driver: &'a Btrfs,
+    key: &'a str,
+    layer: PathBuf,
+    snap: PathBuf,
+}
+
+impl<'a> SnapshotCheckpoint<'a> {
+    fn take(driver: &'a Btrfs, key: &'a str, layer: &Path) -> Result<Self> {
+        let snap = layer.with_extension("pre-apply");
+        if snap.exists() {
+            destroy_tree(&snap).ctx(NAME, Some(key), || format!("remove stale {}", snap.display()))?;
+        }
+        ioctl::snapshot(layer, &snap, true).ctx(NAME, Some(key), || format!("snapshot {} before apply", layer.display()))?;
+        Ok(SnapshotCheckpoint { driver, key, layer: layer.to_path_buf(), snap })
+    }
+}
+
+impl crate::rollback::Checkpoint for SnapshotCheckpoint<'_> {
+    fn restore(self) -> Result<()> {
+        let (key, layer, snap) = (self.key, &self.layer, &self.snap);
+        destroy_tree(layer).ctx(NAME, Some(key), || format!("delete the failed apply in {}", layer.display()))?;
+        ioctl::snapshot(snap, layer, false).ctx(NAME, Some(key), || format!("restore {} from {}", layer.display(), snap.display()))?;
+        if let Some(limit) = self.driver.quota {
+            ioctl::qgroup_limit_excl(layer, limit).ctx(NAME, Some(key), || format!("limit qgroup of {}", layer.display()))?;
+        }
+        destroy_tree(snap).ctx(NAME, Some(key), || format!("delete {}", snap.display()))?;
+        self.driver.release_deleted(key)
+    }
+
+    fn discard(self) -> Result<()> {
+        destroy_tree(&self.snap).ctx(NAME, Some(self.key), || format!("delete {}", self.snap.display()))?;
+        // Until the cleaner has dropped the snapshot, FIEMAP reports the layer's older extents
+        // as shared, and usage would leave them out.
+        self.driver.release_deleted(self.key)
+    }
+}
+
 /// Delete subvolume `path` and every subvolume nested in it (a container may create some),
 /// innermost first. A nested subvolume's directory entry lives in its parent subvolume, so a
 /// read-only parent is made writable first.
@@ -471,7 +527,8 @@ impl Driver for Btrfs {
         self.meta.remove_with(key, |info| {
             let path = self.layer_path(info.id);
             destroy_tree(&path).ctx(NAME, Some(key), || format!("delete subvolume {}", path.display()))
-        })
+        })?;
+        self.release_deleted(key)
     }
 
     fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
@@ -479,7 +536,9 @@ impl Driver for Btrfs {
         if info.kind != Kind::Active {
             return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", info.kind)));
         }
-        archive::apply(NAME, key, tar, &self.layer_path(info.id), Whiteouts::Delete)
+        let path = self.layer_path(info.id);
+        let cp = SnapshotCheckpoint::take(self, key, &path)?;
+        crate::rollback::apply_atomically(NAME, key, cp, || archive::apply(NAME, key, tar, &path, Whiteouts::Delete))
     }
 
     fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
@@ -768,6 +827,79 @@ mod tests {
         assert_eq!(st["mode"], "loop-backed file");
         assert!(st["device"].starts_with("/dev/loop"), "{st:?}");
         assert!(d.capabilities().loop_backed && d.capabilities().block_level_cow);
+    }
+
+    fn avail(p: &Path) -> u64 {
+        let s = nix::sys::statvfs::statvfs(p).unwrap();
+        s.blocks_available() as u64 * s.fragment_size() as u64
+    }
+
+    /// A layer larger than the store ends in NoSpace and is rolled back; the store is usable
+    /// afterwards, and right after `remove` of a big layer one of the same size fits again
+    /// (remove waits for the cleaner). A writer into a mounted layer gets ENOSPC too.
+    #[test]
+    fn full_store_is_no_space_rolled_back_and_usable() {
+        use crate::conformance::util::streamed_tar;
+        const EACH: usize = 8 << 20;
+        let Some(env) = Env::new(&[("size", "512M")]) else { return };
+        let d = env.d();
+        let l = Labels::new();
+        let empty = avail(d.store.base());
+        d.prepare("big", None, &l).unwrap();
+        let start = std::time::Instant::now();
+        let err = d.apply("big", &mut streamed_tar(2 * (empty as usize) / EACH, EACH, 1)).unwrap_err();
+        eprintln!("{} MB free: apply of twice that failed and was rolled back in {:?}: {err}", empty >> 20, start.elapsed());
+        assert!(matches!(&err, Error::NoSpace { key, .. } if key == "big"), "{err}");
+        let p = d.layer_path(d.stat("big").unwrap().id);
+        assert_eq!(fs::read_dir(&p).unwrap().count(), 0, "the failed apply left entries");
+        assert!(!p.with_extension("pre-apply").exists(), "the checkpoint is left");
+        assert_eq!(d.usage("big").unwrap(), Usage::default());
+        // The space is back: a layer of 60% of the empty store fits, twice in a row.
+        let files = empty as usize * 6 / 10 / EACH;
+        for i in 0..2 {
+            let key = format!("same-size-{i}");
+            d.prepare(&key, None, &l).unwrap();
+            let stats = d.apply(&key, &mut streamed_tar(files, EACH, 2)).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(stats.bytes, (files * EACH) as u64);
+            let start = std::time::Instant::now();
+            d.remove(&key).unwrap();
+            eprintln!("remove of a {} MB layer, space usable again: {:?}", (files * EACH) >> 20, start.elapsed());
+        }
+        // A writer in a mounted layer (what a container does) gets ENOSPC, and the store
+        // recovers when the layer goes.
+        d.prepare("writer", None, &l).unwrap();
+        let t = env.target("writer");
+        d.mount("writer", &t).unwrap();
+        let mut f = File::create(t.join("fill")).unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        let err = (0..2 * (empty >> 20)).find_map(|_| f.write_all(&chunk).and_then(|_| f.sync_data()).err());
+        let err = err.expect("the store fills before twice its size");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        drop(f);
+        d.unmount(&t).unwrap();
+        d.remove("writer").unwrap();
+        d.remove("big").unwrap();
+        d.prepare("after", None, &l).unwrap();
+        d.apply("after", &mut streamed_tar(files, EACH, 3)).unwrap();
+        d.commit("after-c", "after", &l).unwrap();
+    }
+
+    /// The pre-apply snapshot is gone, not only deleted, when apply returns: usage right after
+    /// a second apply still counts what the first one wrote as the layer's own.
+    #[test]
+    fn usage_after_a_second_apply_counts_the_first() {
+        use crate::conformance::util::{streamed_tar, RawTar};
+        let Some(env) = Env::new(&[("size", "512M")]) else { return };
+        let d = env.d();
+        d.prepare("a", None, &Labels::new()).unwrap();
+        d.apply("a", &mut streamed_tar(4, 1 << 20, 1)).unwrap();
+        let first = d.usage("a").unwrap();
+        assert!(first.bytes >= 4 << 20, "{first:?}");
+        let start = std::time::Instant::now();
+        d.apply("a", &mut RawTar::new().file("x", b"x").finish().as_slice()).unwrap();
+        eprintln!("apply of one small file onto a 4 MB layer: {:?}", start.elapsed());
+        let second = d.usage("a").unwrap();
+        assert!(second.bytes >= first.bytes, "{first:?} -> {second:?}");
     }
 
     #[test]

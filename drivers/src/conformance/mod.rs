@@ -4,7 +4,8 @@
 //! - [`layers`]: create, base content, snapshots, views, kinds, parents, errors, second handle;
 //! - [`changes`]: modified, deleted, moved, chowned, removed dirs, permissions, usage;
 //! - [`deep`]: 128-layer stacks read through and compared with a flat reference;
-//! - [`archives`]: diff and re-apply, whiteouts, hostile tars.
+//! - [`archives`]: diff and re-apply, whiteouts, hostile tars;
+//! - [`rollback`]: a failed apply leaves the layer as it was.
 //!
 //! They cover moby's graphtest (create empty/base, snapshot, deep layer read, diff apply,
 //! changes) and containerd's snapshotter test suite (basic, deleted files, move, dir removed,
@@ -26,6 +27,7 @@ pub mod changes;
 pub mod deep;
 pub mod fixture;
 pub mod layers;
+pub mod rollback;
 pub mod tree;
 pub mod util;
 
@@ -46,6 +48,7 @@ macro_rules! __conformance_scenarios {
                 file_updated_five_times, usage_grows_after_write, digest_is_stable;
             deep: file_readable_through_128_layers, mount_128_equals_flat_reference;
             archives: diff_reapplied_on_fresh_parent, apply_whiteouts_and_opaque, hostile_tar_apply;
+            rollback: refused_apply_leaves_layer_as_it_was, truncated_apply_leaves_layer_as_it_was;
         }
     };
 }

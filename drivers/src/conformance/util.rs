@@ -232,3 +232,33 @@ impl RawTar {
         out
     }
 }
+
+/// A layer tar of `files` regular files of `each` bytes (`big/0000` ...), written by a thread
+/// into a pipe as it is read, so that a tar larger than the store under test needs no memory
+/// or disk of its own. The writer stops when the reader is dropped.
+pub fn streamed_tar(files: usize, each: usize, seed: u64) -> impl std::io::Read {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    std::thread::spawn(move || {
+        let data = random_bytes(each, seed);
+        let mut b = tar::Builder::new(writer);
+        let header = |kind, mode, size| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(size);
+            h.set_mtime(1_600_000_000);
+            h
+        };
+        if b.append_data(&mut header(tar::EntryType::Directory, 0o755, 0), "big", std::io::empty()).is_err() {
+            return;
+        }
+        for i in 0..files {
+            let mut h = header(tar::EntryType::Regular, 0o644, each as u64);
+            if b.append_data(&mut h, format!("big/{i:04}"), data.as_slice()).is_err() {
+                return;
+            }
+        }
+        let _ = b.finish();
+    });
+    reader
+}

@@ -886,6 +886,80 @@ impl Drop for SetupLock {
     }
 }
 
+/// Thin ids of pre-apply checkpoints: the layer's thin id in the upper half of the 24-bit thin
+/// id space, which layer ids do not reach.
+const CHECKPOINT_ID_OFFSET: u64 = 1 << 23;
+
+/// A thin snapshot of an active layer taken before an apply. A failed apply deletes the
+/// layer's thin device (which gives its blocks back to the pool) and snapshots the checkpoint
+/// back under the layer's thin id; a good one deletes the checkpoint.
+struct ThinCheckpoint<'a> {
+    d: &'a DeviceMapper,
+    info: &'a LayerInfo,
+    id: u64,
+}
+
+impl<'a> ThinCheckpoint<'a> {
+    fn take(d: &'a DeviceMapper, info: &'a LayerInfo) -> Result<Self> {
+        let id = d.thin_id(info) + CHECKPOINT_ID_OFFSET;
+        // Not `snapshot`'s reuse of a taken id: in a thin pool the user named, that id may be
+        // someone else's device.
+        let name = d.thin_name(info);
+        let active = dm::exists(&d.dm, &name).ctx(NAME, Some(&info.key), || "list devices".into())?.is_some();
+        if active {
+            dm::suspend(&d.dm, &name).map_err(|e| dmerr(Some(&info.key), format!("suspend {name}"), e))?;
+        }
+        let r = dm::message(&d.dm, &d.state.pool, &format!("create_snap {id} {}", d.thin_id(info)));
+        if active {
+            let _ = dm::resume(&d.dm, &name);
+        }
+        r.map_err(|e| dmerr(Some(&info.key), format!("checkpoint before apply: create_snap {id} {}", d.thin_id(info)), e))?;
+        Ok(ThinCheckpoint { d, info, id })
+    }
+}
+
+impl crate::rollback::Checkpoint for ThinCheckpoint<'_> {
+    fn restore(self) -> Result<()> {
+        let (d, key) = (self.d, Some(self.info.key.as_str()));
+        let (name, thin) = (d.thin_name(self.info), d.thin_id(self.info));
+        if d.in_use(&name) {
+            return Err(Error::invalid(NAME, &self.info.key, format!("is in use (mounted): {}", dm::node(&name).display())));
+        }
+        if dm::exists(&d.dm, &name).ctx(NAME, key, || "list devices".into())?.is_some() {
+            dm::remove(&d.dm, &name).map_err(|e| dmerr(key, format!("deactivate {name}"), e))?;
+            let _ = d.ledger.forget(ResourceKind::Dm, &name);
+        }
+        dm::message(&d.dm, &d.state.pool, &format!("delete {thin}")).map_err(|e| dmerr(key, format!("delete thin device {thin}"), e))?;
+        // The checkpoint was never activated: nothing to suspend.
+        d.snapshot(&self.info.key, thin, self.id, &format!("{}-{}", d.prefix, self.id))?;
+        self.discard()
+    }
+
+    fn discard(self) -> Result<()> {
+        dm::message(&self.d.dm, &self.d.state.pool, &format!("delete {}", self.id))
+            .map_err(|e| dmerr(Some(&self.info.key), format!("delete checkpoint thin device {}", self.id), e))
+    }
+}
+
+impl DeviceMapper {
+    /// Apply into the layer's filesystem, mounted for the purpose.
+    fn apply_mounted(&self, info: &LayerInfo, tar: &mut dyn Read) -> Result<ApplyStats> {
+        let key = info.key.as_str();
+        let r = self.with_own_mount(info, true, |dir| {
+            let stats = archive::apply(NAME, key, tar, dir, Whiteouts::Delete)?;
+            // Data on the device before the mount goes away (syncfs of this filesystem), so a
+            // full pool is reported here rather than lost at unmount.
+            let f = std::fs::File::open(dir).ctx(NAME, Some(key), || "open layer root".into())?;
+            // SAFETY: syncfs on a descriptor we own.
+            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+                return Err(Error::io(NAME, Some(key), "sync layer", std::io::Error::last_os_error()));
+            }
+            Ok(stats)
+        });
+        r.map_err(|e| self.classify(key, e))
+    }
+}
+
 impl Driver for DeviceMapper {
     fn name(&self) -> &'static str {
         NAME
@@ -979,18 +1053,8 @@ impl Driver for DeviceMapper {
         if info.kind != Kind::Active {
             return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", info.kind)));
         }
-        let r = self.with_own_mount(&info, true, |dir| {
-            let stats = archive::apply(NAME, key, tar, dir, Whiteouts::Delete)?;
-            // Data on the device before the mount goes away (syncfs of this filesystem), so a
-            // full pool is reported here rather than lost at unmount.
-            let f = std::fs::File::open(dir).ctx(NAME, Some(key), || "open layer root".into())?;
-            // SAFETY: syncfs on a descriptor we own.
-            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
-                return Err(Error::io(NAME, Some(key), "sync layer", std::io::Error::last_os_error()));
-            }
-            Ok(stats)
-        });
-        r.map_err(|e| self.classify(key, e))
+        let cp = ThinCheckpoint::take(self, &info)?;
+        crate::rollback::apply_atomically(NAME, key, cp, || self.apply_mounted(&info, tar))
     }
 
     fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
@@ -1229,6 +1293,30 @@ mod tests {
             other => panic!("prepare on a full pool: {other:?}"),
         }
         d.remove("w").unwrap();
+    }
+
+    /// A layer larger than the pool ends in NoSpace naming the layer; the rollback gives its
+    /// blocks back to the pool and a small layer applies afterwards.
+    #[test]
+    fn layer_larger_than_the_pool_is_no_space_and_rolled_back() {
+        use crate::conformance::util::streamed_tar;
+        let Some(fx) = fixture(NAME, &[("base_size", "1G"), ("data_size", "192M"), ("min_free_space", "0")]) else { return };
+        let d = fx.driver();
+        d.prepare("big", None, &Labels::new()).unwrap();
+        let used0 = status_num(d, "data_used_bytes");
+        let err = d.apply("big", &mut streamed_tar(50, 8 << 20, 1)).unwrap_err();
+        assert!(matches!(&err, Error::NoSpace { key, .. } if key == "big"), "{err}");
+        let used1 = status_num(d, "data_used_bytes");
+        eprintln!("apply past the pool's end: {err}; pool data used {used0} -> {used1} bytes after the rollback");
+        assert!(used1 <= used0 + (4 << 20), "the failed apply's blocks stay in the pool: {used0} -> {used1}");
+        let t = fx.dir("t");
+        {
+            let _m = MountGuard::new(d, "big", &t).unwrap();
+            assert_eq!(std::fs::read_dir(&t).unwrap().count(), 0, "the failed apply left entries");
+        }
+        d.prepare("small", None, &Labels::new()).unwrap();
+        d.apply("small", &mut streamed_tar(4, 1 << 20, 2)).unwrap_or_else(|e| panic!("small layer after a full pool: {e}"));
+        d.commit("small-c", "small", &Labels::new()).unwrap();
     }
 
     #[test]

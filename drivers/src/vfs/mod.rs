@@ -177,7 +177,9 @@ impl Driver for Vfs {
         if info.kind != Kind::Active {
             return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be written", info.kind)));
         }
-        archive::apply(NAME, key, tar, &self.layer_dir(info.id), Whiteouts::Delete)
+        let dir = self.layer_dir(info.id);
+        let cp = crate::rollback::TreeCheckpoint::take(NAME, key, &dir, &dir.with_extension("pre-apply"))?;
+        crate::rollback::apply_atomically(NAME, key, cp, || archive::apply(NAME, key, tar, &dir, Whiteouts::Delete))
     }
 
     fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {

@@ -164,7 +164,16 @@ pub fn copy_file_data(src: &Path, dst: &Path, stats: &mut CopyStats) -> io::Resu
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
     let mut stats = CopyStats::default();
     let mut links: HashMap<(u64, u64), std::path::PathBuf> = HashMap::new();
-    copy_dir(src, dst, &mut links, &mut stats)?;
+    copy_dir(src, dst, &mut links, &mut stats, false)?;
+    Ok(stats)
+}
+
+/// Like [`copy_tree`], but every entry that is not a directory is hard-linked rather than
+/// copied: a snapshot of the tree's shape that costs one link per file, valid as long as the
+/// files are replaced rather than written in place. `dst` must be on the same filesystem.
+pub fn link_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
+    let mut stats = CopyStats::default();
+    copy_dir(src, dst, &mut HashMap::new(), &mut stats, true)?;
     Ok(stats)
 }
 
@@ -173,6 +182,7 @@ fn copy_dir(
     dst: &Path,
     links: &mut HashMap<(u64, u64), std::path::PathBuf>,
     stats: &mut CopyStats,
+    link_files: bool,
 ) -> io::Result<()> {
     let md = fs::symlink_metadata(src)?;
     let mut entries: Vec<_> = fs::read_dir(src)?.collect::<io::Result<_>>()?;
@@ -184,7 +194,12 @@ fn copy_dir(
         let ft = m.file_type();
         if ft.is_dir() {
             fs::create_dir(&d)?;
-            copy_dir(&s, &d, links, stats)?;
+            copy_dir(&s, &d, links, stats, link_files)?;
+            continue;
+        }
+        if link_files {
+            fs::hard_link(&s, &d)?;
+            stats.files += 1;
             continue;
         }
         if m.nlink() > 1 {

@@ -23,9 +23,10 @@
 //!
 //! Storage: by default a pool `cowbench-<8 hex of sha256(driver root)>` on a sparse file
 //! `<driver root>/pool.img` (option `size`, default 2G), created with `cachefile=none` so that
-//! no daemon or boot imports it behind cowbench's back. `dataset=POOL/DS` uses an existing
-//! dataset instead: layers go to `POOL/DS/cowbench-<hash>`, which teardown destroys; the
-//! dataset itself is never touched.
+//! no daemon or boot imports it behind cowbench's back, and with a quota on its root dataset a
+//! little below its size (see `keep_headroom`), so that a full store still takes property
+//! changes. `dataset=POOL/DS` uses an existing dataset instead: layers go to
+//! `POOL/DS/cowbench-<hash>`, which teardown destroys; the dataset itself is never touched.
 //!
 //! Usage: the `used` property of the layer's dataset (its unique bytes; clones share the rest
 //! with their origin), read after a pool sync: properties are updated when a transaction group
@@ -279,6 +280,58 @@ fn destroy(key: Option<&str>, extra: &[&str], ds: &str) -> Result<()> {
     Err(last.expect("at least one try"))
 }
 
+/// Cap the pool's root dataset (and so every layer below it) a little below what the pool
+/// holds. A write into a full layer then fails with EDQUOT, reported as out of space, while the
+/// pool keeps room for the property changes that commit (`readonly=on`), usage (its sync stamp)
+/// and a rollback need: on a really full pool zfs-fuse refuses every one of them.
+fn keep_headroom(pool: &str) -> Result<()> {
+    let avail = zfs(None, &["get", "-Hp", "-o", "value", "available", pool])?;
+    let avail: u64 = avail.trim().parse().map_err(|_| Error::Command {
+        driver: NAME.into(),
+        command: format!("zfs get -Hp -o value available {pool}"),
+        status: "unparsable output".into(),
+        stderr: avail.clone(),
+    })?;
+    let quota = avail - (avail / 16).max(HEADROOM_MIN).min(avail / 2);
+    zfs(None, &["set", &format!("quota={quota}"), pool]).map(|_| ())
+}
+
+/// The least room kept free in a pool cowbench created, whatever its size.
+const HEADROOM_MIN: u64 = 4 << 20;
+
+/// A snapshot `<layer>@pre-apply` taken before an apply; a failed apply rolls the dataset back
+/// to it (which also frees what the apply wrote), a good one destroys it.
+struct SnapshotCheckpoint<'a> {
+    key: &'a str,
+    snap: String,
+}
+
+impl<'a> SnapshotCheckpoint<'a> {
+    fn take(key: &'a str, ds: &str) -> Result<Self> {
+        let snap = format!("{ds}@pre-apply");
+        if let Err(e) = zfs(Some(key), &["snapshot", &snap]) {
+            if !stderr_has(&e, &["already exists"]) {
+                return Err(e);
+            }
+            // Left by a process that died during an apply.
+            destroy(Some(key), &[], &snap)?;
+            zfs(Some(key), &["snapshot", &snap])?;
+        }
+        Ok(SnapshotCheckpoint { key, snap })
+    }
+}
+
+impl crate::rollback::Checkpoint for SnapshotCheckpoint<'_> {
+    fn restore(self) -> Result<()> {
+        zfs(Some(self.key), &["rollback", &self.snap])?;
+        destroy(Some(self.key), &[], &self.snap)
+    }
+
+    fn discard(self) -> Result<()> {
+        destroy(Some(self.key), &[], &self.snap)
+    }
+}
+
 /// Open (set up or adopt) the backend under `cfg.root/zfs`.
 pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
     Ok(Box::new(Zfs::open(cfg)?))
@@ -365,6 +418,10 @@ impl Zfs {
                             let _ = ledger.forget(ResourceKind::Pool, pool);
                             let _ = ledger.forget(ResourceKind::Loop, &image.display().to_string());
                             return Err(e);
+                        }
+                        if let Err(e) = keep_headroom(pool) {
+                            // The store works without it; only a full pool is less usable.
+                            log::warn!("{NAME}: no headroom kept in pool {pool}: {e}");
                         }
                     }
                 }
@@ -671,7 +728,16 @@ impl Driver for Zfs {
             return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", info.kind)));
         }
         self.mount_internal(&info)?;
-        archive::apply(NAME, key, tar, &self.mnt(info.id), Whiteouts::Delete)
+        let cp = SnapshotCheckpoint::take(key, &self.ds(info.id))?;
+        crate::rollback::apply_atomically(NAME, key, cp, || {
+            archive::apply(NAME, key, tar, &self.mnt(info.id), Whiteouts::Delete).map_err(|e| match e {
+                // EDQUOT from the headroom quota reads as a quota the user never set.
+                Error::NoSpace { driver, key, detail } => {
+                    Error::NoSpace { driver, key, detail: format!("{detail}; the layers filled {}", self.store.base()) }
+                }
+                e => e,
+            })
+        })
     }
 
     fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
@@ -993,6 +1059,8 @@ mod tests {
         }
     }
 
+    /// A writer that fills the pool gets out of space, and the pool keeps room for what
+    /// follows: usage, commit and a new layer work.
     #[test]
     fn full_pool_is_no_space() {
         let Some(env) = Env::new(&[("size", "64M")]) else { return };
@@ -1004,33 +1072,47 @@ mod tests {
         let err = (0..200)
             .find_map(|_| f.write_all(&chunk).and_then(|_| f.sync_data()).err())
             .expect("a 64M pool fills before 200M");
-        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        // EDQUOT from the headroom quota, or ENOSPC; both are reported as out of space.
+        assert!(matches!(Error::io(NAME, Some("a"), "write", err), Error::NoSpace { .. }));
         drop(f);
-        // What follows needs a little space. zfs-fuse refuses it: the commit is reported as out
-        // of space and the layer stays active. OpenZFS keeps a slop reserve for administrative
-        // changes and may let it through. Either is right; any other error, or a half-done
-        // change, is not.
-        match d.commit("full", "a", &Labels::new()) {
-            Err(Error::NoSpace { key, .. }) => {
-                assert_eq!(key, "a");
-                assert_eq!(d.stat("a").unwrap().kind, Kind::Active);
-            }
-            Ok(info) => assert_eq!(info.kind, Kind::Committed),
-            other => panic!("expected NoSpace or success, got {other:?}"),
-        }
-        match d.prepare("other", None, &Labels::new()) {
-            Err(Error::NoSpace { key, .. }) => {
-                assert_eq!(key, "other");
-                assert!(matches!(d.stat("other"), Err(Error::NotFound { .. })));
-            }
-            Ok(_) => {
-                // Created on the reserve: the new layer is as full as its pool.
-                let p = d.mnt(d.stat("other").unwrap().id);
-                let err = fs::write(p.join("more"), &chunk).and_then(|_| File::open(p.join("more"))?.sync_all());
-                assert_eq!(err.err().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC), "the pool is full");
-            }
-            other => panic!("expected NoSpace or success, got {other:?}"),
-        }
+        let u = d.usage("a").unwrap_or_else(|e| panic!("usage on a full pool: {e}"));
+        assert!(u.bytes >= 16 << 20, "{u:?}");
+        let info = d.commit("full", "a", &Labels::new()).unwrap_or_else(|e| panic!("commit on a full pool: {e}"));
+        assert_eq!(info.kind, Kind::Committed);
+        d.prepare("other", None, &Labels::new()).unwrap_or_else(|e| panic!("prepare on a full pool: {e}"));
+        // The new layer is as full as its pool.
+        let p = d.mnt(d.stat("other").unwrap().id);
+        let err = fs::write(p.join("more"), &chunk).and_then(|_| File::open(p.join("more"))?.sync_all());
+        assert!(matches!(Error::io(NAME, Some("other"), "write", err.unwrap_err()), Error::NoSpace { .. }));
+        d.remove("other").unwrap();
+        d.remove("full").unwrap();
+    }
+
+    /// A layer larger than the pool ends in NoSpace naming the layer, is rolled back (empty,
+    /// its space freed) and the pool takes a small layer afterwards.
+    #[test]
+    fn layer_larger_than_the_pool_is_no_space_and_rolled_back() {
+        use crate::conformance::util::streamed_tar;
+        let Some(env) = Env::new(&[("size", "128M")]) else { return };
+        let d = env.d();
+        let l = Labels::new();
+        d.prepare("big", None, &l).unwrap();
+        let fresh = d.usage("big").unwrap();
+        let start = std::time::Instant::now();
+        let err = d.apply("big", &mut streamed_tar(32, 8 << 20, 1)).unwrap_err();
+        eprintln!("256 MB into a 128 MB pool: failed and rolled back in {:?}: {err}", start.elapsed());
+        assert!(matches!(&err, Error::NoSpace { key, .. } if key == "big"), "{err}");
+        let p = d.mnt(d.stat("big").unwrap().id);
+        assert_eq!(fs::read_dir(&p).unwrap().count(), 0, "the failed apply left entries");
+        let after = d.usage("big").unwrap();
+        assert_eq!(after.inodes, 0);
+        assert!(after.bytes < fresh.bytes + (1 << 20), "space of the failed apply not freed: {fresh:?} -> {after:?}");
+        let snaps = zfs(None, &["list", "-H", "-t", "snapshot", "-o", "name", "-r", d.store.base()]).unwrap();
+        assert!(!snaps.contains("pre-apply"), "checkpoint left: {snaps}");
+        d.prepare("small", None, &l).unwrap();
+        d.apply("small", &mut streamed_tar(4, 1 << 20, 2)).unwrap();
+        d.commit("small-c", "small", &l).unwrap();
+        d.commit("big-c", "big", &l).unwrap();
     }
 
     /// Run by `second_process_sees_the_same_layers` in a child process.
