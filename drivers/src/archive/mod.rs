@@ -7,14 +7,19 @@
 //! - `apply`: writes entries and converts whiteouts per [`Whiteouts`].
 //! - `changes`: the change set from a [`DiffSource`]; `write`: exports it as a tar.
 //! - [`tree`]: [`tree_digest`], a comparable summary of a tree for tests.
+//! - [`remove_tree`]: removal of a layer tree with open descriptors bounded whatever its depth,
+//!   used by every backend that removes layer directories.
 
 mod apply;
 mod changes;
 pub mod compress;
 mod fsutil;
+mod remove;
 pub mod safepath;
+mod stream;
 pub mod tree;
 mod write;
+mod written;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +27,8 @@ use std::path::{Path, PathBuf};
 use crate::driver::{ApplyStats, Change};
 use crate::error::{Error, Result};
 
+pub use remove::remove_tree;
+pub use stream::MAX_EXTENSION;
 pub use tree::{digest_differences, tree_digest, DigestOptions, EntryKind, EntrySummary};
 
 /// Prefix of a whiteout entry: `.wh.<name>` deletes `<name>`.
