@@ -68,7 +68,7 @@ pub(super) fn apply(
         message,
     };
     let (compression, stream) = decompress(tar).map_err(|e| archive_err(None, format!("reading layer tar: {e}")))?;
-    let (guard, stream) = Guard::new(stream);
+    let (guard, stream) = Guard::new(stream, compression_name(compression));
     let mut ar = tar::Archive::new(stream);
     let mut ap = Applier {
         driver,
@@ -82,11 +82,13 @@ pub(super) fn apply(
     };
     // A failure of the stream itself (decompression, checksum, an oversized header) is
     // reported as such, whichever reader met it.
-    let stream_err = |entry: Option<PathBuf>, fallback: String| match guard.failure() {
-        Some(f) => archive_err(entry, format!("corrupt {} layer stream: {f}", compression_name(compression))),
+    let after = |last: &Option<PathBuf>| last.as_ref().map(|p| format!(" (after entry {p:?})")).unwrap_or_default();
+    // Between entries (no entry to name), the message says which entry came last.
+    let stream_err = |entry: Option<PathBuf>, last: &Option<PathBuf>, fallback: String| match guard.failure() {
+        Some(f) if entry.is_some() => archive_err(entry, f),
+        Some(f) => archive_err(None, format!("{f}{}", after(last))),
         None => archive_err(entry, fallback),
     };
-    let after = |last: &Option<PathBuf>| last.as_ref().map(|p| format!(" (after entry {p:?})")).unwrap_or_default();
     let mut entries = ar.entries().map_err(|e| archive_err(None, format!("reading layer tar: {e}")))?;
     let mut last: Option<PathBuf> = None;
     loop {
@@ -97,7 +99,7 @@ pub(super) fn apply(
             None => break,
             Some(Ok(e)) => e,
             Some(Err(e)) => {
-                return Err(stream_err(None, format!("corrupt or truncated layer tar{}: {e}", after(&last))));
+                return Err(stream_err(None, &last, format!("corrupt or truncated layer tar{}: {e}", after(&last))));
             }
         };
         let raw = entry.path_bytes().into_owned();
@@ -111,7 +113,7 @@ pub(super) fn apply(
         });
         if let Err(e) = done {
             return Err(match guard.failure() {
-                Some(_) => stream_err(Some(shown), String::new()),
+                Some(_) => stream_err(Some(shown), &last, String::new()),
                 None => e,
             });
         }
@@ -130,7 +132,7 @@ pub(super) fn apply(
     // only checked when the decompressor reaches them, after the tar's end marker.
     let mut rest = ar.into_inner();
     io::copy(&mut rest, &mut io::sink())
-        .map_err(|e| stream_err(None, format!("reading the end of the layer stream{}: {e}", after(&last))))?;
+        .map_err(|e| stream_err(None, &last, format!("reading the end of the layer stream{}: {e}", after(&last))))?;
     ap.finish_dirs()?;
     Ok(ap.stats)
 }

@@ -49,13 +49,15 @@ pub(super) struct Guard(Rc<State>);
 /// The stream handed to the tar reader.
 pub(super) struct Guarded<R> {
     inner: R,
+    /// Names the compression in the errors of the decompressor.
+    compression: &'static str,
     st: Rc<State>,
 }
 
 impl Guard {
-    pub(super) fn new<R: Read>(inner: R) -> (Guard, Guarded<R>) {
+    pub(super) fn new<R: Read>(inner: R, compression: &'static str) -> (Guard, Guarded<R>) {
         let st = Rc::new(State::default());
-        (Guard(st.clone()), Guarded { inner, st })
+        (Guard(st.clone()), Guarded { inner, compression, st })
     }
 
     /// The tar reader is about to look for the next entry.
@@ -82,7 +84,8 @@ impl Guard {
         self.0.pos.get()
     }
 
-    /// Why the stream failed: a decompression error or an oversized extension record.
+    /// Why the stream failed (the whole message): a decompression error or an oversized
+    /// extension record.
     pub(super) fn failure(&self) -> Option<String> {
         self.0.failure.borrow().clone()
     }
@@ -161,7 +164,7 @@ impl<R: Read> Read for Guarded<R> {
         let n = match self.inner.read(buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-            Err(e) => return Err(self.fail(e.to_string())),
+            Err(e) => return Err(self.fail(format!("corrupt {} layer stream: {e}", self.compression))),
         };
         let start = self.st.pos.get();
         self.st.pos.set(start + n as u64);
