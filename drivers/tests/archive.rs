@@ -1529,3 +1529,148 @@ fn memory_of_a_deep_layer_stays_close_to_a_flat_one() {
     }
     assert!(peak[&8_000] <= 2 * peak[&0], "8,000 deep: {} KiB, flat: {} KiB", peak[&8_000], peak[&0]);
 }
+
+// ------------------------------------------------------------------------------------------
+// Fuzzing: random mutations of small valid layers. Whatever the bytes, apply returns (no
+// panic, no hang), writes nothing outside the layer, and the layer can be removed.
+
+/// Small valid layers to mutate: nested dirs, files, symlinks, hardlinks, whiteouts, an
+/// opaque marker, PAX records and a GNU long name.
+fn fuzz_seeds() -> Vec<Vec<u8>> {
+    let long = format!("a/b/{}", "l".repeat(150));
+    vec![
+        Tar::new()
+            .add(E::dir("a"))
+            .add(E::dir("a/b"))
+            .add(E::file("a/b/f", b"hello"))
+            .add(E::file("a/g", &[7u8; 1500]).mtime(T0, 5).xattr("user.k", b"v"))
+            .add(E::symlink("a/s", "b/f"))
+            .add(E::hardlink("a/h", "a/b/f"))
+            .add(E::file(&long, b"long"))
+            .add(E::file("a/.wh.gone", b""))
+            .add(E::file("a/b/.wh..wh..opq", b""))
+            .add(E::symlink("up", "../outside"))
+            .bytes(),
+        Tar::new()
+            .add(E::dir("d").mode(0o700).owner(1, 2))
+            .add(E::file("d/x", b"x"))
+            .add(E::new("d/fifo", EntryType::Fifo, 0o600))
+            .add(E::device("d/null", EntryType::Char, 1, 3))
+            .add(E::file(".wh.lower", b""))
+            .add(E::hardlink("d/y", "d/x"))
+            .bytes(),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip(usize, u8),
+    Truncate(usize),
+    /// Copy the 512-byte block at one index over another.
+    Splice(usize, usize),
+    /// Insert a header block (valid checksum) with this type byte and size.
+    Header(usize, u8, u64),
+}
+
+fn mutate_bytes(data: &mut Vec<u8>, m: &Mutation) {
+    let blocks = data.len().div_ceil(512).max(1);
+    match *m {
+        Mutation::Flip(i, v) if !data.is_empty() => {
+            let n = data.len();
+            data[i % n] ^= v | 1;
+        }
+        Mutation::Truncate(i) => data.truncate(i % (data.len() + 1)),
+        Mutation::Splice(from, to) => {
+            let (from, to) = ((from % blocks) * 512, (to % blocks) * 512);
+            let block: Vec<u8> = data.iter().skip(from).take(512).copied().collect();
+            for (k, b) in block.into_iter().enumerate() {
+                if let Some(d) = data.get_mut(to + k) {
+                    *d = b;
+                }
+            }
+        }
+        Mutation::Header(at, t, size) => {
+            let mut h = Header::new_gnu();
+            h.as_old_mut().name[..3].copy_from_slice(b"new");
+            h.set_entry_type(EntryType::new(t));
+            h.set_mode(0o644);
+            h.set_size(size);
+            h.set_cksum();
+            let at = ((at % blocks) * 512).min(data.len());
+            data.splice(at..at, h.as_bytes().iter().copied());
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn fuzzed_layers_never_escape_panic_or_hang() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let seeds = fuzz_seeds();
+    for (i, seed) in seeds.iter().enumerate() {
+        for data in [seed.clone(), gzip(seed), zstd_checked(seed)] {
+            let j = Jail::new();
+            let wh = if i % 2 == 0 { Whiteouts::Delete } else { Whiteouts::Overlay };
+            apply(&j.dest, &data, wh).unwrap_or_else(|e| panic!("seed {i}: {e}"));
+        }
+    }
+    let mutation = prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Mutation::Flip(i, v)),
+        any::<usize>().prop_map(Mutation::Truncate),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::Splice(a, b)),
+        (any::<usize>(), any::<u8>(), 0u64..4096).prop_map(|(a, t, s)| Mutation::Header(a, t, s)),
+    ];
+    // Seed, compression (none, gzip, zstd), whether to mutate the compressed bytes, mutations.
+    let case = (0..seeds.len(), 0u8..3, any::<bool>(), proptest::collection::vec(mutation, 0..6));
+    // PROPTEST_CASES runs more (a longer campaign by hand).
+    let n: u32 = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let mut runner = TestRunner::new(Config { cases: n, failure_persistence: None, ..Config::default() });
+    let (cases, refused) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
+    let started = std::time::Instant::now();
+    runner
+        .run(&case, |(seed, compression, mutate_compressed, muts)| {
+            let compress = |d: &[u8]| match compression {
+                1 => gzip(d),
+                2 => zstd_checked(d),
+                _ => d.to_vec(),
+            };
+            let mut data = seeds[seed].clone();
+            if mutate_compressed {
+                data = compress(&data);
+            }
+            for m in &muts {
+                mutate_bytes(&mut data, m);
+            }
+            if !mutate_compressed {
+                data = compress(&data);
+            }
+            let j = Jail::new();
+            let dest = j.dest.clone();
+            let wh = seed % 2;
+            let (tx, rx) = std::sync::mpsc::channel();
+            let worker = std::thread::spawn(move || {
+                let wh = if wh == 0 { Whiteouts::Delete } else { Whiteouts::Overlay };
+                let r = archive::apply("test", "layer", &mut &data[..], &dest, wh);
+                let _ = tx.send(r.map_err(|e| e.to_string()));
+            });
+            let result = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(r) => r,
+                Err(_) => {
+                    let panicked = worker.join().is_err();
+                    panic!("apply did not return within 30 s (panicked: {panicked}) for {muts:?}");
+                }
+            };
+            worker.join().unwrap();
+            cases.set(cases.get() + 1);
+            refused.set(refused.get() + u32::from(result.is_err()));
+            j.assert_untouched();
+            archive::remove_tree(&j.dest).unwrap();
+            assert!(!exists(&j.dest));
+            Ok(())
+        })
+        .unwrap();
+    println!("fuzzed layers: {} cases ({} refused) in {:.1} s", cases.get(), refused.get(), started.elapsed().as_secs_f64());
+    assert!(cases.get() >= n);
+}
