@@ -119,7 +119,6 @@ pub(super) fn apply(
         }
         last = Some(shown);
     }
-    drop(entries);
     if !guard.saw_end() && guard.pos() > 0 {
         // An empty stream is an empty layer (as for Go's archive/tar); anything else must end
         // with the end-of-archive marker, or it was cut short.

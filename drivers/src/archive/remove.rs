@@ -19,7 +19,7 @@ type Id = (u64, u64);
 
 fn id_of(d: &Dir) -> io::Result<Id> {
     let st = d.stat_self()?;
-    Ok((st.st_dev as u64, st.st_ino as u64))
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// Remove `path` and, when it is a directory, everything below it, never following a symlink
