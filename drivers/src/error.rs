@@ -31,8 +31,9 @@ pub enum Error {
     #[error("{driver}: layer '{key}': {message}")]
     InvalidState { driver: String, key: String, message: String },
 
-    /// A layer tar was refused or could not be applied/exported. `entry` is the tar entry path.
-    #[error("{driver}: layer '{key}': archive entry {}: {message}", entry.as_ref().map(|p| format!("'{}'", p.display())).unwrap_or_else(|| "(none)".into()))]
+    /// A layer tar was refused or could not be applied/exported. `entry` is the tar entry path
+    /// (raw bytes; shown escaped, as a name in a hostile tar may hold any byte).
+    #[error("{driver}: layer '{key}': archive entry {}: {message}", entry.as_ref().map(|p| format!("{p:?}")).unwrap_or_else(|| "(none)".into()))]
     Archive { driver: String, key: String, entry: Option<PathBuf>, message: String },
 
     /// The backing store is full (thin pool, zpool, filesystem). Reported, never a hang.

@@ -1098,3 +1098,579 @@ fn long_names_and_link_targets_round_trip() {
     apply(&target, &tar, Whiteouts::Delete).unwrap();
     assert_same_tree(&upper, &target, DigestOptions::ALL);
 }
+
+// ------------------------------------------------------------------------------------------
+// Corrupt and malformed layers: refused with an archive error naming the layer and the entry,
+// nothing written outside the layer.
+
+/// Apply `tar` in a fresh jail; it must be refused as an archive error of layer "test"/"layer"
+/// naming `entry` (None: an error about the stream, not one entry) with `needle` in the
+/// message. Returns the error's text.
+fn refused_corrupt(tar: &[u8], entry: Option<&str>, needle: &str) -> String {
+    let j = Jail::new();
+    let res = apply(&j.dest, tar, Whiteouts::Delete);
+    let text = match &res {
+        Err(e @ Error::Archive { driver, key, entry: got, message }) => {
+            assert_eq!((driver.as_str(), key.as_str()), ("test", "layer"));
+            assert_eq!(got.as_deref(), entry.map(Path::new), "wrong entry named in: {e}");
+            assert!(message.contains(needle), "{needle:?} not in: {e}");
+            e.to_string()
+        }
+        other => panic!("not refused as an archive error (wanted {needle:?}): {other:?}"),
+    };
+    assert!(text.starts_with("test: layer 'layer': archive entry "), "{text}");
+    j.assert_untouched();
+    text
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+fn zstd_checked(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    z.include_checksum(true).unwrap();
+    z.write_all(data).unwrap();
+    z.finish().unwrap()
+}
+
+/// A layer whose file "big" does not compress, so that a compressed stream cut in half is
+/// cut inside it.
+fn incompressible_tar() -> Vec<u8> {
+    let mut x: u32 = 12345;
+    let big: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    Tar::new().add(E::dir("etc")).add(E::file("etc/hosts", b"127.0.0.1 localhost\n")).add(E::file("big", &big)).add(E::symlink("hosts", "etc/hosts")).bytes()
+}
+
+#[test]
+fn corrupt_gzip_streams_are_refused() {
+    let plain = incompressible_tar();
+    let gz = gzip(&plain);
+    // Cut short: inside the deflate data, and inside the trailer.
+    refused_corrupt(&gz[..gz.len() / 2], Some("big"), "corrupt gzip layer stream");
+    refused_corrupt(&gz[..gz.len() - 3], None, "corrupt gzip layer stream");
+    // Trailer CRC-32 and ISIZE: only checked when the stream is read past the tar's end.
+    for at in [gz.len() - 8, gz.len() - 2] {
+        let mut bad = gz.clone();
+        bad[at] ^= 0x55;
+        refused_corrupt(&bad, None, "corrupt gzip layer stream");
+    }
+    // A corrupt deflate block.
+    let mut bad = gz.clone();
+    for b in &mut bad[gz.len() / 3..gz.len() / 3 + 64] {
+        *b = !*b;
+    }
+    let j = Jail::new();
+    match apply(&j.dest, &bad, Whiteouts::Delete) {
+        Err(Error::Archive { key, message, .. }) => assert!(key == "layer" && message.contains("gzip"), "{message}"),
+        other => panic!("corrupt deflate data: {other:?}"),
+    }
+    j.assert_untouched();
+}
+
+#[test]
+fn corrupt_zstd_streams_are_refused() {
+    let plain = incompressible_tar();
+    let z = zstd_checked(&plain);
+    refused_corrupt(&z[..z.len() / 2], Some("big"), "corrupt zstd layer stream");
+    refused_corrupt(&z[..z.len() - 2], None, "corrupt zstd layer stream");
+    // Frame checksum (the last 4 bytes).
+    let mut bad = z.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    refused_corrupt(&bad, None, "corrupt zstd layer stream");
+    // Corrupt compressed data.
+    let mut bad = z.clone();
+    for b in &mut bad[z.len() / 2..z.len() / 2 + 32] {
+        *b = !*b;
+    }
+    let j = Jail::new();
+    match apply(&j.dest, &bad, Whiteouts::Delete) {
+        Err(Error::Archive { key, message, .. }) => assert!(key == "layer" && message.contains("zstd"), "{message}"),
+        other => panic!("corrupt zstd data: {other:?}"),
+    }
+    j.assert_untouched();
+}
+
+#[test]
+fn truncated_tars_are_refused() {
+    let plain = sample_tar();
+    // No end-of-archive blocks (the stream ends right after the last entry).
+    let end = plain.len() - 1024;
+    assert!(plain[end..].iter().all(|b| *b == 0));
+    let text = refused_corrupt(&plain[..end], None, "without the end-of-archive marker");
+    assert!(text.contains("after entry \"hosts\""), "{text}");
+    // A short entry body (cut inside "big"), plain and gzip-compressed.
+    let cut = plain.len() / 2;
+    refused_corrupt(&plain[..cut], Some("big"), "truncated layer tar");
+    refused_corrupt(&gzip(&plain[..cut]), Some("big"), "truncated layer tar");
+    // Cut inside a header block.
+    let hosts_header = 512 * 2 + 512;
+    refused_corrupt(&plain[..hosts_header + 100], None, "corrupt or truncated layer tar");
+    // An empty stream is an empty layer.
+    let j = Jail::new();
+    assert_eq!(apply(&j.dest, b"", Whiteouts::Delete).unwrap().entries, 0);
+}
+
+#[test]
+fn header_checksum_errors_are_refused() {
+    let plain = sample_tar();
+    // Second header ("etc/hosts"): one byte of its name changed.
+    let mut bad = plain.clone();
+    bad[512 + 2] = b'X';
+    let text = refused_corrupt(&bad, None, "checksum");
+    assert!(text.contains("after entry \"etc\""), "{text}");
+}
+
+/// A tar with PAX records `recs` for a 5-byte file "f".
+fn pax_tar(recs: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions(recs.iter().copied()).unwrap();
+    let mut h = Header::new_ustar();
+    h.set_path("f").unwrap();
+    h.set_entry_type(EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(5);
+    h.set_cksum();
+    b.append(&h, &b"hello"[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn bad_pax_records_are_refused() {
+    for (k, v) in [
+        ("size", &b"-1"[..]),
+        ("size", b"abc"),
+        ("size", b""),
+        ("size", b"+5"),
+        ("size", b"99999999999999999999999"),
+        ("mtime", b"yesterday"),
+        ("mtime", b"99999999999999999999999"),
+        ("atime", b"1.x"),
+        ("uid", b"-1"),
+        ("uid", b"4294967296"),
+        ("gid", b"x"),
+    ] {
+        let tar = pax_tar(&[(k, v)]);
+        refused_corrupt(&tar, Some("f"), k);
+    }
+    // A size larger than the data that follows: the body is cut short.
+    refused_corrupt(&pax_tar(&[("size", b"1000000000000")]), Some("f"), "truncated");
+    // Valid records apply.
+    let j = Jail::new();
+    apply(&j.dest, &pax_tar(&[("size", b"5"), ("uid", b"7"), ("mtime", b"1600000000.5")]), Whiteouts::Delete).unwrap();
+    assert_eq!(std::fs::read(j.dest.join("f")).unwrap(), b"hello");
+    assert_eq!(lstat(&j.dest.join("f")).uid(), 7);
+}
+
+/// A header of type `kind` named `name` that declares `size` bytes, followed by `data` only.
+fn extension_header(kind: EntryType, name: &str, size: u64, data: &[u8]) -> Vec<u8> {
+    let mut h = Header::new_ustar();
+    h.set_path(name).unwrap();
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn oversized_extension_headers_are_refused_before_they_are_read() {
+    // 1 GiB of PAX records declared, 1 MiB present: refused on the header, so the records are
+    // never read (reading them would end in a truncation error instead).
+    let rec = b"30 SCHILY.xattr.user.k=vvvvvv\n";
+    let data: Vec<u8> = rec.iter().copied().cycle().take(1 << 20).collect();
+    for (kind, name) in [
+        (EntryType::XHeader, "PaxHeaders.0/big"),
+        (EntryType::GNULongName, "@LongLink"),
+        (EntryType::GNULongLink, "@LongLink"),
+    ] {
+        let tar = extension_header(kind, name, 1 << 30, &data);
+        let text = refused_corrupt(&tar, None, "over the limit");
+        assert!(text.contains(&format!("{name:?}")), "{text}");
+    }
+    // Just over the limit, after a valid entry.
+    let mut tar = Tar::new().add(E::file("ok", b"ok")).bytes();
+    tar.truncate(tar.len() - 1024);
+    tar.extend(extension_header(EntryType::XHeader, "PaxHeaders.0/x", archive::MAX_EXTENSION + 1, &[]));
+    let text = refused_corrupt(&tar, None, "over the limit");
+    assert!(text.contains("after entry \"ok\""), "{text}");
+    // At the limit: accepted (a long path record).
+    let mut b = tar::Builder::new(Vec::new());
+    let long = format!("{}/f", "d".repeat(200));
+    b.append_pax_extensions([("path", long.as_bytes())]).unwrap();
+    let mut h = Header::new_ustar();
+    h.set_path("short").unwrap();
+    h.set_size(0);
+    h.set_cksum();
+    b.append(&h, &b""[..]).unwrap();
+    let j = Jail::new();
+    apply(&j.dest, &b.into_inner().unwrap(), Whiteouts::Delete).unwrap();
+    assert!(exists(&j.dest.join(long)));
+}
+
+#[test]
+fn malformed_whiteouts_are_refused() {
+    for name in [".wh..", ".wh...", "a/.wh..", "a/.wh.b/../c", "a/../.wh.x", ".wh.x/y", "d/.wh.x/./y", ".wh."] {
+        for wh in [|| Whiteouts::Delete, || Whiteouts::Overlay, || Whiteouts::Aufs] {
+            let tar = Tar::new().add(E::dir("a")).raw(name.as_bytes(), EntryType::Regular, None, b"").bytes();
+            refused_in_fresh_jail(|_| {}, tar, name, wh);
+        }
+    }
+}
+
+#[test]
+fn unknown_entry_types_are_refused_by_name() {
+    for (t, shown) in [(b'V', "'V' (GNU volume label)"), (b'D', "'D' (GNU dump directory)"), (b'Z', "'Z' (unknown type)"), (200u8, "200 (unknown type)")] {
+        let tar = Tar::new().add(E::file("ok", b"ok")).raw(b"odd", EntryType::new(t), None, b"data").bytes();
+        let text = refused_corrupt(&tar, Some("odd"), "unsupported tar entry type");
+        assert!(text.contains(shown), "{text}");
+        assert!(!text.contains("Nonexhaustive"), "{text}");
+    }
+}
+
+#[test]
+fn names_in_errors_are_escaped() {
+    let name = b"bad\x1b[2J\xff\n";
+    let tar = Tar::new().raw(name, EntryType::new(b'V'), None, b"").bytes();
+    let j = Jail::new();
+    let e = apply(&j.dest, &tar, Whiteouts::Delete).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains(r#""bad\u{1b}[2J\xFF\n""#), "{text}");
+    assert!(!text.bytes().any(|b| b == 0x1b || b == b'\n'), "{text:?}");
+    assert!(!text.contains('\u{fffd}'), "{text}");
+}
+
+// ------------------------------------------------------------------------------------------
+// Pathological but valid layers: applied, and removable again with few descriptors.
+
+const CHILD_ENV: &str = "COWBENCH_ARCHIVE_CHILD";
+
+/// Run `action` in a child process (this test binary, running only `child_process_entry`),
+/// with RLIMIT_NOFILE `nofile` if given. Returns the lines it printed after `CHILD: `.
+fn run_child(action: &str, a: &Path, b: &Path, nofile: Option<u64>) -> Vec<String> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_process_entry", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_ENV, action)
+        .env("COWBENCH_ARCHIVE_CHILD_A", a)
+        .env("COWBENCH_ARCHIVE_CHILD_B", b);
+    if let Some(n) = nofile {
+        unsafe {
+            cmd.pre_exec(move || {
+                let r = libc::rlimit { rlim_cur: n, rlim_max: n };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child {action} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    // libtest may print its "test ... " prefix on the same line.
+    let lines: Vec<String> = stdout.lines().filter_map(|l| l.split_once("CHILD: ")).map(|(_, r)| r.to_string()).collect();
+    assert!(!lines.is_empty(), "child {action} printed nothing:\n{stdout}");
+    lines
+}
+
+/// The work of [`run_child`]; a no-op in a normal test run.
+#[test]
+fn child_process_entry() {
+    let Ok(action) = std::env::var(CHILD_ENV) else { return };
+    let a = PathBuf::from(std::env::var_os("COWBENCH_ARCHIVE_CHILD_A").unwrap());
+    let b = PathBuf::from(std::env::var_os("COWBENCH_ARCHIVE_CHILD_B").unwrap());
+    match action.as_str() {
+        // Apply tar file `a` into `b`, streamed from the file; report the peak RSS.
+        "apply" => {
+            let mut f = std::fs::File::open(&a).unwrap();
+            let st = archive::apply("test", "layer", &mut f, &b, Whiteouts::Delete).unwrap();
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB");
+            println!("CHILD: entries {}", st.entries);
+            println!("CHILD: vmhwm_kib {hwm}");
+        }
+        "remove" => {
+            archive::remove_tree(&a).unwrap();
+            println!("CHILD: removed");
+        }
+        other => panic!("unknown child action {other}"),
+    }
+}
+
+/// A layer with one empty file below `depth` directories (named by a PAX path record, the
+/// parents implied).
+fn deep_tar(depth: usize) -> Vec<u8> {
+    let path = format!("{}f", "d/".repeat(depth));
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", path.as_bytes())]).unwrap();
+    let mut h = Header::new_ustar();
+    h.set_path("deep-file").unwrap();
+    h.set_mode(0o644);
+    h.set_size(1);
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+fn depth_below(root: &Path) -> usize {
+    // Walk down the single chain "d/d/d/..." with openat (no path length limit).
+    let mut fd = unsafe { libc::open(CString::new(root.as_os_str().as_bytes()).unwrap().as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+    let mut depth = 0;
+    loop {
+        let next = unsafe { libc::openat(fd, c"d".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW) };
+        if next < 0 {
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            assert_eq!(unsafe { libc::fstatat(fd, c"f".as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) }, 0, "no file at the bottom");
+            unsafe { libc::close(fd) };
+            return depth;
+        }
+        unsafe { libc::close(fd) };
+        fd = next;
+        depth += 1;
+    }
+}
+
+/// Removes a tree too deep for `TempDir`'s own removal (std's, one stack frame and descriptor
+/// per level) before the TempDir goes, also when the test fails.
+struct DeepCleanup(PathBuf);
+
+impl Drop for DeepCleanup {
+    fn drop(&mut self) {
+        let _ = archive::remove_tree(&self.0);
+    }
+}
+
+#[test]
+fn very_deep_layer_applies_and_is_removed_with_few_descriptors() {
+    let t = tmp();
+    let _cleanup = DeepCleanup(t.path().join("layer"));
+    let tar_path = t.path().join("deep.tar");
+    std::fs::write(&tar_path, deep_tar(25_000)).unwrap();
+    let layer = t.path().join("layer");
+    std::fs::create_dir(&layer).unwrap();
+    // Both in a process allowed 64 open files (std's remove_dir_all needs one per level).
+    let out = run_child("apply", &tar_path, &layer, Some(64));
+    assert_eq!(out[0], "entries 1");
+    assert_eq!(depth_below(&layer), 25_000);
+    run_child("remove", &layer, Path::new("-"), Some(64));
+    assert!(!exists(&layer));
+}
+
+#[test]
+fn many_files_and_longest_names_apply_and_are_removed() {
+    let t = tmp();
+    let layer = t.path().join("layer");
+    std::fs::create_dir(&layer).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..200_000u32 {
+        let mut h = Header::new_ustar();
+        h.set_path(format!("d{}/f{i}", i / 2000)).unwrap();
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &b""[..]).unwrap();
+    }
+    let n255 = "n".repeat(255);
+    for (p, kind) in [(format!("{n255}/"), EntryType::Directory), (format!("{n255}/{n255}"), EntryType::Regular)] {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, &p, &b""[..]).unwrap();
+    }
+    let st = apply(&layer, &b.into_inner().unwrap(), Whiteouts::Delete).unwrap();
+    assert_eq!(st.entries, 200_002);
+    assert_eq!(std::fs::read_dir(layer.join("d99")).unwrap().count(), 2000);
+    assert!(exists(&layer.join(format!("{n255}/{n255}"))));
+    archive::remove_tree(&layer).unwrap();
+    assert!(!exists(&layer));
+    // One byte longer than a name may be: a clear error naming the entry.
+    let j = Jail::new();
+    let n256 = "n".repeat(256);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(0);
+    b.append_data(&mut h, &n256, &b""[..]).unwrap();
+    assert_refused(apply(&j.dest, &b.into_inner().unwrap(), Whiteouts::Delete), &n256);
+    j.assert_untouched();
+}
+
+/// Peak memory of applying a one-file layer 8,000 directories deep, against a flat one-file
+/// layer, each in its own process (VmHWM). Printed; the deep one must stay within 2x.
+#[test]
+fn memory_of_a_deep_layer_stays_close_to_a_flat_one() {
+    let t = tmp();
+    let _cleanup: Vec<DeepCleanup> = [0, 8_000].iter().map(|d| DeepCleanup(t.path().join(format!("layer{d}")))).collect();
+    let mut peak = BTreeMap::new();
+    for depth in [0usize, 8_000] {
+        let tar_path = t.path().join(format!("{depth}.tar"));
+        std::fs::write(&tar_path, deep_tar(depth)).unwrap();
+        let layer = t.path().join(format!("layer{depth}"));
+        std::fs::create_dir(&layer).unwrap();
+        let out = run_child("apply", &tar_path, &layer, None);
+        let kib: u64 = out.iter().find_map(|l| l.strip_prefix("vmhwm_kib ")).unwrap().parse().unwrap();
+        println!("apply of a one-file layer {depth} directories deep ({} bytes of tar): peak RSS {kib} KiB", std::fs::metadata(&tar_path).unwrap().len());
+        peak.insert(depth, kib);
+        archive::remove_tree(&layer).unwrap();
+    }
+    assert!(peak[&8_000] <= 2 * peak[&0], "8,000 deep: {} KiB, flat: {} KiB", peak[&8_000], peak[&0]);
+}
+
+// ------------------------------------------------------------------------------------------
+// Fuzzing: random mutations of small valid layers. Whatever the bytes, apply returns (no
+// panic, no hang), writes nothing outside the layer, and the layer can be removed.
+
+/// Small valid layers to mutate: nested dirs, files, symlinks, hardlinks, whiteouts, an
+/// opaque marker, PAX records and a GNU long name.
+fn fuzz_seeds() -> Vec<Vec<u8>> {
+    let long = format!("a/b/{}", "l".repeat(150));
+    vec![
+        Tar::new()
+            .add(E::dir("a"))
+            .add(E::dir("a/b"))
+            .add(E::file("a/b/f", b"hello"))
+            .add(E::file("a/g", &[7u8; 1500]).mtime(T0, 5).xattr("user.k", b"v"))
+            .add(E::symlink("a/s", "b/f"))
+            .add(E::hardlink("a/h", "a/b/f"))
+            .add(E::file(&long, b"long"))
+            .add(E::file("a/.wh.gone", b""))
+            .add(E::file("a/b/.wh..wh..opq", b""))
+            .add(E::symlink("up", "../outside"))
+            .bytes(),
+        Tar::new()
+            .add(E::dir("d").mode(0o700).owner(1, 2))
+            .add(E::file("d/x", b"x"))
+            .add(E::new("d/fifo", EntryType::Fifo, 0o600))
+            .add(E::device("d/null", EntryType::Char, 1, 3))
+            .add(E::file(".wh.lower", b""))
+            .add(E::hardlink("d/y", "d/x"))
+            .bytes(),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip(usize, u8),
+    Truncate(usize),
+    /// Copy the 512-byte block at one index over another.
+    Splice(usize, usize),
+    /// Insert a header block (valid checksum) with this type byte and size.
+    Header(usize, u8, u64),
+}
+
+fn mutate_bytes(data: &mut Vec<u8>, m: &Mutation) {
+    let blocks = data.len().div_ceil(512).max(1);
+    match *m {
+        Mutation::Flip(i, v) if !data.is_empty() => {
+            let n = data.len();
+            data[i % n] ^= v | 1;
+        }
+        Mutation::Truncate(i) => data.truncate(i % (data.len() + 1)),
+        Mutation::Splice(from, to) => {
+            let (from, to) = ((from % blocks) * 512, (to % blocks) * 512);
+            let block: Vec<u8> = data.iter().skip(from).take(512).copied().collect();
+            for (k, b) in block.into_iter().enumerate() {
+                if let Some(d) = data.get_mut(to + k) {
+                    *d = b;
+                }
+            }
+        }
+        Mutation::Header(at, t, size) => {
+            let mut h = Header::new_gnu();
+            h.as_old_mut().name[..3].copy_from_slice(b"new");
+            h.set_entry_type(EntryType::new(t));
+            h.set_mode(0o644);
+            h.set_size(size);
+            h.set_cksum();
+            let at = ((at % blocks) * 512).min(data.len());
+            data.splice(at..at, h.as_bytes().iter().copied());
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn fuzzed_layers_never_escape_panic_or_hang() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let seeds = fuzz_seeds();
+    for (i, seed) in seeds.iter().enumerate() {
+        for data in [seed.clone(), gzip(seed), zstd_checked(seed)] {
+            let j = Jail::new();
+            let wh = if i % 2 == 0 { Whiteouts::Delete } else { Whiteouts::Overlay };
+            apply(&j.dest, &data, wh).unwrap_or_else(|e| panic!("seed {i}: {e}"));
+        }
+    }
+    let mutation = prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Mutation::Flip(i, v)),
+        any::<usize>().prop_map(Mutation::Truncate),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::Splice(a, b)),
+        (any::<usize>(), any::<u8>(), 0u64..4096).prop_map(|(a, t, s)| Mutation::Header(a, t, s)),
+    ];
+    // Seed, compression (none, gzip, zstd), whether to mutate the compressed bytes, mutations.
+    let case = (0..seeds.len(), 0u8..3, any::<bool>(), proptest::collection::vec(mutation, 0..6));
+    // PROPTEST_CASES runs more (a longer campaign by hand).
+    let n: u32 = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let mut runner = TestRunner::new(Config { cases: n, failure_persistence: None, ..Config::default() });
+    let (cases, refused) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
+    let started = std::time::Instant::now();
+    runner
+        .run(&case, |(seed, compression, mutate_compressed, muts)| {
+            let compress = |d: &[u8]| match compression {
+                1 => gzip(d),
+                2 => zstd_checked(d),
+                _ => d.to_vec(),
+            };
+            let mut data = seeds[seed].clone();
+            if mutate_compressed {
+                data = compress(&data);
+            }
+            for m in &muts {
+                mutate_bytes(&mut data, m);
+            }
+            if !mutate_compressed {
+                data = compress(&data);
+            }
+            let j = Jail::new();
+            let dest = j.dest.clone();
+            let wh = seed % 2;
+            let (tx, rx) = std::sync::mpsc::channel();
+            let worker = std::thread::spawn(move || {
+                let wh = if wh == 0 { Whiteouts::Delete } else { Whiteouts::Overlay };
+                let r = archive::apply("test", "layer", &mut &data[..], &dest, wh);
+                let _ = tx.send(r.map_err(|e| e.to_string()));
+            });
+            let result = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(r) => r,
+                Err(_) => {
+                    let panicked = worker.join().is_err();
+                    panic!("apply did not return within 30 s (panicked: {panicked}) for {muts:?}");
+                }
+            };
+            worker.join().unwrap();
+            cases.set(cases.get() + 1);
+            refused.set(refused.get() + u32::from(result.is_err()));
+            j.assert_untouched();
+            archive::remove_tree(&j.dest).unwrap();
+            assert!(!exists(&j.dest));
+            Ok(())
+        })
+        .unwrap();
+    println!("fuzzed layers: {} cases ({} refused) in {:.1} s", cases.get(), refused.get(), started.elapsed().as_secs_f64());
+    assert!(cases.get() >= n);
+}

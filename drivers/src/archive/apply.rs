@@ -9,7 +9,6 @@
 //! mtimes are set once the whole tar is applied, innermost last-seen first, as tar-rs's
 //! `unpack` does, because writing children changes them.
 
-use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -19,9 +18,11 @@ use std::path::{Path, PathBuf};
 use tar::EntryType;
 use xattr::FileExt;
 
-use super::compress::decompress;
+use super::compress::{decompress, Compression};
 use super::fsutil::{self, Dir};
 use super::safepath::{display_name, normalize, open_dir, RelPath, ResolveError};
+use super::stream::Guard;
+use super::written::{NodeId, Written};
 use super::{Whiteouts, OPAQUE_MARKER, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX};
 use crate::driver::ApplyStats;
 use crate::error::{Error, Result};
@@ -43,12 +44,11 @@ struct Applier<'a> {
     dest: &'a Path,
     root: Dir,
     whiteouts: Whiteouts<'a>,
-    /// Entries this tar wrote; an opaque marker or whiteout never removes them.
-    written: HashSet<RelPath>,
-    /// Directories holding entries this tar wrote.
-    ancestors: HashSet<RelPath>,
+    /// Entries this tar wrote and the directories holding them; an opaque marker or whiteout
+    /// never removes them.
+    tree: Written,
     /// Directory entries and their mtimes, set at the end.
-    dirs: Vec<(RelPath, (i64, u32))>,
+    dirs: Vec<(NodeId, (i64, u32))>,
     stats: ApplyStats,
 }
 
@@ -67,7 +67,8 @@ pub(super) fn apply(
         entry,
         message,
     };
-    let (_, stream) = decompress(tar).map_err(|e| archive_err(None, format!("reading layer tar: {e}")))?;
+    let (compression, stream) = decompress(tar).map_err(|e| archive_err(None, format!("reading layer tar: {e}")))?;
+    let (guard, stream) = Guard::new(stream, compression_name(compression));
     let mut ar = tar::Archive::new(stream);
     let mut ap = Applier {
         driver,
@@ -75,24 +76,109 @@ pub(super) fn apply(
         dest,
         root,
         whiteouts,
-        written: HashSet::new(),
-        ancestors: HashSet::new(),
+        tree: Written::new(),
         dirs: Vec::new(),
         stats: ApplyStats::default(),
     };
-    let entries = ar.entries().map_err(|e| archive_err(None, format!("reading layer tar: {e}")))?;
+    // A failure of the stream itself (decompression, checksum, an oversized header) is
+    // reported as such, whichever reader met it.
+    let after = |last: &Option<PathBuf>| last.as_ref().map(|p| format!(" (after entry {p:?})")).unwrap_or_default();
+    // Between entries (no entry to name), the message says which entry came last.
+    let stream_err = |entry: Option<PathBuf>, last: &Option<PathBuf>, fallback: String| match guard.failure() {
+        Some(f) if entry.is_some() => archive_err(entry, f),
+        Some(f) => archive_err(None, format!("{f}{}", after(last))),
+        None => archive_err(entry, fallback),
+    };
+    let mut entries = ar.entries().map_err(|e| archive_err(None, format!("reading layer tar: {e}")))?;
     let mut last: Option<PathBuf> = None;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| {
-            let after = last.as_ref().map(|p| format!(" (after entry '{}')", p.display())).unwrap_or_default();
-            archive_err(None, format!("corrupt or truncated layer tar{after}: {e}"))
-        })?;
+    loop {
+        guard.headers_begin();
+        let next = entries.next();
+        guard.headers_end();
+        let mut entry = match next {
+            None => break,
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
+                return Err(stream_err(None, &last, format!("corrupt or truncated layer tar{}: {e}", after(&last))));
+            }
+        };
         let raw = entry.path_bytes().into_owned();
-        last = Some(display_name(&raw));
-        ap.entry(&raw, &mut entry)?;
+        let shown = display_name(&raw);
+        // The body is read to its end before the next header (see `stream`), also when the
+        // entry did not need it.
+        let done = ap.entry(&raw, &mut entry).and_then(|()| {
+            io::copy(&mut entry, &mut io::sink())
+                .map(drop)
+                .map_err(|e| archive_err(Some(shown.clone()), format!("reading entry data: {e}")))
+        });
+        if let Err(e) = done {
+            return Err(match guard.failure() {
+                Some(_) => stream_err(Some(shown), &last, String::new()),
+                None => e,
+            });
+        }
+        last = Some(shown);
     }
+    if !guard.saw_end() && guard.pos() > 0 {
+        // An empty stream is an empty layer (as for Go's archive/tar); anything else must end
+        // with the end-of-archive marker, or it was cut short.
+        return Err(archive_err(
+            None,
+            format!("truncated layer tar: it ends without the end-of-archive marker{}", after(&last)),
+        ));
+    }
+    // Read to the end: the gzip trailer (CRC-32 and length) and zstd's frame checksum are
+    // only checked when the decompressor reaches them, after the tar's end marker.
+    let mut rest = ar.into_inner();
+    io::copy(&mut rest, &mut io::sink())
+        .map_err(|e| stream_err(None, &last, format!("reading the end of the layer stream{}: {e}", after(&last))))?;
     ap.finish_dirs()?;
     Ok(ap.stats)
+}
+
+fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "uncompressed",
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+    }
+}
+
+/// An entry type by name, with its type byte (never tar-rs's Debug form).
+pub(super) fn type_name(t: EntryType) -> String {
+    let b = t.as_byte();
+    let name = match b {
+        b'0' | b'\0' => "regular file",
+        b'1' => "hardlink",
+        b'2' => "symlink",
+        b'3' => "character device",
+        b'4' => "block device",
+        b'5' => "directory",
+        b'6' => "fifo",
+        b'7' => "contiguous file",
+        b'g' => "PAX global header",
+        b'x' => "PAX extended header",
+        b'L' => "GNU long name",
+        b'K' => "GNU long link",
+        b'S' => "GNU sparse file",
+        b'D' => "GNU dump directory",
+        b'M' => "GNU multi-volume continuation",
+        b'V' => "GNU volume label",
+        _ => "unknown type",
+    };
+    if b.is_ascii_graphic() {
+        format!("'{}' ({name})", b as char)
+    } else {
+        format!("{b} ({name})")
+    }
+}
+
+/// A decimal number as PAX writes it: digits only (no sign, no blanks), fitting in a u64.
+fn pax_number(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<(String, Vec<u8>)>> {
@@ -138,7 +224,7 @@ impl<'a> Applier<'a> {
 
     fn io_err(&self, entry: &Path, what: &str, e: io::Error) -> Error {
         if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
-            return Error::io(self.driver, Some(self.key), format!("{what} '{}'", entry.display()), e);
+            return Error::io(self.driver, Some(self.key), format!("{what} {entry:?}"), e);
         }
         self.err(entry, format!("{what}: {e}"))
     }
@@ -160,25 +246,30 @@ impl<'a> Applier<'a> {
         }
     }
 
-    fn mark_written(&mut self, rel: &RelPath) {
-        for i in 0..rel.0.len() {
-            self.ancestors.insert(RelPath(rel.0[..i].to_vec()));
-        }
-        self.written.insert(rel.clone());
-    }
-
     fn keeps(&self, rel: &RelPath) -> bool {
-        self.written.contains(rel) || self.ancestors.contains(rel)
+        self.tree.find(rel).is_some()
     }
 
     fn entry<R: Read>(&mut self, raw: &[u8], entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let shown = display_name(raw);
         let etype = entry.header().entry_type();
-        if matches!(etype, EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink)
-        {
-            return Ok(());
+        match etype {
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => return Ok(()),
+            EntryType::Regular
+            | EntryType::Continuous
+            | EntryType::GNUSparse
+            | EntryType::Directory
+            | EntryType::Symlink
+            | EntryType::Link
+            | EntryType::Char
+            | EntryType::Block
+            | EntryType::Fifo => {}
+            // Refused, as containerd does: skipping a type cowbench does not know could leave
+            // a layer different from what the image means.
+            other => return Err(self.err(&shown, format!("unsupported tar entry type {}", type_name(other)))),
         }
         let rel = normalize(raw).map_err(|m| self.err(&shown, m))?;
+        check_whiteout_components(raw).map_err(|m| self.err(&shown, m))?;
         if rel.is_root() {
             // The layer root belongs to the backend, not to the tar (containerd ignores it too).
             return Ok(());
@@ -192,7 +283,10 @@ impl<'a> Applier<'a> {
         }
         let meta = self.meta(&shown, entry)?;
         self.write_entry(&shown, &rel, etype, entry, &meta)?;
-        self.mark_written(&rel);
+        let node = self.tree.insert(&rel);
+        if etype == EntryType::Directory {
+            self.dirs.push((node, meta.mtime));
+        }
         self.stats.entries += 1;
         Ok(())
     }
@@ -215,11 +309,19 @@ impl<'a> Applier<'a> {
         let mut xattrs = Vec::new();
         let pax = pax_records(entry).map_err(|e| self.err(shown, format!("bad PAX header: {e}")))?;
         for (k, v) in pax {
-            let num = || std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u64>().ok());
+            let bad = |what: &str| self.err(shown, format!("bad PAX {what} record {:?}", String::from_utf8_lossy(&v)));
             match k.as_str() {
-                "uid" => uid = num().ok_or_else(|| self.err(shown, "bad PAX uid"))?,
-                "gid" => gid = num().ok_or_else(|| self.err(shown, "bad PAX gid"))?,
-                "mtime" => mtime = parse_pax_time(&v).ok_or_else(|| self.err(shown, "bad PAX mtime"))?,
+                "uid" => uid = pax_number(&v).ok_or_else(|| bad("uid"))?,
+                "gid" => gid = pax_number(&v).ok_or_else(|| bad("gid"))?,
+                // tar-rs ignores a `size` it cannot parse and reads the header's instead; a
+                // layer whose readers could disagree on where an entry ends is refused.
+                "size" => {
+                    pax_number(&v).ok_or_else(|| bad("size"))?;
+                }
+                "mtime" => mtime = parse_pax_time(&v).ok_or_else(|| bad("mtime"))?,
+                "atime" | "ctime" => {
+                    parse_pax_time(&v).ok_or_else(|| bad(&k))?;
+                }
                 _ => {
                     if let Some(x) = k.strip_prefix("SCHILY.xattr.") {
                         // overlayfs's own xattrs (opaque, redirect, metacopy, origin) would let a
@@ -313,24 +415,44 @@ impl<'a> Applier<'a> {
     }
 
     fn mark_dir_seen(&mut self, rel: &RelPath) {
-        for i in 0..=rel.0.len() {
-            self.ancestors.insert(RelPath(rel.0[..i].to_vec()));
-        }
+        self.tree.insert(rel);
     }
 
-    /// Remove what `dir` held before this tar, keeping what this tar wrote.
+    /// Remove what `dir` (at `rel`) held before this tar, keeping what this tar wrote. Walks
+    /// the directories this tar wrote below it without recursion, one open directory at a time.
     fn clean_opaque(&self, dir: &Dir, rel: &RelPath) -> io::Result<()> {
-        for name in dir.names()? {
-            let child = rel.join(&name);
-            if self.keeps(&child) {
-                if let Some(st) = dir.stat(&name)? {
-                    if fsutil::is_dir(&st) {
-                        let sub = dir.open_dir(&name)?;
-                        self.clean_opaque(&sub, &child)?;
-                    }
-                }
-            } else {
+        let Some(top) = self.tree.find(rel) else {
+            for name in dir.names()? {
                 dir.remove_all(&name)?;
+            }
+            return Ok(());
+        };
+        let mut stack = vec![top];
+        while let Some(node) = stack.pop() {
+            let mut d = dir.try_clone()?;
+            let mut reached = true;
+            for c in &self.tree.path(node)[rel.0.len()..] {
+                match d.open_dir(c) {
+                    Ok(sub) => d = sub,
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP) | Some(libc::ENOENT)) => {
+                        reached = false;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !reached {
+                continue;
+            }
+            for name in d.names()? {
+                match self.tree.child(node, &name) {
+                    Some(child) => {
+                        if d.stat(&name)?.is_some_and(|st| fsutil::is_dir(&st)) {
+                            stack.push(child);
+                        }
+                    }
+                    None => d.remove_all(&name)?,
+                }
             }
         }
         Ok(())
@@ -348,7 +470,7 @@ impl<'a> Applier<'a> {
         // A hardlink target is resolved before anything at this path is replaced.
         let link_src = if etype == EntryType::Link {
             let raw = entry.link_name_bytes().ok_or_else(|| self.err(shown, "hardlink without a target"))?.into_owned();
-            let target = normalize(&raw).map_err(|m| self.err(shown, format!("hardlink target '{}': {m}", display_name(&raw).display())))?;
+            let target = normalize(&raw).map_err(|m| self.err(shown, format!("hardlink target {:?}: {m}", display_name(&raw))))?;
             if target.is_root() {
                 return Err(self.err(shown, "hardlink to the layer root"));
             }
@@ -358,17 +480,17 @@ impl<'a> Applier<'a> {
             }
             let tdir = match open_dir(&self.root, &target.0[..target.0.len() - 1], false, |_| {}) {
                 Ok(d) => d,
-                Err(e) => return Err(self.resolve_err(shown, &format!("hardlink target '{}'", target.to_path().display()), e)),
+                Err(e) => return Err(self.resolve_err(shown, &format!("hardlink target {:?}", target.to_path()), e)),
             };
             match tdir.stat(target.name()) {
                 Ok(Some(st)) if fsutil::is_dir(&st) => {
-                    return Err(self.err(shown, format!("hardlink target '{}' is a directory", target.to_path().display())))
+                    return Err(self.err(shown, format!("hardlink target {:?} is a directory", target.to_path())))
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     return Err(self.err(
                         shown,
-                        format!("hardlink target '{}' is not in the layer (it must come earlier in the tar)", target.to_path().display()),
+                        format!("hardlink target {:?} is not in the layer (it must come earlier in the tar)", target.to_path()),
                     ))
                 }
                 Err(e) => return Err(self.io_err(shown, "hardlink target", e)),
@@ -394,6 +516,12 @@ impl<'a> Applier<'a> {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let mut f = pdir.create_file(&name, 0o600).map_err(|e| io("creating file", e))?;
                 let n = io::copy(entry, &mut f).map_err(|e| io("writing file content", e))?;
+                if n != entry.size() {
+                    return Err(self.err(
+                        shown,
+                        format!("truncated layer tar: the entry's data ends after {n} of {} bytes", entry.size()),
+                    ));
+                }
                 content_bytes = n;
                 std::os::unix::fs::fchown(&f, Some(meta.uid), Some(meta.gid)).map_err(|e| io("chown", e))?;
                 f.set_permissions(std::fs::Permissions::from_mode(meta.mode)).map_err(|e| io("chmod", e))?;
@@ -437,7 +565,6 @@ impl<'a> Applier<'a> {
                 for (k, v) in &meta.xattrs {
                     d.set_xattr(OsStr::new(""), k, v).map_err(|e| io(&format!("setting xattr {}", k.to_string_lossy()), e))?;
                 }
-                self.dirs.push((rel.clone(), meta.mtime));
             }
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().ok_or_else(|| self.err(shown, "symlink without a target"))?.into_owned();
@@ -477,7 +604,7 @@ impl<'a> Applier<'a> {
                 pdir.set_mtime(&name, meta.mtime.0, meta.mtime.1).map_err(|e| io("setting mtime", e))?;
             }
             other => {
-                return Err(self.err(shown, format!("unsupported tar entry type {:?}", other)));
+                return Err(self.err(shown, format!("unsupported tar entry type {}", type_name(other))));
             }
         }
         self.stats.bytes += content_bytes;
@@ -487,16 +614,39 @@ impl<'a> Applier<'a> {
     /// Directory mtimes, after everything below them was written. A directory a later entry
     /// replaced or deleted is skipped.
     fn finish_dirs(&mut self) -> Result<()> {
-        for (rel, (secs, ns)) in self.dirs.iter().rev() {
-            let shown = rel.to_path();
-            match open_dir(&self.root, &rel.0, false, |_| {}) {
-                Ok(d) => d.set_mtime_self(*secs, *ns).map_err(|e| self.io_err(&shown, "setting directory mtime", e))?,
-                Err(ResolveError::Io(e)) => return Err(self.io_err(&shown, "setting directory mtime", e)),
+        for (node, (secs, ns)) in self.dirs.iter().rev() {
+            let path = self.tree.path(*node);
+            match open_dir(&self.root, &path, false, |_| {}) {
+                Ok(d) => d.set_mtime_self(*secs, *ns).map_err(|e| {
+                    self.io_err(&path.iter().collect::<PathBuf>(), "setting directory mtime", e)
+                })?,
+                Err(ResolveError::Io(e)) => {
+                    return Err(self.io_err(&path.iter().collect::<PathBuf>(), "setting directory mtime", e))
+                }
                 Err(_) => {}
             }
         }
         Ok(())
     }
+}
+
+/// A `.wh.` name is a whiteout: it names one entry of its own directory. Refused: entries
+/// below a whiteout (`.wh.x/y`), and whiteouts whose name leads elsewhere through `..`
+/// (`a/.wh.b/..`, `x/../.wh.y`), which readers that resolve names differently would apply to
+/// different entries. aufs's own `.wh..wh.*` names are not whiteouts.
+fn check_whiteout_components(raw: &[u8]) -> std::result::Result<(), String> {
+    let comps: Vec<&[u8]> = raw.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
+    let is_whiteout = |c: &[u8]| c.starts_with(WHITEOUT_PREFIX.as_bytes()) && !c.starts_with(WHITEOUT_META_PREFIX.as_bytes());
+    let any_whiteout = comps.iter().any(|c| c.starts_with(WHITEOUT_PREFIX.as_bytes()));
+    if let Some(pos) = comps.iter().position(|c| is_whiteout(c)) {
+        if pos + 1 < comps.len() {
+            return Err("a whiteout ('.wh.' name) cannot hold entries".into());
+        }
+    }
+    if any_whiteout && comps.iter().any(|c| *c == b"..") {
+        return Err("a whiteout name may not contain '..'".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

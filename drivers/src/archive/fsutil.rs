@@ -58,6 +58,17 @@ impl Dir {
         Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
+    /// Open `path` as a directory, following symlinks (for a path given by the caller, not
+    /// one taken from a layer).
+    pub fn open_following(path: &Path) -> io::Result<Dir> {
+        let c = cstr(path.as_os_str())?;
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
     pub fn try_clone(&self) -> io::Result<Dir> {
         Ok(Dir { fd: self.fd.try_clone()? })
     }
@@ -222,20 +233,10 @@ impl Dir {
     }
 
     /// Remove `name` and, when it is a directory, everything below it. Never follows a
-    /// symlink: a symlink is unlinked, not its target.
+    /// symlink: a symlink is unlinked, not its target. Open descriptors stay bounded whatever
+    /// the depth ([`super::remove`]).
     pub fn remove_all(&self, name: &OsStr) -> io::Result<()> {
-        match self.stat(name)? {
-            None => Ok(()),
-            Some(st) if is_dir(&st) => {
-                let sub = self.open_dir(name)?;
-                for child in sub.names()? {
-                    sub.remove_all(&child)?;
-                }
-                drop(sub);
-                self.rmdir(name)
-            }
-            Some(_) => self.unlink(name),
-        }
+        super::remove::remove_all_at(self, name)
     }
 
     /// Set an xattr on `name` (empty: the directory itself) without following a symlink.

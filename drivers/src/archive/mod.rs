@@ -7,14 +7,19 @@
 //! - `apply`: writes entries and converts whiteouts per [`Whiteouts`].
 //! - `changes`: the change set from a [`DiffSource`]; `write`: exports it as a tar.
 //! - [`tree`]: [`tree_digest`], a comparable summary of a tree for tests.
+//! - [`remove_tree`]: removal of a layer tree with open descriptors bounded whatever its depth,
+//!   used by every backend that removes layer directories.
 
 mod apply;
 mod changes;
 pub mod compress;
 mod fsutil;
+mod remove;
 pub mod safepath;
+mod stream;
 pub mod tree;
 mod write;
+mod written;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +27,8 @@ use std::path::{Path, PathBuf};
 use crate::driver::{ApplyStats, Change};
 use crate::error::{Error, Result};
 
+pub use remove::remove_tree;
+pub use stream::MAX_EXTENSION;
 pub use tree::{digest_differences, tree_digest, DigestOptions, EntryKind, EntrySummary};
 
 /// Prefix of a whiteout entry: `.wh.<name>` deletes `<name>`.
@@ -74,6 +81,21 @@ pub enum DiffSource<'a> {
 /// (also one the same tar created, and also one pointing inside `dest`). Symlink entries are
 /// stored as they are. The root entry (`./`) is ignored: the root belongs to the backend.
 /// overlayfs's own `trusted.overlay.*` xattrs in a tar are dropped.
+///
+/// A corrupt or malformed layer is refused with [`Error::Archive`] naming the entry (or, between
+/// entries, the entry before): decompression errors and gzip CRC-32/length or zstd checksum
+/// failures (the stream is read to its end for them), a tar that ends without its end-of-archive
+/// marker or inside an entry's data (a zero-length stream is an empty layer), header checksum
+/// errors, PAX `size`/`uid`/`gid`/`mtime`/`atime`/`ctime` records that are not plain decimal
+/// numbers in range, PAX extended headers and GNU long name/link records over
+/// [`MAX_EXTENSION`] bytes (refused before they are read), whiteouts naming `.`, `..` or an
+/// entry below themselves, and entry types other than files, directories, links, devices and
+/// fifos (refused by type byte and name, as containerd does, rather than skipped). Entry names
+/// are shown escaped in messages.
+///
+/// There is no depth limit (a path is at most [`MAX_EXTENSION`] bytes): memory grows with the
+/// number of distinct paths written, not with the square of their depth, and a layer of any
+/// depth can be removed again with [`remove_tree`].
 pub fn apply(driver: &str, key: &str, tar: &mut dyn Read, dest: &Path, whiteouts: Whiteouts<'_>) -> Result<ApplyStats> {
     apply::apply(driver, key, tar, dest, whiteouts)
 }

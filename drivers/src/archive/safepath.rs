@@ -76,13 +76,11 @@ pub enum ResolveError {
 impl std::fmt::Display for ResolveError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ResolveError::Symlink { at } => write!(
-                f,
-                "'{}' is a symlink in the layer; cowbench never writes through a symlinked directory",
-                at.display()
-            ),
-            ResolveError::NotDir { at } => write!(f, "'{}' exists and is not a directory", at.display()),
-            ResolveError::Missing { at } => write!(f, "'{}' does not exist in the layer", at.display()),
+            ResolveError::Symlink { at } => {
+                write!(f, "{at:?} is a symlink in the layer; cowbench never writes through a symlinked directory")
+            }
+            ResolveError::NotDir { at } => write!(f, "{at:?} exists and is not a directory"),
+            ResolveError::Missing { at } => write!(f, "{at:?} does not exist in the layer"),
             ResolveError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -97,15 +95,16 @@ impl From<io::Error> for ResolveError {
 /// Open directory `comps` (all of them) below `root`, component by component without following
 /// symlinks. With `create`, missing directories are made (mode 0755, as tar implementations do
 /// for parents a tar does not list); `on_create` is told each one.
-pub fn open_dir(
+pub fn open_dir<C: AsRef<std::ffi::OsStr>>(
     root: &Dir,
-    comps: &[OsString],
+    comps: &[C],
     create: bool,
-    mut on_create: impl FnMut(&[OsString]),
+    mut on_create: impl FnMut(&[C]),
 ) -> Result<Dir, ResolveError> {
     let mut cur = root.try_clone()?;
     for (i, c) in comps.iter().enumerate() {
-        let at = || comps[..=i].iter().collect::<PathBuf>();
+        let c = c.as_ref();
+        let at = || comps[..=i].iter().map(AsRef::as_ref).collect::<PathBuf>();
         let next = match cur.open_dir(c) {
             Ok(d) => d,
             Err(e) => match e.raw_os_error() {

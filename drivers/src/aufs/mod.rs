@@ -457,7 +457,7 @@ impl Driver for Aufs {
         }
         self.meta.remove_with(key, |info| {
             let d = self.layer_dir(info.id);
-            match std::fs::remove_dir_all(&d) {
+            match crate::archive::remove_tree(&d) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     Err(Error::io(NAME, Some(key), format!("remove {}", d.display()), e))
                 }
@@ -553,7 +553,7 @@ impl Driver for Aufs {
             return Err(e);
         }
         let l = self.root.join("l");
-        std::fs::remove_dir_all(&l).ctx(NAME, None, || format!("remove {}", l.display()))?;
+        crate::archive::remove_tree(&l).ctx(NAME, None, || format!("remove {}", l.display()))?;
         std::fs::create_dir_all(&l).ctx(NAME, None, || format!("create {}", l.display()))?;
         self.meta.clear()
     }

@@ -65,7 +65,7 @@ pub struct Markers<'a> {
 
 fn remove_any(p: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(m) if m.is_dir() => crate::archive::remove_tree(p),
         Ok(_) => std::fs::remove_file(p),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),

@@ -690,7 +690,7 @@ impl Driver for Btrfs {
                         }
                     }
                 }
-                note(fs::remove_dir_all(dir).or_else(ignore_missing).ctx(NAME, None, || format!("remove {}", dir.display())));
+                note(crate::archive::remove_tree(dir).or_else(ignore_missing).ctx(NAME, None, || format!("remove {}", dir.display())));
             }
         }
         note(fs::remove_file(self.root.join("store.json")).or_else(ignore_missing).ctx(NAME, None, || "remove store.json".into()));

@@ -301,9 +301,10 @@ pub fn supports_reflink(dir: &Path) -> bool {
 }
 
 /// Remove a tree, also when it holds read-only directories or immutable-looking modes
-/// (root ignores modes; this is plain `remove_dir_all` with NotFound counted as done).
+/// (root ignores modes), with NotFound counted as done. Open descriptors stay bounded however
+/// deep the tree is ([`crate::archive::remove_tree`]).
 pub fn remove_tree(p: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(p) {
+    match crate::archive::remove_tree(p) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         r => r,
     }
