@@ -86,10 +86,10 @@ fn parallel_attach_detach_each_thread_gets_its_own_device() {
         std::thread::spawn(move || -> Result<(), String> {
             while !stop.load(Ordering::Relaxed) {
                 for f in &probe {
-                    let found = loopdev::find_by_file(f).map_err(|e| format!("find {} during churn: {e}", f.display()))?;
-                    if found.len() > 1 {
-                        return Err(format!("{} is behind {found:?} at once", f.display()));
-                    }
+                    // Only "never fails" holds here: a scan is no snapshot, so while a file
+                    // moves from one device to the next it can list both (the old device read
+                    // before its detach, the new one after the attach).
+                    loopdev::find_by_file(f).map_err(|e| format!("find {} during churn: {e}", f.display()))?;
                     lookups.fetch_add(1, Ordering::Relaxed);
                 }
             }

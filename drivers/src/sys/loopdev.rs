@@ -253,7 +253,9 @@ const DELETED: &str = " (deleted)";
 ///
 /// Reads sysfs only and never opens a device (an open would delay someone else's detach).
 /// Devices come and go while it looks: one that vanishes, or is half set up, is skipped; only
-/// a failure to list `/sys/block` itself is an error.
+/// a failure to list `/sys/block` itself is an error. The scan is no snapshot: while a file
+/// moves from one device to another it can list both, so detach what it finds only through
+/// [`detach_if_backed_by`].
 pub fn find_by_file(file: &Path) -> io::Result<Vec<PathBuf>> {
     let exists = file.exists();
     let want = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
