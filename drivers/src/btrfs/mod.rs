@@ -668,10 +668,8 @@ impl Driver for Btrfs {
                 }
                 // Autoclear detaches once unmounted; an explicit detach covers a device that was
                 // attached but never mounted (a crash in between).
-                if let Ok(devs) = loopdev::find_by_file(image) {
-                    for d in devs {
-                        note(loopdev::detach(&d).ctx(NAME, None, || format!("detach {}", d.display())));
-                    }
+                if image.exists() {
+                    note(loopdev::detach_all_of(image).map(|_| ()).ctx(NAME, None, || format!("detach the loop devices of {}", image.display())));
                 }
                 if loopdev::find_by_file(image).map(|v| v.is_empty()).unwrap_or(false) {
                     let _ = self.ledger.forget(ResourceKind::Loop, &image.display().to_string());

@@ -3,7 +3,10 @@
 //!
 //! Without udev nothing creates `/dev/mapper/<name>`; [`ensure_node`] makes the block node
 //! from the device's major:minor. The crate only waits on udev cookies when udev runs
-//! (`/run/udev/control`), so nothing here blocks on a missing udev.
+//! (`/run/udev/control`), so nothing here blocks on a missing udev. Where udev does run, the
+//! ioctls carry the flags `DM_DISABLE_UDEV` makes libdevmapper send ([`opts`]): udev's rules
+//! leave these devices alone, so cowbench alone makes and removes their nodes and no udev
+//! worker races it for `/dev/mapper/<name>`.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -11,7 +14,20 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use devicemapper::{DevId, Device, DmError, DmFlags, DmName, DmOptions, ThinPoolStatus, ThinStatus, DM};
+use devicemapper::{DevId, Device, DmError, DmFlags, DmName, DmOptions, DmUdevFlags, ThinPoolStatus, ThinStatus, DM};
+
+use crate::sys::loopdev;
+
+/// Options for the ioctls that make uevents (create, resume, remove): udev's device-mapper,
+/// disk and other rules off, as libdevmapper does under `DM_DISABLE_UDEV`.
+fn opts() -> DmOptions {
+    DmOptions::default().set_udev_flags(
+        DmUdevFlags::DM_UDEV_DISABLE_DM_RULES_FLAG
+            | DmUdevFlags::DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG
+            | DmUdevFlags::DM_UDEV_DISABLE_DISK_RULES_FLAG
+            | DmUdevFlags::DM_UDEV_DISABLE_OTHER_RULES_FLAG,
+    )
+}
 
 /// errno of a failed DM ioctl, if that is what failed.
 pub fn errno(e: &DmError) -> Option<i32> {
@@ -45,18 +61,18 @@ pub fn exists(dm: &DM, n: &str) -> io::Result<Option<Device>> {
 pub fn create(dm: &DM, n: &str, len_sectors: u64, target: &str, params: &str, read_only: bool) -> io::Result<Device> {
     let nm = name(n)?;
     let flags = if read_only { DmFlags::DM_READONLY } else { DmFlags::empty() };
-    dm.device_create(nm, None, DmOptions::default().set_flags(flags)).map_err(io_err)?;
+    dm.device_create(nm, None, opts().set_flags(flags)).map_err(io_err)?;
     let id = DevId::Name(nm);
     let table = vec![(0u64, len_sectors, target.to_string(), params.to_string())];
     let loaded = dm.table_load(&id, &table, DmOptions::default().set_flags(flags));
     if let Err(e) = loaded {
-        let _ = dm.device_remove(&id, DmOptions::default());
+        let _ = dm.device_remove(&id, opts());
         return Err(io_err(e));
     }
-    match dm.device_suspend(&id, DmOptions::default()) {
+    match dm.device_suspend(&id, opts()) {
         Ok(info) => Ok(info.device()),
         Err(e) => {
-            let _ = dm.device_remove(&id, DmOptions::default());
+            let _ = dm.device_remove(&id, opts());
             Err(io_err(e))
         }
     }
@@ -65,25 +81,26 @@ pub fn create(dm: &DM, n: &str, len_sectors: u64, target: &str, params: &str, re
 /// Remove device `n` (its node in /dev/mapper too). A missing device is not an error.
 pub fn remove(dm: &DM, n: &str) -> io::Result<()> {
     let nm = name(n)?;
-    if exists(dm, n)?.is_none() {
-        remove_node(n);
+    let Some(dev) = exists(dm, n)? else {
+        remove_node(n, None);
         return Ok(());
-    }
+    };
     // A device just unmounted can still be held for a moment (the filesystem's last
     // reference going away): retry briefly on EBUSY.
     let mut last = None;
     for _ in 0..50 {
-        match dm.device_remove(&DevId::Name(nm), DmOptions::default()) {
+        match dm.device_remove(&DevId::Name(nm), opts()) {
             Ok(_) => {
-                remove_node(n);
+                remove_node(n, Some(dev));
                 return Ok(());
             }
             Err(e) if errno(&e) == Some(libc::EBUSY) => {
                 last = Some(e);
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
+            // removed by another thread or process in the meantime
             Err(e) if errno(&e) == Some(libc::ENXIO) => {
-                remove_node(n);
+                remove_node(n, Some(dev));
                 return Ok(());
             }
             Err(e) => return Err(io_err(e)),
@@ -99,7 +116,7 @@ pub fn suspend(dm: &DM, n: &str) -> io::Result<()> {
 }
 
 pub fn resume(dm: &DM, n: &str) -> io::Result<()> {
-    dm.device_suspend(&DevId::Name(name(n)?), DmOptions::default()).map(|_| ()).map_err(io_err)
+    dm.device_suspend(&DevId::Name(name(n)?), opts()).map(|_| ()).map_err(io_err)
 }
 
 /// Send a message to a pool (`create_thin 1`, `create_snap 2 1`, `delete 2` ...).
@@ -153,41 +170,40 @@ pub fn node(n: &str) -> PathBuf {
 }
 
 /// Make `/dev/mapper/<n>` a block node for `dev` (udev's job on a normal host).
+///
+/// Parallel users of one device (two threads activating the same layer) can both get here:
+/// the node is made under a private name and renamed into place, so it is never missing or
+/// half made for the other, and a stale node (a device of that name removed and made again
+/// with another minor) is replaced the same way.
 pub fn ensure_node(n: &str, dev: Device) -> io::Result<PathBuf> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let p = node(n);
     let want = libc::makedev(dev.major, dev.minor);
-    match std::fs::symlink_metadata(&p) {
-        Ok(m) if m.file_type().is_block_device() && m.rdev() == want => return Ok(p),
-        Ok(m) if m.file_type().is_symlink() => {
-            // udev's link to ../dm-N: fine if it points at the right device
-            if std::fs::metadata(&p).map(|t| t.rdev() == want).unwrap_or(false) {
-                return Ok(p);
-            }
-            std::fs::remove_file(&p)?;
-        }
-        Ok(_) => std::fs::remove_file(&p)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    if loopdev::is_block_node(&p, want) {
+        return Ok(p);
+    }
+    // udev's link to ../dm-N: fine if it points at the right device
+    if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink())
+        && std::fs::metadata(&p).is_ok_and(|t| t.file_type().is_block_device() && t.rdev() == want)
+    {
+        return Ok(p);
     }
     std::fs::create_dir_all("/dev/mapper")?;
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("no NUL");
-    // SAFETY: mknod with a valid C string.
-    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o660, want) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::AlreadyExists {
-            return Err(e);
-        }
-    }
+    loopdev::replace_block_node(&p, want)?;
     Ok(p)
 }
 
-pub fn remove_node(n: &str) {
+/// Remove `/dev/mapper/<n>` after its device is gone: only if it is still the node of the
+/// removed device `dev` (when known), so a node another thread made meanwhile for a new
+/// device of the same name stays.
+pub fn remove_node(n: &str, dev: Option<Device>) {
+    use std::os::unix::fs::MetadataExt;
     let p = node(n);
-    if std::fs::symlink_metadata(&p).is_ok() {
-        let _ = std::fs::remove_file(&p);
+    let Ok(m) = std::fs::symlink_metadata(&p) else { return };
+    if dev.is_some_and(|d| m.rdev() != libc::makedev(d.major, d.minor)) {
+        return;
     }
+    let _ = std::fs::remove_file(&p);
 }
 
 /// /dev/mapper/control, made from /proc/misc when the node is missing.

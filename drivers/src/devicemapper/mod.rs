@@ -368,26 +368,63 @@ impl DeviceMapper {
         std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &p)).ctx(NAME, None, || format!("write {}", p.display()))
     }
 
-    /// Loop devices for the data and metadata files (attached now if they are not).
-    fn loops(&self) -> Result<(PathBuf, PathBuf)> {
-        let attach = |f: PathBuf| -> Result<PathBuf> {
-            if let Some(d) = loopdev::find_by_file(&f).ctx(NAME, None, || format!("find loop of {}", f.display()))?.into_iter().next() {
-                return Ok(d);
+    /// Attach the data and metadata files to loop devices of their own; the paths returned
+    /// are the devices this call configured (the pool table is made from them, no search).
+    fn attach_loops(&self) -> Result<(PathBuf, PathBuf)> {
+        let data = self.attach_loop(&self.data_file())?;
+        match self.attach_loop(&self.meta_file()) {
+            Ok(meta) => Ok((data, meta)),
+            Err(e) => {
+                let _ = loopdev::detach(&data);
+                self.forget_loops();
+                Err(e)
             }
-            // Not autoclear: that detaches a device on the last close, which is the close
-            // right after attaching, before the pool holds it. Teardown detaches them.
-            let id = f.display().to_string();
-            self.ledger
-                .record(ResourceKind::Loop, &id, &format!("{NAME} pool file"))
-                .ctx(NAME, None, || format!("record the loop device of {id} in the ledger"))?;
-            let r = loopdev::attach(&f, loopdev::AttachOptions { direct_io: false, autoclear: false })
-                .ctx(NAME, None, || format!("attach {}", f.display()));
-            if r.is_err() {
-                let _ = self.ledger.forget(ResourceKind::Loop, &id);
-            }
-            r
-        };
-        Ok((attach(self.data_file())?, attach(self.meta_file())?))
+        }
+    }
+
+    fn attach_loop(&self, f: &Path) -> Result<PathBuf> {
+        // Not autoclear: that detaches a device on the last close, which is the close
+        // right after attaching, before the pool holds it. Teardown detaches them.
+        let id = f.display().to_string();
+        self.ledger
+            .record(ResourceKind::Loop, &id, &format!("{NAME} pool file"))
+            .ctx(NAME, None, || format!("record the loop device of {id} in the ledger"))?;
+        let r = loopdev::attach(f, loopdev::AttachOptions { direct_io: false, autoclear: false })
+            .ctx(NAME, None, || format!("attach {}", f.display()));
+        if r.is_err() {
+            let _ = self.ledger.forget(ResourceKind::Loop, &id);
+        }
+        r
+    }
+
+    /// The loop devices a previous process left attached to the pool files (a pool device
+    /// removed, as by a reboot that kept /dev), or fresh ones.
+    fn adopt_loops(&self) -> Result<(PathBuf, PathBuf)> {
+        let found = |f: &Path| loopdev::find_by_file(f).ok().and_then(|v| v.into_iter().next());
+        match (found(&self.data_file()), found(&self.meta_file())) {
+            (Some(d), Some(m)) => Ok((d, m)),
+            (Some(d), None) => Ok((d, self.attach_loop(&self.meta_file())?)),
+            (None, Some(m)) => Ok((self.attach_loop(&self.data_file())?, m)),
+            (None, None) => self.attach_loops(),
+        }
+    }
+
+    /// The loop devices the pool is made of, read from its table (`meta data ...`): the
+    /// pool holds what was attached for it, so nothing is searched for by file.
+    fn pool_loops(&self) -> Vec<(&'static str, PathBuf)> {
+        let Ok((_, _, params)) = dm::table(&self.dm, &self.state.pool) else { return Vec::new() };
+        let mut it = params.split_whitespace();
+        let (Some(meta), Some(data)) = (it.next(), it.next()) else { return Vec::new() };
+        [("metadata", meta), ("data", data)]
+            .into_iter()
+            .filter_map(|(k, mm)| {
+                let (maj, min) = mm.split_once(':')?;
+                // /sys/dev/block/M:m links to the device's sysfs directory, named as in /dev.
+                let link = std::fs::read_link(format!("/sys/dev/block/{maj}:{min}")).ok()?;
+                let name = link.file_name()?.to_string_lossy().into_owned();
+                name.starts_with("loop").then(|| (k, Path::new("/dev").join(name)))
+            })
+            .collect()
     }
 
     fn pool_table(&self, data_loop: &Path, meta_loop: &Path) -> Result<(u64, String)> {
@@ -436,16 +473,14 @@ impl DeviceMapper {
                 self.deactivate_all();
                 let _ = dm::remove(&self.dm, &pool);
                 for f in [self.data_file(), self.meta_file()] {
-                    if let Ok(devs) = loopdev::find_by_file(&f) {
-                        for d in devs {
-                            let _ = loopdev::detach(&d);
-                        }
+                    if f.exists() {
+                        let _ = loopdev::detach_all_of(&f);
                     }
                     let _ = std::fs::remove_file(&f);
                 }
                 loopdev::create_sparse(&self.data_file(), self.opts.data_size).ctx(NAME, None, || "create data file".into())?;
                 loopdev::create_sparse(&self.meta_file(), self.opts.metadata_size).ctx(NAME, None, || "create metadata file".into())?;
-                let (data_loop, meta_loop) = self.loops()?;
+                let (data_loop, meta_loop) = self.attach_loops()?;
                 let (sectors, params) = self.pool_table(&data_loop, &meta_loop)?;
                 self.record_dm(&pool, "thin pool", None)?;
                 if let Err(e) = dm::create(&self.dm, &pool, sectors, "thin-pool", &params, false) {
@@ -548,7 +583,7 @@ impl DeviceMapper {
                 message: "pool files are missing; remove the root to start over".into(),
             });
         }
-        let (data_loop, meta_loop) = self.loops()?;
+        let (data_loop, meta_loop) = self.adopt_loops()?;
         let (sectors, params) = self.pool_table(&data_loop, &meta_loop)?;
         self.record_dm(&self.state.pool, "thin pool", None)?;
         if let Err(e) = dm::create(&self.dm, &self.state.pool, sectors, "thin-pool", &params, false) {
@@ -1125,9 +1160,9 @@ impl Driver for DeviceMapper {
             for (k, f) in [("data", self.data_file()), ("metadata", self.meta_file())] {
                 s.insert(format!("{k}_file"), f.display().to_string());
                 s.insert(format!("{k}_file_allocated_bytes"), allocated_bytes(&f).to_string());
-                if let Ok(Some(d)) = loopdev::find_by_file(&f).map(|v| v.into_iter().next()) {
-                    s.insert(format!("{k}_loop"), d.display().to_string());
-                }
+            }
+            for (k, d) in self.pool_loops() {
+                s.insert(format!("{k}_loop"), d.display().to_string());
             }
         }
         let active = dm::list(&self.dm)
@@ -1152,6 +1187,7 @@ impl Driver for DeviceMapper {
         self.deactivate_all();
         let mut first_err = None;
         if self.state.owned {
+            let loops = self.pool_loops();
             match dm::remove(&self.dm, &self.state.pool) {
                 Ok(_) => {
                     let _ = self.ledger.forget(ResourceKind::Dm, &self.state.pool);
@@ -1160,10 +1196,21 @@ impl Driver for DeviceMapper {
                     first_err.get_or_insert(dmerr(None, format!("remove pool {}", self.state.pool), e));
                 }
             }
+            // The pool's own devices, then any other over the files (attached by a process
+            // that died before the pool was made). Each only while it still has our file.
+            for (k, d) in loops {
+                let f = if k == "data" { self.data_file() } else { self.meta_file() };
+                if !f.exists() {
+                    continue;
+                }
+                if let Err(e) = loopdev::detach_if_backed_by(&d, &f) {
+                    first_err.get_or_insert(dmerr(None, format!("detach {}", d.display()), e));
+                }
+            }
             for f in [self.data_file(), self.meta_file()] {
-                if let Ok(devs) = loopdev::find_by_file(&f) {
-                    for d in devs {
-                        let _ = loopdev::detach(&d);
+                if f.exists() {
+                    if let Err(e) = loopdev::detach_all_of(&f) {
+                        first_err.get_or_insert(dmerr(None, format!("detach the loop devices of {}", f.display()), e));
                     }
                 }
             }

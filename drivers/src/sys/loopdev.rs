@@ -62,12 +62,38 @@ pub struct AttachOptions {
     pub autoclear: bool,
 }
 
+/// How often [`attach`] tries again after losing a free device to someone else.
+const ATTACH_TRIES: usize = 256;
+
+/// errnos that mean "this device went away (or is being set up or torn down) under us": a
+/// device listed a moment ago can be detached, removed or half-configured by another thread or
+/// process by the time it is opened or asked. Per device, these are not errors.
+fn vanished(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::ENODEV) | Some(libc::ENOENT))
+}
+
 /// Attach `file` to a free loop device and return its path (`/dev/loopN`).
+///
+/// Safe against concurrent attaches from other threads and processes: `LOOP_CTL_GET_FREE` only
+/// names a device that is free *now*, so two callers can be handed the same one; the loser's
+/// `LOOP_CONFIGURE` (or `LOOP_SET_FD`) fails with EBUSY and it asks for another. A device torn
+/// down between the two calls (ENXIO, ENODEV) is skipped the same way. The returned path is the
+/// device this call configured: hold on to it rather than searching for it by file later.
 pub fn attach(file: &Path, opts: AttachOptions) -> io::Result<PathBuf> {
     let backing = OpenOptions::new().read(true).write(true).open(file)?;
     let ctl = OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
-    // Another process can take the device between GET_FREE and CONFIGURE: retry on EBUSY.
-    for _ in 0..32 {
+    let mut info = zeroed_info();
+    let name = file.as_os_str().as_encoded_bytes();
+    let len = name.len().min(LO_NAME_SIZE - 1);
+    info.lo_file_name[..len].copy_from_slice(&name[..len]);
+    if opts.autoclear {
+        info.lo_flags |= LO_FLAGS_AUTOCLEAR;
+    }
+    if opts.direct_io {
+        info.lo_flags |= LO_FLAGS_DIRECT_IO;
+    }
+    let mut last = None;
+    for _ in 0..ATTACH_TRIES {
         // SAFETY: ioctl without argument on the loop control device.
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
         if n < 0 {
@@ -75,128 +101,237 @@ pub fn attach(file: &Path, opts: AttachOptions) -> io::Result<PathBuf> {
         }
         let dev_path = PathBuf::from(format!("/dev/loop{n}"));
         ensure_node(&dev_path, n as u32)?;
-        let dev = OpenOptions::new().read(true).write(true).open(&dev_path)?;
-        let mut info = zeroed_info();
-        let name = file.as_os_str().as_encoded_bytes();
-        let len = name.len().min(LO_NAME_SIZE - 1);
-        info.lo_file_name[..len].copy_from_slice(&name[..len]);
-        if opts.autoclear {
-            info.lo_flags |= LO_FLAGS_AUTOCLEAR;
-        }
-        if opts.direct_io {
-            info.lo_flags |= LO_FLAGS_DIRECT_IO;
-        }
-        let cfg = LoopConfig { fd: backing.as_raw_fd() as u32, block_size: 0, info, reserved: [0; 8] };
-        // SAFETY: LOOP_CONFIGURE reads a struct loop_config we own.
-        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &cfg as *const LoopConfig) };
-        if rc == 0 {
-            return Ok(dev_path);
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EBUSY) => continue,
-            // Kernels before 5.8 lack LOOP_CONFIGURE: fall back to SET_FD + SET_STATUS64.
-            Some(libc::EINVAL) | Some(libc::ENOTTY) => {
-                // SAFETY: documented loop ioctls with a descriptor / struct we own.
-                let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd()) };
-                if rc != 0 {
-                    let e = io::Error::last_os_error();
-                    if e.raw_os_error() == Some(libc::EBUSY) {
-                        continue;
-                    }
-                    return Err(e);
-                }
-                let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_STATUS64 as _, &info as *const LoopInfo64) };
-                if rc != 0 {
-                    let e = io::Error::last_os_error();
-                    unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CLR_FD as _, 0) };
-                    return Err(e);
-                }
-                return Ok(dev_path);
+        let dev = match OpenOptions::new().read(true).write(true).open(&dev_path) {
+            Ok(d) => d,
+            Err(e) if vanished(&e) => {
+                last = Some(e);
+                continue;
             }
-            _ => return Err(err),
+            Err(e) => return Err(e),
+        };
+        match configure(&dev, &backing, &info) {
+            Ok(()) => return Ok(dev_path),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) || vanished(&e) => {
+                last = Some(e);
+                // Let the winner finish before asking for the next free device.
+                std::thread::yield_now();
+            }
+            Err(e) => return Err(e),
         }
     }
-    Err(io::Error::new(io::ErrorKind::Other, "no free loop device after 32 tries"))
+    Err(io::Error::new(
+        io::ErrorKind::Other,
+        format!(
+            "no free loop device for {} after {ATTACH_TRIES} tries (last: {})",
+            file.display(),
+            last.map(|e| e.to_string()).unwrap_or_default()
+        ),
+    ))
+}
+
+/// Bind `backing` to the loop device `dev` in one step (`LOOP_CONFIGURE`), or with
+/// `LOOP_SET_FD` + `LOOP_SET_STATUS64` on kernels before 5.8.
+fn configure(dev: &File, backing: &File, info: &LoopInfo64) -> io::Result<()> {
+    let cfg = LoopConfig { fd: backing.as_raw_fd() as u32, block_size: 0, info: *info, reserved: [0; 8] };
+    // SAFETY: LOOP_CONFIGURE reads a struct loop_config we own.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &cfg as *const LoopConfig) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOTTY)) {
+        return Err(err);
+    }
+    // SAFETY: documented loop ioctls with a descriptor / struct we own.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_STATUS64 as _, info as *const LoopInfo64) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: as above. The device is ours (SET_FD succeeded): give it back.
+        unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CLR_FD as _, 0) };
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Detach a loop device. A device still in use is marked autoclear by the kernel and goes
-/// away once released (EBUSY is not an error then).
+/// away once released (EBUSY is not an error then); a device already gone is not an error.
+///
+/// Only for a device this process attached and still holds the path of. Anything found by
+/// searching goes through [`detach_if_backed_by`]: its number may have been reused since.
 pub fn detach(dev: &Path) -> io::Result<()> {
     let f = match OpenOptions::new().read(true).open(dev) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if vanished(&e) => return Ok(()),
         Err(e) => return Err(e),
     };
+    clear(&f)
+}
+
+fn clear(f: &File) -> io::Result<()> {
     // SAFETY: LOOP_CLR_FD takes no pointer.
     let rc = unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD as _, 0) };
     if rc != 0 {
         let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENXIO) {
+        if !vanished(&e) {
             return Err(e);
         }
     }
     Ok(())
 }
 
-/// The backing file of a loop device, if attached.
-pub fn backing_file(dev: &Path) -> io::Result<Option<PathBuf>> {
-    // sysfs has the full path; the ioctl name field is truncated at 64 bytes.
-    let name = dev.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    match std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")) {
-        Ok(s) => Ok(Some(PathBuf::from(s.trim_end()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// Detach `dev` only if it is still backed by `file` (the same inode); whether it was.
+///
+/// The check and the detach happen on one open descriptor: while it is open the kernel turns
+/// any other `LOOP_CLR_FD` into autoclear, so the device cannot be cleared and handed to someone
+/// else's file between the two.
+pub fn detach_if_backed_by(dev: &Path, file: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let want = std::fs::metadata(file)?;
+    let f = match OpenOptions::new().read(true).open(dev) {
+        Ok(f) => f,
+        Err(e) if vanished(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let info = match status(&f) {
+        Ok(i) => i,
+        Err(e) if vanished(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if info.lo_inode != want.ino() || info.lo_device != want.dev() {
+        return Ok(false);
     }
+    clear(&f)?;
+    Ok(true)
 }
 
-/// Every attached loop device whose backing file is `file`.
-pub fn find_by_file(file: &Path) -> io::Result<Vec<PathBuf>> {
-    let want = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/sys/block")? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        let dev = PathBuf::from(format!("/dev/{name}"));
-        if let Some(b) = backing_file(&dev)? {
-            // sysfs appends " (deleted)" when the file was unlinked.
-            let b = PathBuf::from(b.to_string_lossy().trim_end_matches(" (deleted)"));
-            if b == want {
-                out.push(dev);
-            }
+/// Detach every loop device backed by `file`; how many were.
+pub fn detach_all_of(file: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    for dev in find_by_file(file)? {
+        if detach_if_backed_by(&dev, file)? {
+            n += 1;
         }
     }
-    Ok(out)
+    Ok(n)
 }
 
-/// Whether direct IO is on for an attached device (`LO_FLAGS_DIRECT_IO`).
-pub fn direct_io(dev: &Path) -> io::Result<bool> {
-    let f = File::open(dev)?;
+fn status(f: &File) -> io::Result<LoopInfo64> {
     let mut info = zeroed_info();
     // SAFETY: LOOP_GET_STATUS64 fills a struct we own.
     let rc = unsafe { libc::ioctl(f.as_raw_fd(), LOOP_GET_STATUS64 as _, &mut info as *mut LoopInfo64) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(info.lo_flags & LO_FLAGS_DIRECT_IO != 0)
+    Ok(info)
 }
 
-/// Without udev (containers, the VM host) /dev/loopN may not exist yet: make the node.
+/// The backing file of a loop device, if attached (`None` also for a device that went away
+/// while being asked).
+pub fn backing_file(dev: &Path) -> io::Result<Option<PathBuf>> {
+    // sysfs has the full path; the ioctl name field is truncated at 64 bytes. The `loop`
+    // directory exists only while the device is bound, and a read racing with the detach that
+    // removes it fails with ENODEV.
+    let name = dev.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    match std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")) {
+        Ok(s) => Ok(Some(PathBuf::from(s.trim_end_matches('\n')))),
+        Err(e) if vanished(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// sysfs (d_path) marks a backing file unlinked since the attach with this suffix.
+const DELETED: &str = " (deleted)";
+
+/// Every attached loop device whose backing file is `file` (the file now at that path: a
+/// device still holding an earlier, since unlinked file of the same name is not listed,
+/// unless no file has the name any more).
+///
+/// Reads sysfs only and never opens a device (an open would delay someone else's detach).
+/// Devices come and go while it looks: one that vanishes, or is half set up, is skipped; only
+/// a failure to list `/sys/block` itself is an error. The scan is no snapshot: while a file
+/// moves from one device to another it can list both, so detach what it finds only through
+/// [`detach_if_backed_by`].
+pub fn find_by_file(file: &Path) -> io::Result<Vec<PathBuf>> {
+    let exists = file.exists();
+    let want = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/sys/block")? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let dev = PathBuf::from(format!("/dev/{name}"));
+        let b = match backing_file(&dev) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                log::debug!("loop: skip {}: {e}", dev.display());
+                continue;
+            }
+        };
+        let s = b.to_string_lossy();
+        let b = match s.strip_suffix(DELETED) {
+            Some(_) if exists => continue,
+            Some(p) => PathBuf::from(p),
+            None => b,
+        };
+        if b == want {
+            out.push(dev);
+        }
+    }
+    out.sort_by_key(|d| d.to_string_lossy().trim_start_matches("/dev/loop").parse::<u32>().unwrap_or(u32::MAX));
+    Ok(out)
+}
+
+/// Whether direct IO is on for an attached device (`LO_FLAGS_DIRECT_IO`).
+pub fn direct_io(dev: &Path) -> io::Result<bool> {
+    let f = File::open(dev)?;
+    Ok(status(&f)?.lo_flags & LO_FLAGS_DIRECT_IO != 0)
+}
+
+/// Without udev (the VM, containers) nothing may have made /dev/loopN: make the block node.
+/// A node that is missing, or is not block device 7:N (a stale file), is replaced atomically
+/// ([`replace_block_node`]), so the path never goes missing for a concurrent user and two
+/// threads making it at once both succeed.
 fn ensure_node(path: &Path, n: u32) -> io::Result<()> {
-    if path.exists() {
+    let dev = libc::makedev(7, n);
+    if is_block_node(path, dev) {
         return Ok(());
     }
-    let dev = libc::makedev(7, n);
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
+    replace_block_node(path, dev)
+}
+
+/// Whether `path` itself (not a link) is the block node of `dev`.
+pub(crate) fn is_block_node(path: &Path, dev: libc::dev_t) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == dev)
+}
+
+/// Make block node `path` for `dev` atomically: mknod under a name private to this thread,
+/// then rename it over `path`.
+pub(crate) fn replace_block_node(path: &Path, dev: libc::dev_t) -> io::Result<()> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file}.{}.{seq}.new", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    mknod_block(&tmp, dev)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+fn mknod_block(path: &Path, dev: libc::dev_t) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
     // SAFETY: mknod with a valid C string.
-    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o660, dev) };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::AlreadyExists {
-            return Err(e);
-        }
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o660, dev) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -227,13 +362,42 @@ mod tests {
             eprintln!("SKIPPED: needs root and /dev/loop-control");
             return;
         }
-        let d = tempfile::tempdir().unwrap();
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        let (f, other) = (d.path().join("img"), d.path().join("other"));
+        create_sparse(&f, 16 << 20).unwrap();
+        create_sparse(&other, 16 << 20).unwrap();
+        let dev = attach(&f, AttachOptions::default()).unwrap();
+        assert_eq!(find_by_file(&f).unwrap(), vec![dev.clone()]);
+        assert!(find_by_file(&other).unwrap().is_empty());
+        assert!(!direct_io(&dev).unwrap());
+        // Not over `other`: left alone.
+        assert!(!detach_if_backed_by(&dev, &other).unwrap());
+        assert_eq!(find_by_file(&f).unwrap(), vec![dev.clone()]);
+        assert!(detach_if_backed_by(&dev, &f).unwrap());
+        assert!(find_by_file(&f).unwrap().is_empty());
+        // Gone already: neither is an error.
+        detach(&dev).unwrap();
+        assert!(!detach_if_backed_by(&dev, &f).unwrap());
+    }
+
+    #[test]
+    fn a_device_over_an_unlinked_file_is_not_the_new_file_of_that_name() {
+        if !is_root() || !Path::new("/dev/loop-control").exists() {
+            eprintln!("SKIPPED: needs root and /dev/loop-control");
+            return;
+        }
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
         let f = d.path().join("img");
         create_sparse(&f, 16 << 20).unwrap();
         let dev = attach(&f, AttachOptions::default()).unwrap();
-        assert_eq!(find_by_file(&f).unwrap(), vec![dev.clone()]);
-        assert!(!direct_io(&dev).unwrap());
+        std::fs::remove_file(&f).unwrap();
+        // No file of that name: the device over the unlinked one is what is left of it.
+        let found = find_by_file(&f);
+        create_sparse(&f, 16 << 20).unwrap();
+        let found_new = find_by_file(&f);
+        assert!(!detach_if_backed_by(&dev, &f).unwrap());
         detach(&dev).unwrap();
-        assert!(find_by_file(&f).unwrap().is_empty());
+        assert_eq!(found.unwrap(), vec![dev]);
+        assert!(found_new.unwrap().is_empty());
     }
 }

@@ -141,18 +141,19 @@ pub fn import_dirs(flavor: &Flavor, image: &Path, root: &Path) -> Result<Vec<Str
     }
 }
 
-/// Detach the loop devices over `image` (none for zfs-fuse); after the pool is gone.
+/// Detach the loop devices over `image` (none for zfs-fuse); after the pool is gone. Each
+/// only while it still has `image` behind it: the number of a device found by file can be
+/// reused by another process before the detach.
 pub fn release_vdev(image: &Path) -> Result<()> {
-    let devs = match loopdev::find_by_file(image) {
-        Ok(d) => d,
-        // No /sys/block to look in: nothing was attached.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).ctx(NAME, None, || format!("look for loop devices over {}", image.display())),
-    };
-    for dev in devs {
-        loopdev::detach(&dev).ctx(NAME, None, || format!("detach {}", dev.display()))?;
+    if !image.exists() {
+        return Ok(());
     }
-    Ok(())
+    match loopdev::detach_all_of(image) {
+        Ok(_) => Ok(()),
+        // No /sys/block to look in: nothing was attached.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx(NAME, None, || format!("detach the loop devices over {}", image.display())),
+    }
 }
 
 #[cfg(test)]
