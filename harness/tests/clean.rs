@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use cowbench_drivers::registry;
 use cowbench_drivers::sys::{hostinfo, loopdev, mounts};
 
+mod leaks;
+use leaks::{cgroup_hierarchies, loops_under, our_cgroups, processes_mentioning, runc_list};
+
 fn required(driver: &str) -> bool {
     std::env::var("COWBENCH_REQUIRE_DRIVERS")
         .map(|v| v.split(',').any(|d| d.trim() == driver || d.trim() == "all"))
@@ -55,58 +58,6 @@ impl Drop for Guard {
         }
         let _ = Command::new(env!("CARGO_BIN_EXE_cowbench")).arg("clean").arg("--root").arg(self.root()).output();
     }
-}
-
-fn runc_list(root: &Path) -> Vec<String> {
-    let state = root.join("runtime/runc");
-    let out = Command::new("runc").arg("--root").arg(&state).args(["list", "-q"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
-}
-
-fn cgroup_hierarchies() -> Vec<PathBuf> {
-    mounts::mounts().unwrap().into_iter().filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2").map(|m| m.target).collect()
-}
-
-/// Every cgroup dir of this root: `cowbench/<hash>` in any hierarchy.
-fn our_cgroups(root: &Path) -> Vec<PathBuf> {
-    let parent = cowbench::clean::cgroup_parent(root);
-    cgroup_hierarchies().into_iter().map(|h| h.join(&parent)).filter(|p| p.exists()).collect()
-}
-
-fn loops_under(root: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("loop") {
-            let dev = PathBuf::from(format!("/dev/{name}"));
-            if let Ok(Some(b)) = loopdev::backing_file(&dev) {
-                if b.starts_with(root) {
-                    v.push(dev);
-                }
-            }
-        }
-    }
-    v
-}
-
-/// Processes (FUSE daemons, container inits, runc) whose command line mentions the root.
-fn processes_mentioning(root: &Path) -> Vec<String> {
-    let want = root.to_string_lossy().into_owned();
-    let me = std::process::id().to_string();
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let pid = e.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) || pid == me {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(&want) && !cmd.contains(" clean ") {
-                v.push(format!("{pid}: {cmd}"));
-            }
-        }
-    }
-    v
 }
 
 fn kill_mid_density_then_clean(driver: &str) {
