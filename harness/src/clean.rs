@@ -7,10 +7,18 @@
 //!    plus the ledger's), processes killed, removed deepest first;
 //! 3. every mount under the root, deepest first (FUSE daemons serving them exit; any left are
 //!    killed);
-//! 4. each backend whose directory exists: `registry::open(name).teardown()`; when opening fails,
-//!    its equivalents: zpools named `cowbench-<tag>`, dm devices with that prefix, loop devices
-//!    whose backing file is under the root;
-//! 5. the ledger (`<root>/ledger.jsonl`) as a second safety net for anything still live.
+//! 4. each backend whose directory exists: `registry::open(name).teardown()`; then, whether or
+//!    not that worked, its equivalents: zpools named `cowbench-<tag>`, dm devices with that
+//!    prefix, FUSE daemons whose command line names a path under the root, mounts, loop
+//!    devices whose backing file is under the root; then the backend's directory;
+//! 5. the ledger (`<root>/ledger.jsonl`) as a second safety net for anything still live — a
+//!    zfs-fuse daemon (host-wide) only when the root's run started it (pid in the ledger) and
+//!    no live run of any root holds its turn (see `zfs::daemon::release_recorded`);
+//! 6. the state that only means something to a live run: `containers/`, `runtime/`, workload
+//!    scratch dirs, `run.lock` (unless a live run holds it), the ledger.
+//!
+//! Every step that fails and leaves something behind is in [`CleanReport::errors`] (exit code
+//! 1 for `cowbench clean`): clean never reports success over what it could not remove.
 //!
 //! `<tag>` is 8 hex digits of sha256 of the canonical root path ([`root_tag`]).
 
@@ -336,8 +344,9 @@ fn remove_run_lock(root: &Path, rep: &mut CleanReport, q: bool) {
     if !free && holder.trim() != std::process::id().to_string() {
         return;
     }
+    // Not listed as removed: `cowbench clean` itself creates the file to take the lock.
     match std::fs::remove_file(&path) {
-        Ok(()) => rep.removed(q, "state", path.display().to_string()),
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => rep.error(q, format!("remove {}: {e}", path.display())),
     }

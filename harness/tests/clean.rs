@@ -237,3 +237,49 @@ fn clean_removes_ledger_entries_and_nothing_else() {
     assert!(mounts::is_mountpoint(&outside), "a mount outside the root and the ledger was removed");
     assert!(Ledger::open(&root).entries().unwrap().is_empty(), "ledger not cleared after a clean without errors");
 }
+
+/// A removal that fails is reported, never hidden: `cowbench clean` exits 1 with the failure
+/// in `errors` (an immutable file stands in for a tree that cannot be removed); once it can
+/// be removed, the next clean removes it and exits 0.
+#[test]
+fn clean_reports_what_it_could_not_remove() {
+    if !hostinfo::is_root() || hostinfo::which("chattr").is_none() {
+        eprintln!("SKIPPED clean_reports_what_it_could_not_remove: needs root and chattr");
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("cowbench-test-clean-errors-").tempdir_in("/var/tmp").unwrap();
+    let g = Guard { dir, child: None };
+    let root = g.root();
+    let stuck: Vec<PathBuf> = ["vfs/l/1/etc/stuck", "containers/c1/stuck"].iter().map(|p| root.join(p)).collect();
+    let chattr = |flag: &str, p: &Path| assert!(Command::new("chattr").arg(flag).arg(p).status().unwrap().success(), "chattr {flag} {}", p.display());
+    for p in &stuck {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+        chattr("+i", p);
+    }
+    struct Mutable(Vec<PathBuf>);
+    impl Drop for Mutable {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = Command::new("chattr").arg("-i").arg(p).status();
+            }
+        }
+    }
+    let mutable = Mutable(stuck.clone());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cowbench")).args(["clean", "--json", "--root"]).arg(&root).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "clean that left files behind: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = report["errors"].to_string();
+    for d in ["vfs", "containers"] {
+        assert!(errors.contains(&root.join(d).display().to_string()), "no error names {d}: {report}");
+    }
+    assert!(stuck.iter().all(|p| p.exists()));
+
+    drop(mutable);
+    let out = Command::new(env!("CARGO_BIN_EXE_cowbench")).args(["clean", "--json", "--root"]).arg(&root).output().unwrap();
+    assert!(out.status.success(), "clean once removable: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"].as_array().map(Vec::len), Some(0), "{report}");
+    assert!(std::fs::read_dir(&root).unwrap().next().is_none(), "left under the root: {:?}", std::fs::read_dir(&root).unwrap().collect::<Vec<_>>());
+}

@@ -27,7 +27,7 @@ const DRIVERS: [&str; 5] = ["overlay", "vfs", "btrfs", "zfs", "aufs"];
 const WORKLOADS: [&str; 5] = ["density", "copyup", "sharedcache", "churn", "layers"];
 /// The kill lands this long after the start, at most: past the probe and image build, inside
 /// the first cells of a quick run.
-const KILL_MS: std::ops::RangeInclusive<u64> = 2_000..=15_000;
+const KILL_MS: std::ops::RangeInclusive<u64> = 2_000..=12_000;
 /// Bound on each command, so that a hang fails the test instead of stalling the suite.
 const LIMIT: Duration = Duration::from_secs(900);
 
@@ -172,41 +172,54 @@ fn kill9_case(i: usize) {
     let seed = seed();
     let driver = DRIVERS[i];
     let workload = WORKLOADS[(i + (seed % 5) as usize) % 5];
-    let kill_after = Duration::from_millis(rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (i as u64 + 1)).gen_range(KILL_MS));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (i as u64 + 1));
     if let Some(why) = skip_reason(driver) {
         eprintln!("SKIPPED kill9 {driver}/{workload}: {why}");
         return;
     }
-    eprintln!("kill9: {driver}/{workload}, SIGKILL after {} ms (seed {seed})", kill_after.as_millis());
     let dir = tempfile::Builder::new().prefix(&format!("cowbench-test-kill9-{driver}-")).tempdir_in("/var/tmp").unwrap();
     let mut s = Scratch { dir, child: None };
     let results = s.dir.path().join("results");
     let results = results.to_str().unwrap();
-    let run = ["run", "--drivers", driver, "--workloads", workload, "--profile", "quick", "--repeat", "1", "--out", results];
-    s.child = Some(s.cowbench("run", &run).spawn().unwrap());
+    // The workload's own quick repetitions: long enough for the kill to land inside a cell.
+    let run = ["run", "--drivers", driver, "--workloads", workload, "--profile", "quick", "--out", results];
 
-    let start = Instant::now();
-    let mut child = s.child.take().unwrap();
-    let finished = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if start.elapsed() >= kill_after {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    match finished {
-        Some(st) => eprintln!("kill9: {driver}/{workload} ended by itself ({st}) before the kill; cleaning after a finished run"),
-        None => {
+    // A run that ends before its kill moment is cleaned and checked too; the next attempt
+    // kills at a random moment within the time the last one took, until one is killed.
+    let mut window = KILL_MS;
+    for attempt in 1.. {
+        assert!(attempt <= 4, "{driver}/{workload}: no attempt was killed before it ended by itself");
+        let kill_after = Duration::from_millis(rng.gen_range(window.clone()));
+        eprintln!("kill9: {driver}/{workload} attempt {attempt}, SIGKILL after {} ms (seed {seed})", kill_after.as_millis());
+        s.child = Some(s.cowbench("run", &run).spawn().unwrap());
+        let start = Instant::now();
+        let mut child = s.child.take().unwrap();
+        let finished = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if start.elapsed() >= kill_after {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if finished.is_none() {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
             child.wait().unwrap();
-            let (_, err) = s.output("run");
-            eprintln!("kill9: killed; last output: {}", err.lines().last().unwrap_or(""));
         }
+        let zfs_pids = recorded_zfs_daemons(&s.root());
+        let (_, err) = s.output("run");
+        match finished {
+            Some(st) => eprintln!("kill9: ended by itself ({st}) after {} ms; cleaning after a finished run", start.elapsed().as_millis()),
+            None => eprintln!("kill9: killed; last output: {}; zfs-fuse in the ledger: {zfs_pids:?}", err.lines().last().unwrap_or("")),
+        }
+        clean_and_check(&s, "clean1", &zfs_pids);
+        if finished.is_none() {
+            break;
+        }
+        let took = start.elapsed().as_millis() as u64;
+        window = (took / 4).max(200)..=(took * 9 / 10).max(400);
     }
-    let zfs_pids = recorded_zfs_daemons(&s.root());
-    clean_and_check(&s, "clean1", &zfs_pids);
 
     // Idempotent: a second clean finds nothing.
     let again = clean_and_check(&s, "clean2", &[]);
