@@ -10,6 +10,10 @@ use cowbench_drivers::sys::{loopdev, mounts};
 
 pub fn runc_list(root: &Path) -> Vec<String> {
     let state = root.join("runtime/runc");
+    // `runc list` would create the state dir: looking must not leave anything behind.
+    if !state.is_dir() {
+        return Vec::new();
+    }
     let out = Command::new("runc").arg("--root").arg(&state).args(["list", "-q"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
 }
