@@ -84,7 +84,7 @@ mod tests {
         // SAFETY: closing the copy made above.
         unsafe { libc::close(fd) };
         assert!(text.contains("to-stderr"), "{text}");
-        assert!(log_tail(&log, 9).ends_with("to-stderr"));
+        assert_eq!(log_tail(&log, 10), "to-stderr");
     }
 
     #[test]
