@@ -164,6 +164,13 @@ pub fn clean(root: &Path, opts: &CleanOptions) -> CleanReport {
         Vec::new()
     });
 
+    let zfs_daemons_before: Vec<i32> = entries
+        .iter()
+        .filter(|e| e.kind == ResourceKind::Fuse && e.id == zfs_daemon::PIDFILE)
+        .filter_map(|e| zfs_daemon::recorded_pid(&e.detail))
+        .filter(|&pid| zfs_daemon::is_running(pid))
+        .collect();
+
     // 1. Containers: through the container module first (it knows how each runtime must be
     //    called on this host), then directly for anything it could not handle.
     for kind in [RuntimeKind::Runc, RuntimeKind::Crun] {
@@ -279,6 +286,13 @@ pub fn clean(root: &Path, opts: &CleanOptions) -> CleanReport {
     // 5. The ledger.
     for e in &entries {
         ledger_entry(&root, e, &mut rep, q);
+    }
+    // The zfs backend's teardown stops the daemon it started itself: report that too.
+    for pid in zfs_daemons_before {
+        let listed = rep.removed.iter().any(|r| r.id == format!("zfs-fuse pid {pid}"));
+        if !listed && !zfs_daemon::is_running(pid) {
+            rep.removed(q, "fuse-daemon", format!("zfs-fuse pid {pid}"));
+        }
     }
 
     // 6. State that only means something to a live run: container bundles and runtime state,

@@ -35,6 +35,11 @@ fn comm(pid: i32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
 }
 
+/// Whether `pid` is a zfs-fuse process.
+pub fn is_running(pid: i32) -> bool {
+    comm(pid).as_deref() == Some("zfs-fuse")
+}
+
 /// Pid of a running zfs-fuse daemon, if any.
 pub fn running_pid() -> Option<i32> {
     fs::read_dir("/proc")
