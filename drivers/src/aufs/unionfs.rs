@@ -175,10 +175,23 @@ pub fn mount_args(spec: &MountSpec<'_>) -> Vec<String> {
         .branches
         .iter()
         .enumerate()
-        .map(|(i, b)| format!("{}={}", b.display(), if i == 0 && spec.writable { "RW" } else { "RO" }))
+        .map(|(i, b)| format!("{}={}", canonical(b).display(), if i == 0 && spec.writable { "RW" } else { "RO" }))
         .collect::<Vec<_>>()
         .join(":");
-    vec!["-o".into(), opts.join(","), branches, spec.target.display().to_string()]
+    vec!["-o".into(), opts.join(","), branches, canonical(spec.target).display().to_string()]
+}
+
+/// The daemon's arguments name canonical paths: `cowbench clean` finds a daemon of a root by
+/// the root's canonical path in its command line, whatever form of the root the run was given
+/// (relative, through a symlink).
+/// Only the parent is resolved: `p` itself may be a FUSE mount, and a stat of it would wait for
+/// its daemon.
+fn canonical(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir).map(|d| d.join(name)).unwrap_or(abs),
+        _ => abs,
+    }
 }
 
 /// The hard limit of open files: unionfs-fuse raises its own limit to `max_files` and may not
@@ -209,7 +222,7 @@ pub fn is_daemon_for(pid: u32, target: &Path) -> bool {
     match cmdline(pid) {
         Some(args) => {
             let prog = Path::new(&args[0]).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            (prog == "unionfs" || prog == "unionfs-fuse") && args.last().map(String::as_str) == target.to_str()
+            (prog == "unionfs" || prog == "unionfs-fuse") && args.last().map(String::as_str) == canonical(target).to_str()
         }
         None => false,
     }
