@@ -191,7 +191,8 @@ fn kill9_case(i: usize) {
         assert!(attempt <= 4, "{driver}/{workload}: no attempt was killed before it ended by itself");
         let kill_after = Duration::from_millis(rng.gen_range(window.clone()));
         eprintln!("kill9: {driver}/{workload} attempt {attempt}, SIGKILL after {} ms (seed {seed})", kill_after.as_millis());
-        s.child = Some(s.cowbench("run", &run).spawn().unwrap());
+        let log = format!("run-{attempt}");
+        s.child = Some(s.cowbench(&log, &run).spawn().unwrap());
         let start = Instant::now();
         let mut child = s.child.take().unwrap();
         let finished = loop {
@@ -208,9 +209,15 @@ fn kill9_case(i: usize) {
             child.wait().unwrap();
         }
         let zfs_pids = recorded_zfs_daemons(&s.root());
-        let (_, err) = s.output("run");
+        let (_, err) = s.output(&log);
         match finished {
-            Some(st) => eprintln!("kill9: ended by itself ({st}) after {} ms; cleaning after a finished run", start.elapsed().as_millis()),
+            Some(st) => {
+                eprintln!("kill9: ended by itself ({st}) after {} ms; cleaning after a finished run", start.elapsed().as_millis());
+                if !st.success() {
+                    let failed: Vec<&str> = err.lines().filter(|l| l.starts_with("FAILED") || l.contains("error")).collect();
+                    eprintln!("kill9: {driver}/{workload} attempt {attempt} failed by itself: {failed:?}");
+                }
+            }
             None => eprintln!("kill9: killed; last output: {}; zfs-fuse in the ledger: {zfs_pids:?}", err.lines().last().unwrap_or("")),
         }
         clean_and_check(&s, "clean1", &zfs_pids);
