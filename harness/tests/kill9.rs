@@ -115,7 +115,12 @@ impl Drop for Scratch {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new(env!("CARGO_BIN_EXE_cowbench")).arg("clean").arg("--root").arg(self.root()).output();
+        let cleaned = Command::new(env!("CARGO_BIN_EXE_cowbench")).arg("clean").arg("--root").arg(self.root()).status();
+        if !cleaned.is_ok_and(|s| s.success()) {
+            // The ledger names what is left: keep it for a later `cowbench clean --root`.
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            eprintln!("kill9: clean failed; kept {} for `cowbench clean --root`", dir.keep().display());
+        }
     }
 }
 

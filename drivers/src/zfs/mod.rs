@@ -382,11 +382,14 @@ impl Zfs {
             let bytes = serde_json::to_vec_pretty(&wanted).expect("serializable");
             fs::write(&state_path, bytes).ctx(NAME, None, || format!("write {}", state_path.display()))?;
         }
-        let z = Zfs { root, meta, store: wanted, flavor, _turn: turn, ledger };
+        // The turn joins the handle last: a handle dropped on an error below must not give
+        // the turn back (which takes the host lock) while this function still holds that lock.
+        let mut z = Zfs { root, meta, store: wanted, flavor, _turn: None, ledger };
         // After a reboot or a daemon restart the layers exist but are not mounted.
         for l in z.meta.list()? {
             z.mount_internal(&l)?;
         }
+        z._turn = turn;
         Ok(z)
     }
 
