@@ -556,7 +556,7 @@ fn stop_daemons(pids: Vec<i32>, pred: impl Fn(&[Vec<u8>]) -> bool, what: &str, r
 /// FUSE daemons whose command line names the mount point `target`.
 fn kill_fuse_daemons(target: &Path, rep: &mut CleanReport, q: bool) {
     let want = target.as_os_str().as_encoded_bytes().to_vec();
-    let pred = move |a: &[Vec<u8>]| a.iter().any(|arg| *arg == want);
+    let pred = move |a: &[Vec<u8>]| a.contains(&want);
     stop_daemons(fuse_daemons(&pred), &pred, &target.display().to_string(), rep, q);
 }
 
