@@ -7,10 +7,18 @@
 //!    plus the ledger's), processes killed, removed deepest first;
 //! 3. every mount under the root, deepest first (FUSE daemons serving them exit; any left are
 //!    killed);
-//! 4. each backend whose directory exists: `registry::open(name).teardown()`; when opening fails,
-//!    its equivalents: zpools named `cowbench-<tag>`, dm devices with that prefix, loop devices
-//!    whose backing file is under the root;
-//! 5. the ledger (`<root>/ledger.jsonl`) as a second safety net for anything still live.
+//! 4. each backend whose directory exists: `registry::open(name).teardown()`; then, whether or
+//!    not that worked, its equivalents: zpools named `cowbench-<tag>`, dm devices with that
+//!    prefix, FUSE daemons whose command line names a path under the root, mounts, loop
+//!    devices whose backing file is under the root; then the backend's directory;
+//! 5. the ledger (`<root>/ledger.jsonl`) as a second safety net for anything still live — a
+//!    zfs-fuse daemon (host-wide) only when the root's run started it (pid in the ledger) and
+//!    no live run of any root holds its turn (see `zfs::daemon::release_recorded`);
+//! 6. the state that only means something to a live run: `containers/`, `runtime/`, workload
+//!    scratch dirs, `run.lock` (unless a live run holds it), the ledger.
+//!
+//! Every step that fails and leaves something behind is in [`CleanReport::errors`] (exit code
+//! 1 for `cowbench clean`): clean never reports success over what it could not remove.
 //!
 //! `<tag>` is 8 hex digits of sha256 of the canonical root path ([`root_tag`]).
 
@@ -20,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use cowbench_drivers::ledger::{Entry, Ledger, ResourceKind};
 use cowbench_drivers::sys::{hostinfo, loopdev, mounts};
+use cowbench_drivers::zfs::daemon as zfs_daemon;
 use cowbench_drivers::{registry, DriverConfig};
 use serde::Serialize;
 
@@ -47,7 +56,11 @@ pub struct Removed {
 pub struct CleanReport {
     pub root: String,
     pub removed: Vec<Removed>,
+    /// Steps that failed and left something behind; non-empty means exit code 1.
     pub errors: Vec<String>,
+    /// What clean deliberately left (a host-wide daemon another root's live run uses) or a
+    /// driver teardown that failed while its resources were still removed directly.
+    pub warnings: Vec<String>,
 }
 
 impl CleanReport {
@@ -63,6 +76,12 @@ impl CleanReport {
             eprintln!("error: {e}");
         }
         self.errors.push(e);
+    }
+    fn warning(&mut self, quiet: bool, w: String) {
+        if !quiet {
+            eprintln!("warning: {w}");
+        }
+        self.warnings.push(w);
     }
 }
 
@@ -90,27 +109,44 @@ pub struct RootLock {
     _file: std::fs::File,
 }
 
+/// The lock file of a run, in the root.
+pub const RUN_LOCK: &str = "run.lock";
+
 /// Take the root's lock. Err(pid text) when another process holds it.
+///
+/// `cowbench clean` removes the lock file while holding it; a process that opened the old
+/// file meanwhile would lock an unlinked inode, so the lock only counts when the path still
+/// names the locked file.
 pub fn lock_root(root: &Path) -> std::io::Result<Result<RootLock, String>> {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
     std::fs::create_dir_all(root)?;
-    let path = root.join("run.lock");
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
-            return Ok(Err(holder.trim().to_string()));
+    let path = root.join(RUN_LOCK);
+    loop {
+        // std opens with O_CLOEXEC: no daemon started by the run inherits the lock.
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut holder = String::new();
+                let _ = f.read_to_string(&mut holder);
+                return Ok(Err(holder.trim().to_string()));
+            }
+            return Err(e);
         }
-        return Err(e);
+        let locked = f.metadata()?;
+        match std::fs::metadata(&path) {
+            Ok(m) if m.ino() == locked.ino() && m.dev() == locked.dev() => {}
+            // Removed or replaced between open and flock: lock the file the path names now.
+            _ => continue,
+        }
+        f.set_len(0)?;
+        f.rewind()?;
+        write!(f, "{}", std::process::id())?;
+        return Ok(Ok(RootLock { _file: f }));
     }
-    f.set_len(0)?;
-    f.rewind()?;
-    write!(f, "{}", std::process::id())?;
-    Ok(Ok(RootLock { _file: f }))
 }
 
 /// The runtime state dir cowbench uses for `runtime` under `root`.
@@ -127,6 +163,13 @@ pub fn clean(root: &Path, opts: &CleanOptions) -> CleanReport {
         rep.error(q, format!("read ledger {}: {e}", ledger.path().display()));
         Vec::new()
     });
+
+    let zfs_daemons_before: Vec<i32> = entries
+        .iter()
+        .filter(|e| e.kind == ResourceKind::Fuse && e.id == zfs_daemon::PIDFILE)
+        .filter_map(|e| zfs_daemon::recorded_pid(&e.detail))
+        .filter(|&pid| zfs_daemon::is_running(pid))
+        .collect();
 
     // 1. Containers: through the container module first (it knows how each runtime must be
     //    called on this host), then directly for anything it could not handle.
@@ -195,24 +238,18 @@ pub fn clean(root: &Path, opts: &CleanOptions) -> CleanReport {
     for (k, v) in &opts.driver_options {
         cfg = cfg.with_option(k, v);
     }
+    let mut failed_teardowns = Vec::new();
     for name in registry::DRIVERS {
         if !root.join(name).exists() {
             continue;
         }
         let per_driver = DriverConfig { root: root.clone(), options: cfg.options.clone() };
         match registry::open(name, &per_driver).and_then(|d| d.teardown()) {
-            Ok(()) => {
-                // Teardown leaves the metadata; with nothing mounted below it the directory
-                // goes too, so that a second clean finds nothing.
-                let dir = root.join(name);
-                if mounts::mounts_under(&dir).map(|m| m.is_empty()).unwrap_or(false) {
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
-                        rep.error(q, format!("remove {}: {e}", dir.display()));
-                    }
-                }
-                rep.removed(q, "backend", name)
+            Ok(()) => rep.removed(q, "backend", name),
+            Err(e) => {
+                log::info!("teardown of {name} through the driver failed ({e}); removing its resources directly");
+                failed_teardowns.push((name, e.to_string()));
             }
-            Err(e) => log::info!("teardown of {name} through the driver failed ({e}); removing its resources directly"),
         }
     }
     let tags = [root_tag(&root), registry::DRIVERS.iter().map(|n| root_tag(&root.join(n))).collect::<Vec<_>>().join(",")];
@@ -220,19 +257,113 @@ pub fn clean(root: &Path, opts: &CleanOptions) -> CleanReport {
         tags.iter().flat_map(|t| t.split(',').map(|t| format!("cowbench-{t}")).collect::<Vec<_>>()).collect();
     destroy_pools(&prefixes, &mut rep, q);
     remove_dm(&prefixes, &mut rep, q);
+    stop_root_daemons(&root, &mut rep, q);
     unmount_under(&root, &mut rep, q);
     detach_loops_under(&root, &mut rep, q);
+    // Teardown leaves the metadata; with nothing mounted below it the directory goes too, so
+    // that a second clean finds nothing. A teardown that failed is an error only if what it
+    // should have removed is still there after the direct removal.
+    for name in registry::DRIVERS {
+        let dir = root.join(name);
+        if !dir.exists() {
+            continue;
+        }
+        let failed = failed_teardowns.iter().find(|(n, _)| *n == name).map(|(_, e)| e.clone());
+        match remove_state_dir(&dir) {
+            Ok(()) => {
+                if let Some(e) = failed {
+                    rep.warning(q, format!("teardown of {name} failed ({e}); its resources were removed directly"));
+                    rep.removed(q, "backend", name);
+                }
+            }
+            Err(rm) => match failed {
+                Some(e) => rep.error(q, format!("teardown of {name} failed: {e}; {rm}")),
+                None => rep.error(q, rm),
+            },
+        }
+    }
 
     // 5. The ledger.
     for e in &entries {
         ledger_entry(&root, e, &mut rep, q);
     }
+    // The zfs backend's teardown stops the daemon it started itself: report that too.
+    for pid in zfs_daemons_before {
+        let listed = rep.removed.iter().any(|r| r.id == format!("zfs-fuse pid {pid}"));
+        if !listed && !zfs_daemon::is_running(pid) {
+            rep.removed(q, "fuse-daemon", format!("zfs-fuse pid {pid}"));
+        }
+    }
+
+    // 6. State that only means something to a live run: container bundles and runtime state,
+    //    workload scratch dirs, the run lock (unless a live run holds it), the ledger.
+    remove_run_state(&root, &mut rep, q);
     if rep.errors.is_empty() {
         if let Err(e) = ledger.clear() {
             rep.error(q, format!("remove ledger: {e}"));
         }
     }
     rep
+}
+
+/// Entries of a root that cowbench's runs create besides the driver dirs (workload scratch
+/// names ending in `*` are prefixes).
+const RUN_STATE: [&str; 6] = ["containers", "runtime", "layers-tar", "baremetal", "odirect-check", "churn-discard-*"];
+
+fn remove_run_state(root: &Path, rep: &mut CleanReport, q: bool) {
+    let Ok(rd) = std::fs::read_dir(root) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = RUN_STATE.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *p,
+        });
+        if !ours {
+            continue;
+        }
+        match remove_state_dir(&e.path()) {
+            Ok(()) => rep.removed(q, "state", e.path().display().to_string()),
+            Err(err) => rep.error(q, err),
+        }
+    }
+    remove_run_lock(root, rep, q);
+}
+
+/// Remove `dir` (a directory or file) unless something is still mounted below it.
+fn remove_state_dir(dir: &Path) -> Result<(), String> {
+    match mounts::mounts_under(dir) {
+        Ok(m) if !m.is_empty() => {
+            return Err(format!("{} still has mounts: {}", dir.display(), m.iter().map(|m| m.target.display().to_string()).collect::<Vec<_>>().join(", ")))
+        }
+        Err(e) => return Err(format!("read mounts: {e}")),
+        Ok(_) => {}
+    }
+    let r = match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(dir),
+        Ok(_) => std::fs::remove_file(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    r.map_err(|e| format!("remove {}: {e}", dir.display()))
+}
+
+/// `run.lock` goes unless a live run other than this process holds it (the kernel drops a
+/// killed run's flock; `cowbench clean` and a run's final clean hold it themselves).
+fn remove_run_lock(root: &Path, rep: &mut CleanReport, q: bool) {
+    let path = root.join(RUN_LOCK);
+    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&path) else { return };
+    // SAFETY: flock on a descriptor we own.
+    let free = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+    if !free && holder.trim() != std::process::id().to_string() {
+        return;
+    }
+    // Not listed as removed: `cowbench clean` itself creates the file to take the lock.
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => rep.error(q, format!("remove {}: {e}", path.display())),
+    }
 }
 
 fn run_quiet(cmd: &mut Command) -> Result<String, String> {
@@ -365,20 +496,78 @@ fn unmount_under(root: &Path, rep: &mut CleanReport, q: bool) {
     }
 }
 
-/// FUSE daemons (unionfs ...) whose command line names the mount point `target`.
+/// Programs of the FUSE daemons cowbench starts for a root (zfs-fuse is host-wide and
+/// handled through its ledger entry, see [`ledger_entry`]).
+const FUSE_DAEMONS: [&str; 3] = ["unionfs", "unionfs-fuse", "fuse-overlayfs"];
+
+/// A process's arguments; None for kernel threads, zombies and processes gone meanwhile.
+fn cmdline(pid: i32) -> Option<Vec<Vec<u8>>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    (!raw.is_empty()).then(|| raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(<[u8]>::to_vec).collect())
+}
+
+fn is_fuse_daemon(args: &[Vec<u8>]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let prog = args.first().and_then(|a| Path::new(std::ffi::OsStr::from_bytes(a)).file_name().map(|n| n.to_string_lossy().into_owned()));
+    prog.is_some_and(|n| FUSE_DAEMONS.contains(&n.as_str()))
+}
+
+/// Whether an argument names `root` or a path below it, alone or as one item of a list
+/// (`-o lowerdir=A:B`, unionfs's `A=RW:B=RO`).
+fn mentions(arg: &[u8], root: &Path) -> bool {
+    let root = root.as_os_str().as_encoded_bytes();
+    arg.split(|b| matches!(b, b':' | b'=' | b',')).any(|item| item == root || (item.starts_with(root) && item.get(root.len()) == Some(&b'/')))
+}
+
+/// Live FUSE daemons (see [`FUSE_DAEMONS`]) whose command line satisfies `pred`.
+fn fuse_daemons(pred: impl Fn(&[Vec<u8>]) -> bool) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|&pid| cmdline(pid).is_some_and(|a| is_fuse_daemon(&a) && pred(&a)))
+        .collect()
+}
+
+/// SIGTERM, then SIGKILL, to each daemon still matching `pred`; an error for one that survives.
+fn stop_daemons(pids: Vec<i32>, pred: impl Fn(&[Vec<u8>]) -> bool, what: &str, rep: &mut CleanReport, q: bool) {
+    use nix::sys::signal::{kill, Signal};
+    let alive = |pid: i32| cmdline(pid).is_some_and(|a| is_fuse_daemon(&a) && pred(&a));
+    for pid in pids {
+        for sig in [Signal::SIGTERM, Signal::SIGKILL] {
+            if !alive(pid) {
+                break;
+            }
+            let _ = kill(nix::unistd::Pid::from_raw(pid), sig);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if alive(pid) {
+            rep.error(q, format!("FUSE daemon pid {pid} for {what} survived SIGTERM and SIGKILL"));
+        } else {
+            rep.removed(q, "fuse-daemon", format!("pid {pid} for {what}"));
+        }
+    }
+}
+
+/// FUSE daemons whose command line names the mount point `target`.
 fn kill_fuse_daemons(target: &Path, rep: &mut CleanReport, q: bool) {
-    let want = target.as_os_str().as_encoded_bytes();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if pid == std::process::id() as i32 {
-            continue;
-        }
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        if cmd.split(|b| *b == 0).any(|arg| arg == want) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            rep.removed(q, "fuse-daemon", format!("pid {pid} for {}", target.display()));
-        }
+    let want = target.as_os_str().as_encoded_bytes().to_vec();
+    let pred = move |a: &[Vec<u8>]| a.contains(&want);
+    stop_daemons(fuse_daemons(&pred), &pred, &target.display().to_string(), rep, q);
+}
+
+/// Every FUSE daemon whose command line names a path under `root`: a daemon killed before
+/// its mount came up, or whose mount is gone already, has no mount for [`unmount_under`] to find.
+fn stop_root_daemons(root: &Path, rep: &mut CleanReport, q: bool) {
+    let root = root.to_path_buf();
+    let pred = move |a: &[Vec<u8>]| a.iter().skip(1).any(|arg| mentions(arg, &root));
+    let pids = fuse_daemons(&pred);
+    if !pids.is_empty() {
+        stop_daemons(pids, &pred, "this root", rep, q);
     }
 }
 
@@ -446,7 +635,15 @@ fn ledger_entry(root: &Path, e: &Entry, rep: &mut CleanReport, q: bool) {
                     Err(err) => rep.error(q, format!("unmount {}: {err}", e.id)),
                 }
             }
-            if e.kind == ResourceKind::Fuse {
+            if e.kind == ResourceKind::Fuse && e.id == zfs_daemon::PIDFILE {
+                // Host-wide: stop it only if this root's run started it and nothing uses it.
+                match zfs_daemon::release_recorded(zfs_daemon::recorded_pid(&e.detail)) {
+                    Ok(zfs_daemon::Release::Stopped(pid)) => rep.removed(q, "fuse-daemon", format!("zfs-fuse pid {pid}")),
+                    Ok(zfs_daemon::Release::Gone) => {}
+                    Ok(zfs_daemon::Release::InUse(why)) => rep.warning(q, format!("left running: {why}")),
+                    Err(err) => rep.error(q, format!("stop zfs-fuse: {err}")),
+                }
+            } else if e.kind == ResourceKind::Fuse {
                 kill_fuse_daemons(&t, rep, q);
             }
         }

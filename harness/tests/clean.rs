@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use cowbench_drivers::registry;
 use cowbench_drivers::sys::{hostinfo, loopdev, mounts};
 
+mod leaks;
+use leaks::{cgroup_hierarchies, loops_under, our_cgroups, processes_mentioning, runc_list};
+
 fn required(driver: &str) -> bool {
     std::env::var("COWBENCH_REQUIRE_DRIVERS")
         .map(|v| v.split(',').any(|d| d.trim() == driver || d.trim() == "all"))
@@ -55,58 +58,6 @@ impl Drop for Guard {
         }
         let _ = Command::new(env!("CARGO_BIN_EXE_cowbench")).arg("clean").arg("--root").arg(self.root()).output();
     }
-}
-
-fn runc_list(root: &Path) -> Vec<String> {
-    let state = root.join("runtime/runc");
-    let out = Command::new("runc").arg("--root").arg(&state).args(["list", "-q"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
-}
-
-fn cgroup_hierarchies() -> Vec<PathBuf> {
-    mounts::mounts().unwrap().into_iter().filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2").map(|m| m.target).collect()
-}
-
-/// Every cgroup dir of this root: `cowbench/<hash>` in any hierarchy.
-fn our_cgroups(root: &Path) -> Vec<PathBuf> {
-    let parent = cowbench::clean::cgroup_parent(root);
-    cgroup_hierarchies().into_iter().map(|h| h.join(&parent)).filter(|p| p.exists()).collect()
-}
-
-fn loops_under(root: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("loop") {
-            let dev = PathBuf::from(format!("/dev/{name}"));
-            if let Ok(Some(b)) = loopdev::backing_file(&dev) {
-                if b.starts_with(root) {
-                    v.push(dev);
-                }
-            }
-        }
-    }
-    v
-}
-
-/// Processes (FUSE daemons, container inits, runc) whose command line mentions the root.
-fn processes_mentioning(root: &Path) -> Vec<String> {
-    let want = root.to_string_lossy().into_owned();
-    let me = std::process::id().to_string();
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let pid = e.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) || pid == me {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(&want) && !cmd.contains(" clean ") {
-                v.push(format!("{pid}: {cmd}"));
-            }
-        }
-    }
-    v
 }
 
 fn kill_mid_density_then_clean(driver: &str) {
@@ -285,4 +236,50 @@ fn clean_removes_ledger_entries_and_nothing_else() {
     assert!(sleeper_status.is_some(), "the process in the recorded cgroup was not killed");
     assert!(mounts::is_mountpoint(&outside), "a mount outside the root and the ledger was removed");
     assert!(Ledger::open(&root).entries().unwrap().is_empty(), "ledger not cleared after a clean without errors");
+}
+
+/// A removal that fails is reported, never hidden: `cowbench clean` exits 1 with the failure
+/// in `errors` (an immutable file stands in for a tree that cannot be removed); once it can
+/// be removed, the next clean removes it and exits 0.
+#[test]
+fn clean_reports_what_it_could_not_remove() {
+    if !hostinfo::is_root() || hostinfo::which("chattr").is_none() {
+        eprintln!("SKIPPED clean_reports_what_it_could_not_remove: needs root and chattr");
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("cowbench-test-clean-errors-").tempdir_in("/var/tmp").unwrap();
+    let g = Guard { dir, child: None };
+    let root = g.root();
+    let stuck: Vec<PathBuf> = ["vfs/l/1/etc/stuck", "containers/c1/stuck"].iter().map(|p| root.join(p)).collect();
+    let chattr = |flag: &str, p: &Path| assert!(Command::new("chattr").arg(flag).arg(p).status().unwrap().success(), "chattr {flag} {}", p.display());
+    for p in &stuck {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+        chattr("+i", p);
+    }
+    struct Mutable(Vec<PathBuf>);
+    impl Drop for Mutable {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = Command::new("chattr").arg("-i").arg(p).status();
+            }
+        }
+    }
+    let mutable = Mutable(stuck.clone());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cowbench")).args(["clean", "--json", "--root"]).arg(&root).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "clean that left files behind: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = report["errors"].to_string();
+    for d in ["vfs", "containers"] {
+        assert!(errors.contains(&root.join(d).display().to_string()), "no error names {d}: {report}");
+    }
+    assert!(stuck.iter().all(|p| p.exists()));
+
+    drop(mutable);
+    let out = Command::new(env!("CARGO_BIN_EXE_cowbench")).args(["clean", "--json", "--root"]).arg(&root).output().unwrap();
+    assert!(out.status.success(), "clean once removable: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"].as_array().map(Vec::len), Some(0), "{report}");
+    assert!(std::fs::read_dir(&root).unwrap().next().is_none(), "left under the root: {:?}", std::fs::read_dir(&root).unwrap().collect::<Vec<_>>());
 }

@@ -219,7 +219,8 @@ impl Aufs {
                 Ok(None)
             }
             Backend::UnionFs { bin, .. } => {
-                let spec = unionfs::MountSpec { bin, branches, writable, target, max_files: self.max_files };
+                let log = self.root.join(unionfs::LOG);
+                let spec = unionfs::MountSpec { bin, branches, writable, target, max_files: self.max_files, log: &log };
                 match unionfs::mount(&spec) {
                     Ok(pid) => Ok(Some(pid)),
                     Err(e) => Err(Error::Command { driver: NAME.into(), command: e.command, status: e.status, stderr: e.stderr }),

@@ -33,6 +33,8 @@ use crate::archive::WhiteoutHandler;
 
 /// The hidden directory unionfs-fuse keeps its markers in, at each branch root.
 pub const META_DIR: &str = ".unionfs-fuse";
+/// The daemons' log, in the driver root.
+pub const LOG: &str = "unionfs.log";
 /// Suffix of a whiteout marker.
 pub const HIDE_TAG: &str = "_HIDDEN~";
 
@@ -143,6 +145,9 @@ pub struct MountSpec<'a> {
     pub writable: bool,
     pub target: &'a Path,
     pub max_files: u64,
+    /// Where the daemon's stdout and stderr go (appended): never the caller's pipes, which
+    /// a daemon would hold open for as long as it runs.
+    pub log: &'a Path,
 }
 
 /// The `-o` options and the branch argument of a mount.
@@ -170,10 +175,23 @@ pub fn mount_args(spec: &MountSpec<'_>) -> Vec<String> {
         .branches
         .iter()
         .enumerate()
-        .map(|(i, b)| format!("{}={}", b.display(), if i == 0 && spec.writable { "RW" } else { "RO" }))
+        .map(|(i, b)| format!("{}={}", canonical(b).display(), if i == 0 && spec.writable { "RW" } else { "RO" }))
         .collect::<Vec<_>>()
         .join(":");
-    vec!["-o".into(), opts.join(","), branches, spec.target.display().to_string()]
+    vec!["-o".into(), opts.join(","), branches, canonical(spec.target).display().to_string()]
+}
+
+/// The daemon's arguments name canonical paths: `cowbench clean` finds a daemon of a root by
+/// the root's canonical path in its command line, whatever form of the root the run was given
+/// (relative, through a symlink).
+/// Only the parent is resolved: `p` itself may be a FUSE mount, and a stat of it would wait for
+/// its daemon.
+fn canonical(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir).map(|d| d.join(name)).unwrap_or(abs),
+        _ => abs,
+    }
 }
 
 /// The hard limit of open files: unionfs-fuse raises its own limit to `max_files` and may not
@@ -204,7 +222,7 @@ pub fn is_daemon_for(pid: u32, target: &Path) -> bool {
     match cmdline(pid) {
         Some(args) => {
             let prog = Path::new(&args[0]).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            (prog == "unionfs" || prog == "unionfs-fuse") && args.last().map(String::as_str) == target.to_str()
+            (prog == "unionfs" || prog == "unionfs-fuse") && args.last().map(String::as_str) == canonical(target).to_str()
         }
         None => false,
     }
@@ -250,17 +268,20 @@ pub fn mount(spec: &MountSpec<'_>) -> Result<u32, SpawnError> {
     let args = mount_args(spec);
     let before: BTreeSet<u32> = daemons_for(spec.target).into_iter().collect();
     let command = format!("{} {}", spec.bin.display(), shorten(&args.join(" ")));
-    let out = Command::new(spec.bin).args(&args).output().map_err(|e| SpawnError {
-        command: command.clone(),
-        status: "not started".into(),
-        stderr: e.to_string(),
-    })?;
-    if !out.status.success() {
-        return Err(SpawnError {
-            command,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+    let not_started = |e: io::Error| SpawnError { command: command.clone(), status: "not started".into(), stderr: e.to_string() };
+    let mut cmd = Command::new(spec.bin);
+    cmd.args(&args);
+    crate::sys::daemon::detach(&mut cmd, Some(spec.log)).map_err(not_started)?;
+    // What this start writes to the shared log begins here.
+    let log_start = std::fs::metadata(spec.log).map(|m| m.len()).unwrap_or(0);
+    let status = cmd.status().map_err(not_started)?;
+    let stderr = || {
+        let b = std::fs::read(spec.log).unwrap_or_default();
+        let from = (log_start as usize).min(b.len());
+        String::from_utf8_lossy(&b[from..]).trim().to_string()
+    };
+    if !status.success() {
+        return Err(SpawnError { command, status: status.to_string(), stderr: stderr() });
     }
     // The parent exits after the daemon signalled that the mount is up; the daemon is the
     // new process serving this target.
@@ -269,8 +290,8 @@ pub fn mount(spec: &MountSpec<'_>) -> Result<u32, SpawnError> {
         Some(p) => Ok(p),
         None => Err(SpawnError {
             command,
-            status: out.status.to_string(),
-            stderr: "the daemon exited right after mounting".into(),
+            status: status.to_string(),
+            stderr: format!("the daemon exited right after mounting {}", stderr()),
         }),
     }
 }
@@ -324,7 +345,14 @@ mod tests {
     #[test]
     fn args_mark_only_the_top_branch_writable() {
         let br = vec![PathBuf::from("/l/3"), PathBuf::from("/l/2"), PathBuf::from("/l/1")];
-        let spec = MountSpec { bin: Path::new("/usr/bin/unionfs"), branches: &br, writable: true, target: Path::new("/t"), max_files: 1024 };
+        let spec = MountSpec {
+            bin: Path::new("/usr/bin/unionfs"),
+            branches: &br,
+            writable: true,
+            target: Path::new("/t"),
+            max_files: 1024,
+            log: Path::new("/l/unionfs.log"),
+        };
         let a = mount_args(&spec);
         assert_eq!(a[2], "/l/3=RW:/l/2=RO:/l/1=RO");
         assert!(a[1].split(',').any(|o| o == "cow"));

@@ -1,15 +1,17 @@
 //! The zfs-fuse daemon: one per host, serving every pool through `/var/run/zfs_socket`.
 //!
 //! Debian starts it from its init script as `zfs-fuse --pidfile /var/run/zfs-fuse.pid` (it
-//! daemonizes itself and reads `/etc/zfs/zfsrc`). cowbench starts it the same way when it is
-//! not running, with its own pid file, and leaves a marker so that it stops the daemon again
-//! only if cowbench started it and no pool is imported any more. Start, pool creation and
+//! daemonizes itself and reads `/etc/zfs/zfsrc`). cowbench starts it the same way when a
+//! driver session needs it and it is not running — never to probe — with its own pid file,
+//! no inherited descriptors and its output in [`LOG`], records it in the root's ledger, and
+//! leaves a marker so that it stops the daemon again (at teardown, or `cowbench clean`) only
+//! if cowbench started it and no pool is imported any more. Start, pool creation and
 //! stop are serialized host-wide by a `flock` on [`LOCK`], so one test tearing down its pool
 //! cannot stop the daemon under another that is about to create one.
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::cmd::run;
@@ -31,6 +33,11 @@ pub fn lock() -> Result<super::FileLock> {
 
 fn comm(pid: i32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
+}
+
+/// Whether `pid` is a zfs-fuse process.
+pub fn is_running(pid: i32) -> bool {
+    comm(pid).as_deref() == Some("zfs-fuse")
 }
 
 /// Pid of a running zfs-fuse daemon, if any.
@@ -70,43 +77,114 @@ fn marker_pid() -> Option<i32> {
     fs::read_to_string(MARKER).ok()?.trim().parse().ok()
 }
 
-/// Start the daemon unless one runs. Call with [`lock`] held.
-pub fn ensure() -> Result<()> {
-    ensure_recorded(None)
+/// Ledger detail of a daemon cowbench is starting / has started (with its pid), so that
+/// `cowbench clean` stops exactly that process and no other root's daemon.
+fn ledger_detail(pid: Option<i32>) -> String {
+    match pid {
+        Some(p) => format!("zfs-fuse daemon pid {p}"),
+        None => "zfs-fuse daemon".into(),
+    }
 }
 
-/// [`ensure`], recording a daemon it starts in `ledger` first (kind Fuse, id [`PIDFILE`]: the
-/// daemon's command line names it, which is how `cowbench clean` finds the process).
+/// The pid in a ledger detail written by [`ensure_recorded`].
+pub fn recorded_pid(detail: &str) -> Option<i32> {
+    detail.strip_prefix("zfs-fuse daemon pid ")?.trim().parse().ok()
+}
+
+/// Start the daemon unless one runs, recording a daemon it starts in `ledger` first (kind
+/// Fuse, id [`PIDFILE`], detail with the pid once known; see [`release_recorded`]). Call with
+/// [`lock`] held.
 pub fn ensure_recorded(ledger: Option<&Ledger>) -> Result<()> {
     if running_pid().is_some() {
         return wait_responsive(Duration::from_secs(20));
     }
     if let Some(l) = ledger {
-        l.record(ResourceKind::Fuse, PIDFILE, "zfs-fuse daemon").ctx(NAME, None, || "record zfs-fuse in the ledger".into())?;
+        l.record(ResourceKind::Fuse, PIDFILE, &ledger_detail(None)).ctx(NAME, None, || "record zfs-fuse in the ledger".into())?;
     }
-    let r = start();
-    if r.is_err() && running_pid().is_none() {
-        if let Some(l) = ledger {
-            let _ = l.forget(ResourceKind::Fuse, PIDFILE);
+    match start() {
+        Ok(pid) => {
+            if let Some(l) = ledger {
+                l.record(ResourceKind::Fuse, PIDFILE, &ledger_detail(Some(pid)))
+                    .ctx(NAME, None, || "record zfs-fuse's pid in the ledger".into())?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if running_pid().is_none() {
+                if let Some(l) = ledger {
+                    let _ = l.forget(ResourceKind::Fuse, PIDFILE);
+                }
+            }
+            Err(e)
         }
     }
-    r
 }
 
-fn start() -> Result<()> {
+/// What [`release_recorded`] did with a daemon a root's ledger names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// It was running, idle and started for this root: stopped (pid).
+    Stopped(i32),
+    /// No zfs-fuse daemon of this root runs (never started, exited, or another one runs now).
+    Gone,
+    /// Still needed: another root's live session holds the turn, or pools are imported.
+    InUse(String),
+}
+
+/// Stop the daemon a root's ledger recorded (pid from [`recorded_pid`], None when the start
+/// was interrupted before the pid was known), unless something still uses it: a live session
+/// of any root holding the [`Turn`], or an imported pool.
+pub fn release_recorded(recorded: Option<i32>) -> Result<Release> {
+    let _l = lock()?;
+    let Some(pid) = running_pid() else { return Ok(Release::Gone) };
+    // A daemon started for this root is the recorded pid; with no pid recorded, the daemon
+    // cowbench started (marker) is the best attribution there is.
+    let ours = match recorded {
+        Some(r) => r == pid,
+        None => marker_pid() == Some(pid),
+    };
+    if !ours {
+        return Ok(Release::Gone);
+    }
+    let mut g = read_gate();
+    g.holders.retain(|p| Path::new(&format!("/proc/{p}")).exists());
+    if !g.holders.is_empty() {
+        return Ok(Release::InUse(format!(
+            "zfs-fuse (pid {pid}) serves root {} (pids {:?})",
+            g.root.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            g.holders
+        )));
+    }
+    let pools = imported_pools()?;
+    if !pools.is_empty() {
+        return Ok(Release::InUse(format!("zfs-fuse (pid {pid}) still has pools imported: {}", pools.join(", "))));
+    }
+    stop(pid)?;
+    Ok(Release::Stopped(pid))
+}
+
+fn imported_pools() -> Result<Vec<String>> {
+    let out = run(NAME, "zpool", &["list", "-H", "-o", "name"], Duration::from_secs(30))?;
+    Ok(out.stdout.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains("no pools available")).map(String::from).collect())
+}
+
+/// The daemon's stdout and stderr (it has no caller to talk to once it runs).
+pub const LOG: &str = "/run/cowbench/zfs-fuse.log";
+
+fn start() -> Result<i32> {
     fs::create_dir_all(RUN_DIR).ctx(NAME, None, || format!("create {RUN_DIR}"))?;
     let exe = crate::sys::hostinfo::which("zfs-fuse")
         .ok_or_else(|| Error::unavailable(NAME, "zfs-fuse not found (Debian package zfs-fuse)"))?;
     let _ = fs::remove_file(PIDFILE);
-    // Null stdio: the daemon keeps its descriptors, and a pipe would never be closed.
-    let mut child = Command::new(&exe)
-        .args(["--pidfile", PIDFILE])
-        .env_remove("LANG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+    let mut cmd = Command::new(&exe);
+    cmd.args(["--pidfile", PIDFILE]).env_remove("LANG");
+    // The daemon keeps what it inherits for as long as it runs: none of the caller's
+    // descriptors (pipes, lock files), its output into a log of its own.
+    crate::sys::daemon::detach(&mut cmd, Some(Path::new(LOG))).ctx(NAME, None, || format!("prepare {LOG}"))?;
+    let command = format!("{} --pidfile {PIDFILE}", exe.display());
+    let mut child = cmd
         .spawn()
-        .map_err(|e| Error::Command { driver: NAME.into(), command: format!("{} --pidfile {PIDFILE}", exe.display()), status: "not started".into(), stderr: e.to_string() })?;
+        .map_err(|e| Error::Command { driver: NAME.into(), command: command.clone(), status: "not started".into(), stderr: e.to_string() })?;
     // The first process forks the daemon and exits.
     let start = Instant::now();
     let status = loop {
@@ -116,17 +194,12 @@ fn start() -> Result<()> {
         if start.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(Error::Command { driver: NAME.into(), command: "zfs-fuse".into(), status: "did not daemonize in 30 s".into(), stderr: String::new() });
+            return Err(Error::Command { driver: NAME.into(), command, status: "did not daemonize in 30 s".into(), stderr: crate::sys::daemon::log_tail(Path::new(LOG), 2000) });
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        return Err(Error::Command { driver: NAME.into(), command: format!("zfs-fuse --pidfile {PIDFILE}"), status: status.to_string(), stderr: err });
+        return Err(Error::Command { driver: NAME.into(), command, status: status.to_string(), stderr: crate::sys::daemon::log_tail(Path::new(LOG), 2000) });
     }
     let pid = (0..100)
         .find_map(|_| {
@@ -141,7 +214,8 @@ fn start() -> Result<()> {
     fs::write(MARKER, pid.to_string()).ctx(NAME, None, || format!("write {MARKER}"))?;
     // Like Debian's init script: the OOM killer must not take the daemon (and every pool).
     let _ = fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
-    wait_responsive(Duration::from_secs(20))
+    wait_responsive(Duration::from_secs(20))?;
+    Ok(pid)
 }
 
 /// Stop the daemon if cowbench started it and no pool is imported. Call with [`lock`] held.
@@ -152,10 +226,15 @@ pub fn stop_if_ours_and_idle() -> Result<()> {
         let _ = fs::remove_file(MARKER);
         return Ok(());
     }
-    let pools = run(NAME, "zpool", &["list", "-H", "-o", "name"], Duration::from_secs(30))?;
-    if pools.stdout.lines().any(|l| !l.trim().is_empty() && !l.contains("no pools available")) {
+    if !imported_pools()?.is_empty() {
         return Ok(());
     }
+    stop(pid)
+}
+
+/// SIGTERM (SIGKILL after 30 s) to the daemon `pid`, then remove what it leaves. Call with
+/// [`lock`] held.
+fn stop(pid: i32) -> Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
         .ctx(NAME, None, || format!("stop zfs-fuse (pid {pid})"))?;
     let start = Instant::now();
@@ -167,7 +246,12 @@ pub fn stop_if_ours_and_idle() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = fs::remove_file(MARKER);
+    if comm(pid).as_deref() == Some("zfs-fuse") {
+        return Err(Error::Command { driver: NAME.into(), command: format!("kill {pid}"), status: "still running".into(), stderr: "zfs-fuse survived SIGTERM and SIGKILL".into() });
+    }
+    if marker_pid() == Some(pid) {
+        let _ = fs::remove_file(MARKER);
+    }
     let _ = fs::remove_file(PIDFILE);
     // The daemon mounts its kstats at /zfs-kstat and unmounts them when it exits; make sure.
     if crate::sys::mounts::is_mountpoint(Path::new("/zfs-kstat")) && running_pid().is_none() {

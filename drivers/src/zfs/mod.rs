@@ -138,23 +138,26 @@ pub fn probe() -> ProbeReport {
         }
     };
     if flavor.is_fuse() {
-        // The daemon is part of the implementation: start it now, so "available" means the
-        // CLI answers.
-        let r = daemon::lock().and_then(|_l| daemon::ensure());
-        if let Err(e) = r {
-            return ProbeReport::unavailable(NAME, format!("the zfs-fuse daemon does not answer: {e}"));
+        // Probing starts nothing: the daemon is started by the driver session that needs it
+        // (and stopped at its teardown). What it needs to start is checked here instead.
+        if let Err(e) = fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+            return ProbeReport::unavailable(NAME, format!("zfs-fuse cannot open /dev/fuse: {e}"));
         }
     }
     let mut r = ProbeReport::available(NAME, &flavor.implementation());
     r.stand_in = flavor.is_fuse();
-    if let Ok(out) = run(NAME, &openzfs::tool("zpool"), &["upgrade", "-v"], Duration::from_secs(10)) {
-        if let Some(v) = out.stdout.lines().find_map(|l| l.split("pool version ").nth(1)) {
-            r = r.with_detail("pool_version", v.trim_end_matches('.'));
+    let daemon_pid = if flavor.is_fuse() { daemon::running_pid() } else { None };
+    // zfs-fuse's CLI answers only through a running daemon.
+    if !flavor.is_fuse() || daemon_pid.is_some() {
+        if let Ok(out) = run(NAME, &openzfs::tool("zpool"), &["upgrade", "-v"], Duration::from_secs(10)) {
+            if let Some(v) = out.stdout.lines().find_map(|l| l.split("pool version ").nth(1)) {
+                r = r.with_detail("pool_version", v.trim_end_matches('.'));
+            }
         }
     }
     if flavor.is_fuse() {
         r = r
-            .with_detail("daemon_pid", daemon::running_pid().map(|p| p.to_string()).unwrap_or_default())
+            .with_detail("daemon_pid", daemon_pid.map(|p| p.to_string()).unwrap_or_default())
             .with_detail("daemon_started_by_cowbench", daemon::started_by_us().to_string());
     }
     r
@@ -436,11 +439,14 @@ impl Zfs {
             let bytes = serde_json::to_vec_pretty(&wanted).expect("serializable");
             fs::write(&state_path, bytes).ctx(NAME, None, || format!("write {}", state_path.display()))?;
         }
-        let z = Zfs { root, meta, store: wanted, flavor, _turn: turn, ledger };
+        // The turn joins the handle last: a handle dropped on an error below must not give
+        // the turn back (which takes the host lock) while this function still holds that lock.
+        let mut z = Zfs { root, meta, store: wanted, flavor, _turn: None, ledger };
         // After a reboot or a daemon restart the layers exist but are not mounted.
         for l in z.meta.list()? {
             z.mount_internal(&l)?;
         }
+        z._turn = turn;
         Ok(z)
     }
 
