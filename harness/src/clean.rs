@@ -570,6 +570,44 @@ fn stop_root_daemons(root: &Path, rep: &mut CleanReport, q: bool) {
     }
 }
 
+/// Detach `dev` (backed by `file`) and report it removed only once it is really gone: a helper
+/// of the killed run that still holds the device open (mkfs, a reader) turns the detach into
+/// autoclear, and the device lives until that process closes it.
+fn detach_loop(dev: &Path, file: &Path, rep: &mut CleanReport, q: bool) {
+    const SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+    if let Err(e) = loopdev::detach(dev) {
+        return rep.error(q, format!("detach {}: {e}", dev.display()));
+    }
+    match loopdev::wait_released(dev, file, SETTLE) {
+        Ok(true) => rep.removed(q, "loop", format!("{} ({})", dev.display(), file.display())),
+        Ok(false) => rep.error(
+            q,
+            format!(
+                "{} ({}) is still attached {}s after its detach: held open by {}",
+                dev.display(),
+                file.display(),
+                SETTLE.as_secs(),
+                holders(dev).unwrap_or_else(|| "a mount or the kernel".into())
+            ),
+        ),
+        Err(e) => rep.error(q, format!("wait for {} to go: {e}", dev.display())),
+    }
+}
+
+/// The processes that have `dev` open, as "pid (comm)", for an error message.
+fn holders(dev: &Path) -> Option<String> {
+    let mut found = Vec::new();
+    for p in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        if fds.flatten().any(|fd| std::fs::read_link(fd.path()).map(|t| t == dev).unwrap_or(false)) {
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            found.push(format!("{pid} ({})", comm.trim()));
+        }
+    }
+    (!found.is_empty()).then(|| found.join(", "))
+}
+
 fn detach_loops_under(root: &Path, rep: &mut CleanReport, q: bool) {
     let Ok(rd) = std::fs::read_dir("/sys/block") else { return };
     for e in rd.flatten() {
@@ -581,10 +619,7 @@ fn detach_loops_under(root: &Path, rep: &mut CleanReport, q: bool) {
         if let Ok(Some(b)) = loopdev::backing_file(&dev) {
             let b = PathBuf::from(b.to_string_lossy().trim_end_matches(" (deleted)"));
             if b.starts_with(root) {
-                match loopdev::detach(&dev) {
-                    Ok(()) => rep.removed(q, "loop", format!("{} ({})", dev.display(), b.display())),
-                    Err(e) => rep.error(q, format!("detach {}: {e}", dev.display())),
-                }
+                detach_loop(&dev, &b, rep, q);
             }
         }
     }
@@ -648,10 +683,7 @@ fn ledger_entry(root: &Path, e: &Entry, rep: &mut CleanReport, q: bool) {
         }
         ResourceKind::Loop => {
             for dev in loopdev::find_by_file(Path::new(&e.id)).unwrap_or_default() {
-                match loopdev::detach(&dev) {
-                    Ok(()) => rep.removed(q, "loop", format!("{} ({})", dev.display(), e.id)),
-                    Err(err) => rep.error(q, format!("detach {}: {err}", dev.display())),
-                }
+                detach_loop(&dev, Path::new(&e.id), rep, q);
             }
         }
         ResourceKind::Pool => destroy_pools(std::slice::from_ref(&e.id), rep, q),

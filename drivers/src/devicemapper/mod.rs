@@ -518,7 +518,7 @@ impl DeviceMapper {
             Fs::Xfs => ("mkfs.xfs", vec!["-q", "-f", "-K"]),
         };
         let bin = hostinfo::which(tool).ok_or_else(|| Error::config(NAME, format!("fs={} needs {tool}", self.state.fs.name())))?;
-        let out = std::process::Command::new(&bin).args(&args).arg(&node).output().ctx(NAME, None, || format!("run {tool}"));
+        let out = crate::sys::child::die_with_caller(&mut std::process::Command::new(&bin)).args(&args).arg(&node).output().ctx(NAME, None, || format!("run {tool}"));
         let out = match out {
             Ok(o) => o,
             Err(e) => {

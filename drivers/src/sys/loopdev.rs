@@ -244,6 +244,23 @@ pub fn backing_file(dev: &Path) -> io::Result<Option<PathBuf>> {
     }
 }
 
+/// Wait up to `timeout` until `dev` no longer serves `file`. A `LOOP_CLR_FD` on a device that
+/// another process still holds open (an orphaned `mkfs`, a reader) only sets autoclear, and the
+/// device stays bound until that process closes it: whether it was released in time.
+pub fn wait_released(dev: &Path, file: &Path, timeout: std::time::Duration) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match backing_file(dev)? {
+            Some(b) if Path::new(b.to_string_lossy().trim_end_matches(DELETED)) == file => {}
+            _ => return Ok(true),
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// sysfs (d_path) marks a backing file unlinked since the attach with this suffix.
 const DELETED: &str = " (deleted)";
 

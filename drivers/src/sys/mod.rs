@@ -1,6 +1,7 @@
 //! Small wrappers over the kernel calls the backends share: loop devices, mounts, host facts.
 //! Each is a thin, documented layer over `nix`/`libc` so backends stay about storage logic.
 
+pub mod child;
 pub mod daemon;
 pub mod hostinfo;
 pub mod loopdev;

@@ -25,7 +25,7 @@ pub fn run(driver: &str, prog: &str, args: &[&str], timeout: Duration) -> Result
         status,
         stderr: stderr.trim().to_string(),
     };
-    let mut child = Command::new(prog)
+    let mut child = crate::sys::child::die_with_caller(&mut Command::new(prog))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
