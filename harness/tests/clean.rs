@@ -13,30 +13,7 @@ use cowbench_drivers::registry;
 use cowbench_drivers::sys::{hostinfo, loopdev, mounts};
 
 mod leaks;
-use leaks::{cgroup_hierarchies, loops_under, our_cgroups, processes_mentioning, runc_list};
-
-fn required(driver: &str) -> bool {
-    std::env::var("COWBENCH_REQUIRE_DRIVERS")
-        .map(|v| v.split(',').any(|d| d.trim() == driver || d.trim() == "all"))
-        .unwrap_or(false)
-}
-
-fn skip_reason(driver: &str) -> Option<String> {
-    if !hostinfo::is_root() {
-        return Some("needs root (mounts, containers)".into());
-    }
-    let r = registry::probe(driver).unwrap();
-    if !r.available {
-        let why = format!("{driver} unavailable: {}", r.reason.unwrap_or_default());
-        assert!(!required(driver), "{driver} is listed in COWBENCH_REQUIRE_DRIVERS but {why}");
-        return Some(why);
-    }
-    if hostinfo::which("runc").is_none() {
-        assert!(!required(driver), "runc is needed for {driver} but not installed");
-        return Some("runc not installed".into());
-    }
-    None
-}
+use leaks::{cgroup_hierarchies, loops_under, our_cgroups, processes_mentioning, runc_list, skip_reason};
 
 /// Kills the run (if still alive) and cleans the root on drop, also when the test panics.
 struct Guard {

@@ -15,13 +15,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cowbench_drivers::ledger::{Ledger, ResourceKind};
-use cowbench_drivers::registry;
-use cowbench_drivers::sys::hostinfo;
 use cowbench_drivers::zfs::daemon as zfs_daemon;
 use rand::{Rng, SeedableRng};
 
 mod leaks;
-use leaks::{loops_under, mounts_of, our_cgroups, processes_mentioning};
+use leaks::{loops_under, mounts_of, our_cgroups, processes_mentioning, skip_reason};
 
 const DRIVERS: [&str; 5] = ["overlay", "vfs", "btrfs", "zfs", "aufs"];
 const WORKLOADS: [&str; 5] = ["density", "copyup", "sharedcache", "churn", "layers"];
@@ -40,29 +38,6 @@ fn seed() -> u64 {
         eprintln!("kill9: seed {s} (COWBENCH_KILL9_SEED={s} repeats these cases)");
         s
     })
-}
-
-fn required(driver: &str) -> bool {
-    std::env::var("COWBENCH_REQUIRE_DRIVERS")
-        .map(|v| v.split(',').any(|d| d.trim() == driver || d.trim() == "all"))
-        .unwrap_or(false)
-}
-
-fn skip_reason(driver: &str) -> Option<String> {
-    if !hostinfo::is_root() {
-        return Some("needs root (mounts, containers)".into());
-    }
-    let r = registry::probe(driver).unwrap();
-    if !r.available {
-        let why = format!("{driver} unavailable: {}", r.reason.unwrap_or_default());
-        assert!(!required(driver), "{driver} is listed in COWBENCH_REQUIRE_DRIVERS but {why}");
-        return Some(why);
-    }
-    if hostinfo::which("runc").is_none() {
-        assert!(!required(driver), "runc is needed for {driver} but not installed");
-        return Some("runc not installed".into());
-    }
-    None
 }
 
 /// A scratch dir under /var/tmp holding the root (`root/`), the results and the commands'

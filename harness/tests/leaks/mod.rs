@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cowbench_drivers::sys::{loopdev, mounts};
+use cowbench_drivers::registry;
+use cowbench_drivers::sys::{hostinfo, loopdev, mounts};
 
 pub fn runc_list(root: &Path) -> Vec<String> {
     let state = root.join("runtime/runc");
@@ -72,4 +73,30 @@ pub fn processes_mentioning(root: &Path) -> Vec<String> {
         }
     }
     v
+}
+
+/// Whether COWBENCH_REQUIRE_DRIVERS lists `driver`: then it must run, not be skipped.
+pub fn required(driver: &str) -> bool {
+    std::env::var("COWBENCH_REQUIRE_DRIVERS")
+        .map(|v| v.split(',').any(|d| d.trim() == driver || d.trim() == "all"))
+        .unwrap_or(false)
+}
+
+/// Why a run of `driver` cannot be tested here (not root, driver or runc unavailable); panics
+/// instead when the driver is required.
+pub fn skip_reason(driver: &str) -> Option<String> {
+    if !hostinfo::is_root() {
+        return Some("needs root (mounts, containers)".into());
+    }
+    let r = registry::probe(driver).unwrap();
+    if !r.available {
+        let why = format!("{driver} unavailable: {}", r.reason.unwrap_or_default());
+        assert!(!required(driver), "{driver} is listed in COWBENCH_REQUIRE_DRIVERS but {why}");
+        return Some(why);
+    }
+    if hostinfo::which("runc").is_none() {
+        assert!(!required(driver), "runc is needed for {driver} but not installed");
+        return Some("runc not installed".into());
+    }
+    None
 }
