@@ -44,7 +44,7 @@ fn synthetic_image(driver: &str) {
     assert_eq!(a, b);
     let after: Vec<_> = b.layers.iter().map(|k| fx.driver().stat(k).unwrap()).collect();
     assert_eq!(before, after, "layers were rebuilt instead of reused");
-    assert_eq!(Image::load(fx.driver(), "synth").unwrap(), a);
+    assert_eq!(image::load(fx.driver(), "synth").unwrap(), a);
 
     // What the mounted image shows is the plan: deleted files gone, modified files at their
     // last size, everything else present.
@@ -77,7 +77,7 @@ fn synthetic_image(driver: &str) {
     assert_eq!(fx.driver().stat(&c.layers[0]).unwrap(), before[0], "the base layer is shared");
     assert_ne!(fx.driver().stat(&c.layers[1]).unwrap().labels[image::LABEL_DIGEST], before[1].labels[image::LABEL_DIGEST]);
     image::remove(fx.driver(), "synth").unwrap();
-    assert!(Image::load(fx.driver(), "synth").is_err());
+    assert!(image::load(fx.driver(), "synth").is_err());
 }
 
 #[test]
@@ -337,7 +337,7 @@ fn image_import_cli_prints_top_and_layers() {
     let img: Image = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(img.top, "img-clibox-0");
     assert_eq!(img.layers, vec!["img-clibox-0"]);
-    assert_eq!(Image::load(fx.driver(), "clibox").unwrap(), img);
+    assert_eq!(image::load(fx.driver(), "clibox").unwrap(), img);
     let d: &dyn Driver = fx.driver();
     assert!(d.stat("img-clibox-0").unwrap().labels.contains_key(image::LABEL_CHAIN));
 }
@@ -487,7 +487,7 @@ fn assert_no_sentinel(fx: &Fixture) {
 
 /// The content of `/marker` in image `name`.
 fn marker(fx: &Fixture, name: &str) -> Vec<u8> {
-    let img = Image::load(fx.driver(), name).unwrap();
+    let img = image::load(fx.driver(), name).unwrap();
     let key = format!("marker-{name}");
     fx.driver().view(&key, &img.top, &Labels::new()).unwrap();
     let data = {
@@ -510,7 +510,7 @@ fn assert_refused(fx: &Fixture, path: &Path, name: &str, needles: &[&str]) {
     }
     assert!(!err.contains('\n'), "multi-line error: {err}");
     assert_eq!(store(fx), before, "the store changed: {err}");
-    assert!(Image::load(fx.driver(), name).is_err() || before.iter().any(|l| l.key == image::layer_key(name, 0)));
+    assert!(image::load(fx.driver(), name).is_err() || before.iter().any(|l| l.key == image::layer_key(name, 0)));
     assert_no_sentinel(fx);
     let honest = write_oci(&fx.dir(&format!("honest-{name}")), &one_file_layer("marker", HONEST), None);
     image::import(fx.driver(), &honest.dir, Some(name)).unwrap();

@@ -137,6 +137,9 @@ impl Workload for Concurrent {
         // executor once the containers are up.
         true
     }
+    fn setup<'a>(&self, _lab: &'a dyn crate::lab::Lab, _params: &Params) -> Result<Box<dyn crate::CellExec + 'a>, crate::SetupError> {
+        Err(crate::SetupError::Skip("MOVE-PENDING: executor still in harness/src/runner".into()))
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! cowbench-workloads: what each workload measures, with which parameters, and why.
 //!
-//! A workload here is *data and intent*: its id, the claims of the trade-off table it answers,
-//! its typed parameters for each profile, the metrics it produces (unit in the name), and
-//! whether caches are dropped between samples. Executing it needs a driver, images and
-//! containers, which the harness owns: `cowbench` (harness/src/runner/) has one executor per
-//! workload id. Keeping harness types out of this crate lets benches, the report and the probe
-//! share these definitions without pulling in the runtime.
+//! One workload, one file: `<id>.rs` holds its typed parameters, its cells per profile, its
+//! metric specs and its executor. The executor is written against the [`lab::Lab`] trait —
+//! the driver, images, containers running the in-container probe, cache drops and space and
+//! memory accounting, all given by the harness — so this crate knows nothing of the harness,
+//! the runner loop can be tested without root, and [`all`] is the only registry: a workload
+//! without an executor does not compile.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +24,9 @@ pub mod randio;
 pub mod baremetal;
 pub mod layers;
 pub mod probe;
+pub mod lab;
+pub mod images;
+pub mod kit;
 
 /// How much of a workload's sweep to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,7 +96,45 @@ pub struct MetricSpec {
     pub description: &'static str,
 }
 
-/// A workload definition. Executed by the harness's executor of the same id.
+/// Why a cell did not run.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The backend cannot do what the cell needs (capability missing ...): recorded as skipped,
+    /// with this reason.
+    Skip(String),
+    Fail(anyhow::Error),
+}
+
+impl From<anyhow::Error> for SetupError {
+    fn from(e: anyhow::Error) -> Self {
+        SetupError::Fail(e)
+    }
+}
+
+impl From<cowbench_drivers::Error> for SetupError {
+    fn from(e: cowbench_drivers::Error) -> Self {
+        SetupError::Fail(e.into())
+    }
+}
+
+/// `(metric name, value)` pairs of one repetition.
+pub type RepSamples = Vec<(&'static str, f64)>;
+
+/// A cell being executed: set up (untimed) by [`Workload::setup`], then one call per
+/// repetition; the runner decides which repetitions are warm-up and drops caches before each
+/// when the workload asks.
+pub trait CellExec {
+    /// One repetition (warm-up or recorded; the runner decides which are kept).
+    fn repetition(&mut self, rep: u32) -> anyhow::Result<RepSamples>;
+    /// Facts worth keeping with the cell (image, layer counts ...).
+    fn notes(&self) -> lab::Notes {
+        lab::Notes::new()
+    }
+    /// Release what setup made. Called after the last repetition, also after a failure.
+    fn finish(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+/// A workload: what it measures, with which parameters, and how.
 pub trait Workload: Sync {
     fn id(&self) -> &'static str;
     fn description(&self) -> &'static str;
@@ -109,6 +150,9 @@ pub trait Workload: Sync {
     fn repetitions(&self, profile: Profile) -> u32;
     /// Whether the page cache is dropped before every repetition.
     fn drop_caches(&self) -> bool;
+    /// Prepare one cell (`params` is one of [`Workload::cells`]) on `lab`: images, files,
+    /// whatever the repetitions need, untimed.
+    fn setup<'a>(&self, lab: &'a dyn lab::Lab, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError>;
 }
 
 /// Every workload, in the order a run executes them.

@@ -215,24 +215,7 @@ fn remove_cgroup_dir(d: &Path) -> io::Result<()> {
     fs::remove_dir(d)
 }
 
-/// What a container's cgroup has used, bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Accounting {
-    /// Memory charged to the cgroup (v1 usage_in_bytes, v2 memory.current): page cache + anon
-    /// + kernel.
-    pub memory_bytes: u64,
-    /// Page cache charged (v1 total_cache, v2 file).
-    pub page_cache_bytes: u64,
-    /// Anonymous memory (v1 total_rss, v2 anon).
-    pub rss_bytes: u64,
-    /// Peak of memory_bytes (v1 max_usage_in_bytes, v2 memory.peak) where the kernel keeps it.
-    pub memory_peak_bytes: Option<u64>,
-    /// Bytes read from / written to block devices (v1 blkio throttle io_service_bytes, v2 io.stat).
-    pub io_read_bytes: u64,
-    pub io_write_bytes: u64,
-    /// `cgroup v1` or `cgroup v2`: which hierarchy the memory figures came from.
-    pub source: String,
-}
+pub use cowbench_workloads::lab::Accounting;
 
 fn read_u64(p: &Path) -> io::Result<u64> {
     let s = fs::read_to_string(p)?;

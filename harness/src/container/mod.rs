@@ -63,12 +63,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cowbench_drivers::ledger::{Ledger, ResourceKind};
-use cowbench_drivers::{Driver, Labels};
-use cowbench_workloads::probe::{Request, Response, HOLD_MARKER, PROBE_PATH};
+use cowbench_drivers::Driver;
+use cowbench_workloads::probe::{HOLD_MARKER, PROBE_PATH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use cgroup::{Accounting, Hierarchies, Layout};
+pub use cgroup::{Hierarchies, Layout};
+pub use cowbench_workloads::lab::Accounting;
 
 use crate::image::Image;
 
@@ -94,6 +95,8 @@ pub enum Error {
     Spec(String),
     #[error("probe: {0}")]
     Probe(String),
+    #[error(transparent)]
+    ProbeOutput(#[from] ProbeOutputError),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
@@ -135,153 +138,7 @@ impl std::str::FromStr for RuntimeKind {
     }
 }
 
-/// Optional cgroup limits of a container.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Limits {
-    pub memory_bytes: Option<u64>,
-    /// CPU bandwidth in CPUs (1.5 = 150 ms per 100 ms period).
-    pub cpus: Option<f64>,
-    pub pids: Option<i64>,
-    pub io_weight: Option<u16>,
-    /// (major, minor, bytes per second) per block device.
-    pub io_read_bps: Vec<(u64, u64, u64)>,
-    pub io_write_bps: Vec<(u64, u64, u64)>,
-}
-
-/// What to run. Empty `args` means the image's entrypoint + cmd.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ContainerSpec {
-    /// Container id (default: generated, unique per process and time).
-    pub id: Option<String>,
-    pub args: Vec<String>,
-    /// `KEY=VALUE`, added to (and overriding) the image's environment.
-    pub env: Vec<String>,
-    /// Working directory (default: the image's, else `/`).
-    pub cwd: Option<String>,
-    /// Default: the container id.
-    pub hostname: Option<String>,
-    pub limits: Limits,
-    /// Keep the container's layer after it is gone (to inspect its diff or usage).
-    pub keep_layer: bool,
-    pub readonly_rootfs: bool,
-    /// `run`: kill the container after this long (default 10 minutes).
-    pub timeout: Option<Duration>,
-    /// `stop`: SIGKILL when SIGTERM has not ended the container after this long (default 10 s).
-    pub stop_timeout: Option<Duration>,
-    /// Labels of the container's layer.
-    pub labels: Labels,
-}
-
-impl ContainerSpec {
-    pub fn command<S: Into<String>>(args: impl IntoIterator<Item = S>) -> Self {
-        ContainerSpec { args: args.into_iter().map(Into::into).collect(), ..Default::default() }
-    }
-
-    /// Run the in-container probe with `req` (passed as its argument).
-    pub fn probe(req: &Request) -> Self {
-        Self::command([PROBE_PATH.to_string(), req.to_json()])
-    }
-}
-
-/// Where the time of a `run` went, ns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunTimings {
-    /// prepare + mount of the container's layer, and the bundle.
-    pub setup_ns: u64,
-    /// `<runtime> run` until the process exited.
-    pub run_ns: u64,
-    /// delete + unmount + layer removal.
-    pub teardown_ns: u64,
-    pub total_ns: u64,
-}
-
-/// Start latency of a long-lived container, ns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StartTimings {
-    /// prepare + mount of the layer and the bundle.
-    pub setup_ns: u64,
-    /// `<runtime> create`: namespaces, mounts, cgroup, init waiting to exec.
-    pub create_ns: u64,
-    /// `<runtime> start`: until the process is exec'd.
-    pub start_ns: u64,
-    /// From the call to `start` until it returned.
-    pub total_ns: u64,
-}
-
-/// The result of [`Runtime::run`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunOutput {
-    pub id: String,
-    /// Exit code of the container's process (None when killed by a signal).
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    /// The cgroup's accounting after the process ended (None if it could not be read).
-    pub accounting: Option<Accounting>,
-    pub timings: RunTimings,
-    pub layer_key: String,
-    pub cgroup_path: String,
-    pub timed_out: bool,
-    /// The accounting was read after the process ended (runc); false: it is the last sample
-    /// taken while the container ran (crun, which removes the cgroup at exit).
-    pub accounting_final: bool,
-}
-
-impl RunOutput {
-    pub fn success(&self) -> bool {
-        self.exit_code == Some(0)
-    }
-
-    pub fn stdout_str(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    pub fn stderr_str(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
-    }
-
-    /// Parse stdout as the probe's response.
-    pub fn probe_response(&self) -> Result<Response> {
-        Response::from_json(&self.stdout_str())
-            .map_err(|e| Error::Probe(format!("container {}: {e}; stderr: {}", self.id, self.stderr_str().trim())))
-    }
-}
-
-/// The result of [`Container::exec`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecOutput {
-    pub exit_code: Option<i32>,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-}
-
-impl ExecOutput {
-    pub fn stdout_str(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-}
-
-/// The result of [`Container::stop`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StopOutput {
-    pub id: String,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub accounting: Option<Accounting>,
-    /// SIGTERM until the process was gone.
-    pub stop_ns: u64,
-    /// SIGTERM was not enough.
-    pub killed: bool,
-}
-
-impl StopOutput {
-    pub fn probe_response(&self) -> Result<Response> {
-        Response::from_json(&String::from_utf8_lossy(&self.stdout)).map_err(|e| {
-            Error::Probe(format!("container {}: {e}; stderr: {}", self.id, String::from_utf8_lossy(&self.stderr).trim()))
-        })
-    }
-}
+pub use cowbench_workloads::lab::{ContainerSpec, ExecOutput, Limits, ProbeOutputError, RunOutput, RunTimings, StartTimings, StopOutput};
 
 /// What [`Runtime::kill_all_ours`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 //! image::build(&dyn Driver, &ImageSpec) -> Result<Image>       synthetic, seeded, runnable
 //! image::import(&dyn Driver, path: &Path, name: Option<&str>) -> Result<Image>
 //!                                              `docker save` tarball or OCI layout (dir or tar)
-//! Image::load(&dyn Driver, name) -> Result<Image>               an image built or imported before
+//! load(&dyn Driver, name) -> Result<Image>               an image built or imported before
 //! image::list(&dyn Driver) -> Result<Vec<Image>>
 //! image::remove(&dyn Driver, name) -> Result<()>
 //! image::commit_stack(&dyn Driver, name, &[&dyn LayerSource], &ImageConfig) -> Result<Image>
@@ -24,18 +24,18 @@ pub mod digest;
 pub mod import;
 pub mod layout;
 pub mod probe_bin;
-pub mod synth;
 
 use std::io::{self, Read, Write};
 
 use cowbench_drivers::{ApplyStats, Driver, Kind, Labels};
-use serde::{Deserialize, Serialize};
+
 use sha2::{Digest as _, Sha256};
 
 pub use digest::{Algorithm, Digest, DigestError};
 use digest::{Hasher, Mismatch, Verify};
 pub use import::import;
-pub use synth::{SizeDist, SynthSpec};
+pub use cowbench_workloads::images::{synth, ImageSpec, Shape, SizeDist, SynthSpec};
+pub use cowbench_workloads::lab::{Image, ImageConfig};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -93,30 +93,6 @@ impl Error {
     }
 }
 
-/// What a container of this image runs by default (the OCI image config's `config` part).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageConfig {
-    #[serde(default)]
-    pub env: Vec<String>,
-    #[serde(default)]
-    pub cmd: Vec<String>,
-    #[serde(default)]
-    pub entrypoint: Vec<String>,
-    #[serde(default)]
-    pub workdir: Option<String>,
-}
-
-/// An image in one driver: committed layers, bottom to top.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Image {
-    pub name: String,
-    /// Committed layer keys, bottom → top.
-    pub layers: Vec<String>,
-    /// The top layer (the parent of every container's active layer).
-    pub top: String,
-    pub config: ImageConfig,
-}
-
 pub const LABEL_IMAGE: &str = "cowbench.image";
 pub const LABEL_DIGEST: &str = "cowbench.digest";
 pub const LABEL_CHAIN: &str = "cowbench.chain";
@@ -144,35 +120,32 @@ pub fn sanitize_name(name: &str) -> String {
     }
 }
 
-impl Image {
-    /// The image `name` as committed in `driver` before.
-    pub fn load(driver: &dyn Driver, name: &str) -> Result<Image> {
-        let mut layers: Vec<(usize, cowbench_drivers::LayerInfo)> = driver
-            .list()?
-            .into_iter()
-            .filter(|l| l.kind == Kind::Committed)
-            .filter_map(|l| layer_index(name, &l.key).map(|n| (n, l)))
-            .collect();
-        layers.sort_by_key(|(n, _)| *n);
-        if layers.is_empty() || layers.iter().enumerate().any(|(i, (n, _))| i != *n) {
-            return Err(Error::NotFound(name.into()));
-        }
-        let top = layers.last().unwrap().1.clone();
-        // Only a complete build labels its top with the config: a stack without it is the
-        // remainder of a failed build, no image.
-        let Some(config) = top.labels.get(LABEL_CONFIG) else {
-            return Err(Error::NotFound(name.into()));
-        };
-        let config = serde_json::from_str(config).map_err(|e| Error::Format { image: name.into(), message: format!("config label: {e}") })?;
-        Ok(Image {
-            name: name.into(),
-            layers: layers.iter().map(|(_, l)| l.key.clone()).collect(),
-            top: top.key,
-            config,
-        })
+/// The image `name` as committed in `driver` before.
+pub fn load(driver: &dyn Driver, name: &str) -> Result<Image> {
+    let mut layers: Vec<(usize, cowbench_drivers::LayerInfo)> = driver
+        .list()?
+        .into_iter()
+        .filter(|l| l.kind == Kind::Committed)
+        .filter_map(|l| layer_index(name, &l.key).map(|n| (n, l)))
+        .collect();
+    layers.sort_by_key(|(n, _)| *n);
+    if layers.is_empty() || layers.iter().enumerate().any(|(i, (n, _))| i != *n) {
+        return Err(Error::NotFound(name.into()));
     }
+    let top = layers.last().unwrap().1.clone();
+    // Only a complete build labels its top with the config: a stack without it is the
+    // remainder of a failed build, no image.
+    let Some(config) = top.labels.get(LABEL_CONFIG) else {
+        return Err(Error::NotFound(name.into()));
+    };
+    let config = serde_json::from_str(config).map_err(|e| Error::Format { image: name.into(), message: format!("config label: {e}") })?;
+    Ok(Image {
+        name: name.into(),
+        layers: layers.iter().map(|(_, l)| l.key.clone()).collect(),
+        top: top.key,
+        config,
+    })
 }
-
 /// Every image in `driver`.
 pub fn list(driver: &dyn Driver) -> Result<Vec<Image>> {
     let mut names: Vec<String> = driver
@@ -183,7 +156,7 @@ pub fn list(driver: &dyn Driver) -> Result<Vec<Image>> {
         .collect();
     names.sort();
     names.dedup();
-    Ok(names.iter().filter_map(|n| Image::load(driver, n).ok()).collect())
+    Ok(names.iter().filter_map(|n| load(driver, n).ok()).collect())
 }
 
 /// Remove image `name`'s layers, top first (refused while containers use them).
@@ -387,35 +360,6 @@ fn build_stack(driver: &dyn Driver, name: &str, layers: &[&dyn LayerSource], con
     Ok(Image { name: name.into(), layers: keys, top, config: config.clone() })
 }
 
-/// The fixed shapes workloads need, plus the general synthetic generator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "shape", rename_all = "snake_case")]
-pub enum Shape {
-    /// Only the base layer.
-    Base,
-    Synthetic(SynthSpec),
-    /// One file of `bytes` at `path`.
-    LargeFile { path: String, bytes: u64 },
-    /// `count` files of `bytes` under /small, `per_dir` per directory.
-    SmallFiles { count: usize, bytes: u64, per_dir: usize },
-    /// `depth` layers; `target` (of `target_bytes`) in the bottom one.
-    DeepStack { depth: usize, target: String, target_bytes: u64 },
-}
-
-/// A synthetic image: the base layer (busybox + probe) and the shape's layers above it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageSpec {
-    pub name: String,
-    pub seed: u64,
-    pub shape: Shape,
-}
-
-impl ImageSpec {
-    pub fn new(name: &str, seed: u64, shape: Shape) -> Self {
-        ImageSpec { name: name.into(), seed, shape }
-    }
-}
-
 /// The default config of synthetic images: run the probe, reading its request from stdin.
 pub fn probe_config() -> ImageConfig {
     ImageConfig {
@@ -431,15 +375,23 @@ pub fn build(driver: &dyn Driver, spec: &ImageSpec) -> Result<Image> {
     let busybox = probe_bin::busybox()?;
     let probe = probe_bin::find_or_build()?;
     let plans = match &spec.shape {
-        Shape::Base => vec![],
+        Shape::Base | Shape::Custom(_) => vec![],
         Shape::Synthetic(s) => synth::plan_synthetic(spec.seed, s),
         Shape::LargeFile { path, bytes } => vec![synth::plan_large_file(spec.seed, path, *bytes)],
         Shape::SmallFiles { count, bytes, per_dir } => vec![synth::plan_small_files(spec.seed, *count, *bytes, *per_dir)],
         Shape::DeepStack { depth, target, target_bytes } => synth::plan_deep_stack(spec.seed, *depth, target, *target_bytes),
     };
+    let custom: &[cowbench_workloads::images::CustomLayer] = match &spec.shape {
+        Shape::Custom(c) => c,
+        _ => &[],
+    };
     let base = Generated { write: |w: &mut dyn Write| synth::write_base_layer(&busybox, &probe, w) };
-    let gens: Vec<_> = plans.iter().map(|p| Generated { write: move |w: &mut dyn Write| synth::write_layer(p, w) }).collect();
+    let gens: Vec<Box<dyn LayerSource + '_>> = plans
+        .iter()
+        .map(|p| Box::new(Generated { write: move |w: &mut dyn Write| synth::write_layer(p, w) }) as Box<dyn LayerSource>)
+        .chain(custom.iter().map(|c| Box::new(Generated { write: move |w: &mut dyn Write| (c.write)(w) }) as Box<dyn LayerSource>))
+        .collect();
     let mut layers: Vec<&dyn LayerSource> = vec![&base];
-    layers.extend(gens.iter().map(|g| g as &dyn LayerSource));
+    layers.extend(gens.iter().map(|g| g.as_ref()));
     commit_stack(driver, &spec.name, &layers, &probe_config())
 }

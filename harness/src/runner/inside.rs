@@ -26,7 +26,7 @@ pub fn build_image(driver: &dyn Driver, driver_root: &Path, spec: &ImageSpec) ->
     let key = (driver_root.to_path_buf(), serde_json::to_string(spec).unwrap_or_default());
     let known = BUILT.lock().map(|b| b.contains(&key)).unwrap_or(false);
     if known {
-        if let Ok(img) = Image::load(driver, &image::sanitize_name(&spec.name)) {
+        if let Ok(img) = image::load(driver, &image::sanitize_name(&spec.name)) {
             return Ok(img);
         }
     }

@@ -325,7 +325,7 @@ pub fn write_base_layer(busybox: &Path, probe: &Path, out: &mut dyn Write) -> io
     }
     let pr = std::fs::File::open(probe)?;
     let len = pr.metadata()?.len();
-    t.file(cowbench_workloads::probe::PROBE_PATH, 0o755, len, pr)?;
+    t.file(crate::probe::PROBE_PATH, 0o755, len, pr)?;
     for (p, text) in [
         ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
         ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
