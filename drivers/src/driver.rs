@@ -112,6 +112,14 @@ pub struct Capabilities {
     pub discard: bool,
     /// O_DIRECT opens succeed on a mounted layer.
     pub o_direct: bool,
+    /// A parentless empty layer is a plain filesystem of the backend's own kind (a btrfs
+    /// subvolume, a zfs dataset): the bare-metal baseline measures there.
+    #[serde(default)]
+    pub native_fs_layer: bool,
+    /// The backend keeps a read cache of its own that dropping the page cache does not empty
+    /// (the ZFS ARC): cold-cache timings must say so.
+    #[serde(default)]
+    pub own_read_cache: bool,
 }
 
 /// Which code actually runs a backend. Never report a stand-in as the kernel driver.

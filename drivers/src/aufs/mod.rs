@@ -415,6 +415,8 @@ impl Driver for Aufs {
             loop_backed: false,
             discard: false,
             o_direct: true,
+            native_fs_layer: false,
+            own_read_cache: false,
         }
     }
 

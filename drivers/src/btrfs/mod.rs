@@ -490,6 +490,8 @@ impl Driver for Btrfs {
             loop_backed: matches!(self.store, Store::Loop { .. }),
             discard: opts.split(',').any(|o| o.starts_with("discard")),
             o_direct: true,
+            native_fs_layer: true,
+            own_read_cache: false,
         }
     }
 

@@ -1017,6 +1017,8 @@ impl Driver for DeviceMapper {
             loop_backed: self.state.owned,
             discard: self.opts.discard,
             o_direct: true,
+            native_fs_layer: false,
+            own_read_cache: false,
         }
     }
 

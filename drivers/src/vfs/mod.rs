@@ -134,6 +134,8 @@ impl Driver for Vfs {
             loop_backed: false,
             discard: false,
             o_direct: self.o_direct,
+            native_fs_layer: false,
+            own_read_cache: false,
         }
     }
 

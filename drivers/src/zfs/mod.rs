@@ -674,6 +674,8 @@ impl Driver for Zfs {
             discard: false,
             // OpenZFS before 2.3 and zfs-fuse accept O_DIRECT opens and serve them cached.
             o_direct: true,
+            native_fs_layer: true,
+            own_read_cache: true,
         }
     }
 
