@@ -82,7 +82,6 @@ pub trait CellExec {
 /// The executor of `workload` for one cell.
 pub fn setup<'a>(workload: &str, session: &'a Session, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
     match workload {
-        "density" => super::density::setup(session, params),
         "sharedcache" => super::sharedcache::setup(session, params),
         "churn" => super::churn::setup(session, params),
         "fragmentation" => super::fragmentation::setup(session, params),

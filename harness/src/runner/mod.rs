@@ -6,7 +6,6 @@
 //! down), so images built for a driver are reused across its cells and at most one backend's
 //! store exists at a time.
 
-mod density;
 mod sharedcache;
 mod churn;
 mod fragmentation;
