@@ -14,7 +14,6 @@ mod lookup;
 mod metadata;
 mod seqio;
 mod baremetal;
-mod layers;
 mod imgs;
 pub mod inside;
 pub mod exec;
