@@ -10,7 +10,6 @@ mod sharedcache;
 mod churn;
 mod fragmentation;
 mod concurrent;
-mod lookup;
 mod metadata;
 mod seqio;
 mod baremetal;
