@@ -86,7 +86,6 @@ pub fn setup<'a>(workload: &str, session: &'a Session, params: &Params) -> Resul
         "churn" => super::churn::setup(session, params),
         "fragmentation" => super::fragmentation::setup(session, params),
         "concurrent" => super::concurrent::setup(session, params),
-        "metadata" => super::metadata::setup(session, params),
         "seqio" | "randio" => super::seqio::setup(session, params),
         "baremetal" => super::baremetal::setup(session, params),
         other => Err(SetupError::Skip(format!("no executor for workload '{other}'"))),

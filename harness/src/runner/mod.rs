@@ -10,7 +10,6 @@ mod sharedcache;
 mod churn;
 mod fragmentation;
 mod concurrent;
-mod metadata;
 mod seqio;
 mod baremetal;
 mod imgs;
