@@ -84,10 +84,6 @@ pub fn setup<'a>(workload: &str, session: &'a Session, params: &Params) -> Resul
     match workload {
         "copyup" => super::copyup::setup(session, params),
         "density" => super::density::setup(session, params),
-        "sharedcache" => super::sharedcache::setup(session, params),
-        "churn" => super::churn::setup(session, params),
-        "fragmentation" => super::fragmentation::setup(session, params),
-        "concurrent" => super::concurrent::setup(session, params),
         "lookup" => super::lookup::setup(session, params),
         "metadata" => super::metadata::setup(session, params),
         "seqio" | "randio" => super::seqio::setup(session, params),

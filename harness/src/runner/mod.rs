@@ -8,10 +8,6 @@
 
 mod copyup;
 mod density;
-mod sharedcache;
-mod churn;
-mod fragmentation;
-mod concurrent;
 mod lookup;
 mod metadata;
 mod seqio;
