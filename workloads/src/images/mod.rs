@@ -9,8 +9,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub mod content;
+pub mod large;
 pub mod synth;
 
+pub use large::{large_file, LARGE_PATH};
 pub use synth::{SizeDist, SynthSpec};
 
 /// The fixed shapes workloads need, plus the general synthetic generator.
