@@ -27,6 +27,7 @@ pub mod probe;
 pub mod lab;
 pub mod images;
 pub mod kit;
+pub mod fileio;
 
 /// How much of a workload's sweep to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -90,8 +90,6 @@ pub fn setup<'a>(workload: &str, session: &'a Session, params: &Params) -> Resul
         "concurrent" => super::concurrent::setup(session, params),
         "lookup" => super::lookup::setup(session, params),
         "metadata" => super::metadata::setup(session, params),
-        "seqio" | "randio" => super::seqio::setup(session, params),
-        "baremetal" => super::baremetal::setup(session, params),
         "layers" => super::layers::setup(session, params),
         other => Err(SetupError::Skip(format!("no executor for workload '{other}'"))),
     }

@@ -14,8 +14,6 @@ mod fragmentation;
 mod concurrent;
 mod lookup;
 mod metadata;
-mod seqio;
-mod baremetal;
 mod layers;
 mod imgs;
 pub mod inside;
