@@ -1,100 +1,52 @@
-//! `cargo bench`: criterion benchmarks of the cowbench workloads (copyup, lookup, metadata,
-//! seqio, randio, layers) on every backend available here, with real containers.
+//! `cargo bench`: criterion benchmarks of every cowbench workload on every backend available
+//! here, with real containers, through the same [`HostLab`] and `Workload::setup` the runner
+//! uses — no per-workload code: a new workload appears here by being in
+//! `cowbench_workloads::all()`.
 //!
-//! Benchmark ids are `workload/driver/parameters`, so `cargo bench -- copyup/overlay` runs the
-//! copy-up benchmarks on overlay only, `cargo bench -- lookup` every lookup benchmark. A driver
-//! that cannot run here is skipped with its reason printed; without root nothing can run (the
-//! benches mount filesystems, attach loop devices and start containers) and the bench says so.
+//! One benchmark per (workload, driver): the workload's first quick-profile cell. Benchmark ids
+//! are `workload/driver/parameters`, so `cargo bench -- density/overlay` runs density on
+//! overlay only, `cargo bench -- lookup` every lookup benchmark. A driver that cannot run here
+//! is skipped with its reason printed, a cell the backend cannot do (setup skips it) too;
+//! without root nothing can run (the benches mount filesystems, attach loop devices and start
+//! containers) and the bench says so.
 //!
-//! Timing: everything a benchmark needs (driver, images, executor) is set up once before
-//! criterion measures it. Where the operation runs in a container, the time criterion records
-//! is the probe's own figure (`iter_custom`), never the container's start and stop; `layers`
-//! records the harness clock around the driver calls, as the workload does. One criterion
-//! call runs ONE real repetition (one container) and reports its time scaled to the iteration
-//! count criterion asked for: criterion picks iteration counts from the measured figure (often
-//! microseconds), and a container per iteration would turn them into hours. So each criterion
-//! sample is one real repetition; samples, warm-up and measurement time are small (set below,
-//! overridable on the command line) so `cargo bench -- copyup` takes a few minutes.
+//! What criterion times: one call of criterion's routine runs ONE real repetition of the cell
+//! (caches dropped first where the workload asks) and reports the cell's **primary time
+//! metric**: the first metric the workload declares whose unit is `ns`, as the mean of its
+//! samples in that repetition (per container, file or IO where a repetition yields several:
+//! e.g. density `start_latency_ns`, lookup `lookup_latency_ns`). A workload with no time
+//! metric (fragmentation) is timed by the harness clock around the whole repetition. The
+//! figure is scaled to the iteration count criterion asked for: criterion picks iteration
+//! counts from the measured figure (often microseconds), and a container per iteration would
+//! turn them into hours; so each criterion sample is one real repetition. Setup (driver,
+//! images, the workload's warm-up repetitions) happens before criterion measures anything.
+//! Samples, warm-up and measurement time are small (set below, overridable on the command
+//! line) so `cargo bench -- copyup` takes a few minutes.
 //!
 //! State lives under a fresh root in /var/tmp (`COWBENCH_BENCH_ROOT` overrides the parent),
 //! torn down at the end, also after a panic.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cowbench::container::{Runtime, RuntimeKind};
-use cowbench::runner::exec::{self, CellExec, Session, SetupError};
+use cowbench::lab::HostLab;
 use cowbench_drivers::sys::hostinfo;
 use cowbench_drivers::{registry, DriverConfig};
-use cowbench_workloads::copyup::{CopyupParams, WriteAt};
-use cowbench_workloads::layers::LayersParams;
-use cowbench_workloads::lookup::{Cache, LookupParams};
-use cowbench_workloads::metadata::MetadataParams;
-use cowbench_workloads::seqio::{IoParams, Target};
-use cowbench_workloads::{by_id, params_string, Params, TypedParams, KIB, MIB};
-use criterion::{BenchmarkId, Criterion, Throughput};
+use cowbench_workloads::lab::Lab;
+use cowbench_workloads::{params_string, CellExec, MetricSpec, Params, Profile, SetupError, Workload};
+use criterion::{BenchmarkId, Criterion};
 
-/// One benchmark: a workload cell and the metric whose value is the measured time.
-struct Bench {
-    workload: &'static str,
-    params: Params,
-    /// Metric giving the time, ns (the mean when a repetition yields several samples).
-    metric: &'static str,
-    /// Multiply the metric by this (per-IO latency × IOs = the pass).
-    scale: f64,
-    /// Bytes one iteration moves, for criterion's throughput figures.
-    bytes: Option<u64>,
-    /// Extra part of the id (which metric), appended to the parameters.
-    tag: Option<&'static str>,
+/// The metric a benchmark reports: the workload's first time metric.
+fn time_metric(w: &dyn Workload) -> Option<&'static MetricSpec> {
+    w.metrics().iter().find(|m| m.unit == "ns")
 }
 
-impl Bench {
-    fn new(workload: &'static str, params: Params, metric: &'static str) -> Bench {
-        Bench { workload, params, metric, scale: 1.0, bytes: None, tag: None }
-    }
-    fn id(&self) -> String {
-        match self.tag {
-            Some(t) => format!("{};{t}", params_string(&self.params)),
-            None => params_string(&self.params),
-        }
-    }
+/// The cell a benchmark runs: the first of the quick profile (the smallest the project runs
+/// by default).
+fn bench_cell(w: &dyn Workload) -> Option<Params> {
+    w.cells(Profile::Quick).into_iter().next()
 }
 
-fn benches() -> Vec<Bench> {
-    let mut v = Vec::new();
-    for file_bytes in [4 * KIB, 16 * MIB] {
-        let p = CopyupParams { file_bytes, depth: 1, write_at: WriteAt::Start };
-        v.push(Bench::new("copyup", p.to_params(), "first_write_latency_ns"));
-    }
-    for depth in [1, 32] {
-        let p = LookupParams { depth, files: 100, cache: Cache::Cold };
-        v.push(Bench::new("lookup", p.to_params(), "lookup_latency_ns"));
-    }
-    let m = MetadataParams { files: 1_000, chown_files: 64, chown_bytes: MIB }.to_params();
-    v.push(Bench { tag: Some("op=create"), ..Bench::new("metadata", m.clone(), "create_latency_ns") });
-    v.push(Bench { tag: Some("op=chown"), ..Bench::new("metadata", m, "chown_latency_ns") });
-    let seq = IoParams::seq(Target::Image, false, false, 64 * MIB, 1);
-    v.push(Bench {
-        scale: seq.ios() as f64,
-        bytes: Some(seq.file_bytes),
-        tag: Some("phase=read"),
-        ..Bench::new("seqio", seq.to_params(), "read_latency_ns")
-    });
-    let rand = IoParams::rand(Target::Image, true, false, 64 * MIB, 1, 2048);
-    v.push(Bench {
-        scale: rand.ios() as f64,
-        bytes: Some(rand.ios() * rand.block_bytes),
-        tag: Some("phase=write"),
-        ..Bench::new("randio", rand.to_params(), "write_latency_ns")
-    });
-    let l = LayersParams { layer_bytes: 16 * MIB, files: 10 };
-    v.push(Bench { bytes: Some(l.layer_bytes), tag: Some("op=pull"), ..Bench::new("layers", l.to_params(), "pull_latency_ns") });
-    v.push(Bench { bytes: Some(l.layer_bytes), tag: Some("op=push"), ..Bench::new("layers", l.to_params(), "push_latency_ns") });
-    v
-}
-
-/// Positional filters of the command line (what criterion matches benchmark ids against), so
-/// that drivers and images no selected benchmark needs are never set up.
 fn filters() -> Vec<String> {
     // criterion options that take a value.
     const WITH_VALUE: &[&str] = &[
@@ -121,10 +73,10 @@ fn wanted(filters: &[String], id: &str) -> bool {
         || filters.iter().any(|f| id.contains(f.as_str()) || f.chars().any(|c| "^$.*+?()[]{}|\\".contains(c)))
 }
 
-/// The bench root and every session on it, torn down on drop (also after a panic).
+/// The bench root and every lab on it, torn down on drop (also after a panic).
 struct Root {
     dir: tempfile::TempDir,
-    sessions: Vec<Session>,
+    labs: Vec<HostLab>,
 }
 
 impl Root {
@@ -135,9 +87,9 @@ impl Root {
 
 impl Drop for Root {
     fn drop(&mut self) {
-        for s in self.sessions.drain(..) {
-            let name = s.name.clone();
-            if let Err(e) = s.close() {
+        for lab in self.labs.drain(..) {
+            let name = lab.name().to_string();
+            if let Err(e) = lab.close() {
                 eprintln!("cowbench bench: teardown of {name}: {e:#}");
             }
         }
@@ -149,17 +101,21 @@ impl Drop for Root {
 }
 
 /// Run one repetition the way the runner does (caches dropped first where the workload asks)
-/// and return the benchmark's time, ns.
-fn one(ex: &mut dyn CellExec, b: &Bench, rep: u32) -> f64 {
-    if by_id(b.workload).is_some_and(|w| w.drop_caches()) {
-        if let Err(e) = cowbench::runner::drop_caches() {
+/// and return the benchmark's time, ns: the mean of the time metric's samples, else the
+/// repetition's wall clock.
+fn one(lab: &dyn Lab, w: &dyn Workload, ex: &mut dyn CellExec, id: &str, rep: u32) -> f64 {
+    if w.drop_caches() {
+        if let Err(e) = lab.drop_caches() {
             eprintln!("cowbench bench: dropping caches failed ({e}); this sample is warm");
         }
     }
-    let samples = ex.repetition(rep).unwrap_or_else(|e| panic!("{} {}: {e:#}", b.workload, b.id()));
-    let vals: Vec<f64> = samples.iter().filter(|(k, _)| *k == b.metric).map(|(_, v)| *v).collect();
-    assert!(!vals.is_empty(), "{}: no {} sample", b.workload, b.metric);
-    vals.iter().sum::<f64>() / vals.len() as f64 * b.scale
+    let t0 = Instant::now();
+    let samples = ex.repetition(rep).unwrap_or_else(|e| panic!("{id}: {e:#}"));
+    let wall = t0.elapsed().as_nanos() as f64;
+    let Some(m) = time_metric(w) else { return wall };
+    let vals: Vec<f64> = samples.iter().filter(|(k, _)| *k == m.name).map(|(_, v)| *v).collect();
+    assert!(!vals.is_empty(), "{id}: no {} sample", m.name);
+    vals.iter().sum::<f64>() / vals.len() as f64
 }
 
 fn main() {
@@ -181,15 +137,15 @@ fn main() {
         return;
     }
     let filters = filters();
-    let all = benches();
     let parent = std::env::var_os("COWBENCH_BENCH_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"));
     std::fs::create_dir_all(&parent).expect("bench root parent");
-    let mut root = Root {
-        dir: tempfile::Builder::new().prefix("cowbench-bench-").tempdir_in(&parent).expect("bench root"),
-        sessions: Vec::new(),
-    };
+    let mut root = Root { dir: tempfile::Builder::new().prefix("cowbench-bench-").tempdir_in(&parent).expect("bench root"), labs: Vec::new() };
     for driver in registry::DRIVERS {
-        let mine: Vec<&Bench> = all.iter().filter(|b| wanted(&filters, &format!("{}/{driver}/{}", b.workload, b.id()))).collect();
+        let mine: Vec<(&'static dyn Workload, Params)> = cowbench_workloads::all()
+            .into_iter()
+            .filter_map(|w| bench_cell(w).map(|p| (w, p)))
+            .filter(|(w, p)| wanted(&filters, &format!("{}/{driver}/{}", w.id(), params_string(p))))
+            .collect();
         if mine.is_empty() {
             continue;
         }
@@ -198,45 +154,43 @@ fn main() {
             eprintln!("cowbench bench: skipping {driver}: {}", probe.reason.unwrap_or_default());
             continue;
         }
-        let cfg = DriverConfig::new(root.path());
-        let session = match Runtime::new(RuntimeKind::Runc, &cfg.root)
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| Ok((rt, registry::open(driver, &cfg)?)))
-        {
-            Ok((runtime, d)) => Session { name: driver.to_string(), driver: d, cfg: cfg.clone(), probe, runtime, seed: 1 },
+        match HostLab::open(driver, &DriverConfig::new(root.path()), "runc", 1) {
+            Ok(lab) => root.labs.push(lab),
             Err(e) => {
                 eprintln!("cowbench bench: skipping {driver}: opening it failed: {e:#}");
                 continue;
             }
-        };
-        root.sessions.push(session);
-        let s = root.sessions.last().expect("just pushed");
-        for b in mine {
-            let mut g = c.benchmark_group(format!("{}/{driver}", b.workload));
-            g.sampling_mode(criterion::SamplingMode::Flat);
-            if let Some(bytes) = b.bytes {
-                g.throughput(Throughput::Bytes(bytes));
-            }
-            // Setup (images, layers, tar files) happens here, outside anything timed.
-            let mut ex = match exec::setup(b.workload, s, &b.params) {
+        }
+        let lab = root.labs.last().expect("just pushed");
+        for (w, params) in mine {
+            let id = format!("{}/{driver}/{}", w.id(), params_string(&params));
+            // Setup (images, layers, files) and the workload's warm-up happen here, untimed.
+            let mut ex = match w.setup(lab, &params) {
                 Ok(ex) => ex,
                 Err(SetupError::Skip(r)) => {
-                    eprintln!("cowbench bench: skipping {}/{driver}/{}: {r}", b.workload, b.id());
+                    eprintln!("cowbench bench: skipping {id}: {r}");
                     continue;
                 }
-                Err(SetupError::Fail(e)) => panic!("{}/{driver}/{}: setup failed: {e:#}", b.workload, b.id()),
+                Err(SetupError::Fail(e)) => panic!("{id}: setup failed: {e:#}"),
             };
+            for _ in 0..w.warmup(Profile::Quick) {
+                one(lab, w, &mut *ex, &id, 0);
+            }
+            let what = time_metric(w).map_or("wall clock of one repetition", |m| m.name);
+            eprintln!("cowbench bench: {id}: criterion times {what}");
+            let mut g = c.benchmark_group(format!("{}/{driver}", w.id()));
+            g.sampling_mode(criterion::SamplingMode::Flat);
             let mut rep = 0u32;
-            g.bench_function(BenchmarkId::from_parameter(b.id()), |bencher| {
+            g.bench_function(BenchmarkId::from_parameter(params_string(&params)), |bencher| {
                 bencher.iter_custom(|iters| {
-                    let ns = one(&mut *ex, b, rep);
+                    let ns = one(lab, w, &mut *ex, &id, rep);
                     rep += 1;
                     Duration::from_nanos((ns * iters as f64) as u64)
                 })
             });
             g.finish();
             if let Err(e) = ex.finish() {
-                eprintln!("cowbench bench: {}/{driver}: releasing the cell failed: {e:#}", b.workload);
+                eprintln!("cowbench bench: {id}: releasing the cell failed: {e:#}");
             }
         }
     }

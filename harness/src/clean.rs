@@ -308,7 +308,7 @@ pub fn clean(root: &Path, opts: &CleanOptions) -> CleanReport {
 
 /// Entries of a root that cowbench's runs create besides the driver dirs (workload scratch
 /// names ending in `*` are prefixes).
-const RUN_STATE: [&str; 6] = ["containers", "runtime", "layers-tar", "baremetal", "odirect-check", "churn-discard-*"];
+const RUN_STATE: [&str; 8] = ["containers", "runtime", "layers-tar", "baremetal", "odirect-check", "churn-discard-*", "scratch", "variant-*"];
 
 fn remove_run_state(root: &Path, rep: &mut CleanReport, q: bool) {
     let Ok(rd) = std::fs::read_dir(root) else { return };

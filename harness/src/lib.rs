@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod container;
 pub mod image;
+pub mod lab;
 pub mod host;
 pub mod results;
 pub mod clean;

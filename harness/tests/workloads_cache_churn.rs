@@ -1,71 +1,35 @@
 //! The sharedcache, churn, fragmentation and concurrent executors on overlay and vfs with tiny
-//! parameters, through the same `exec::setup` the runner uses, with real containers: each runs,
+//! parameters, through the same cell function the runner uses, with real containers: each runs,
 //! gives samples of the right shape, and a property that must hold does.
 //!
 //! Each driver runs on a fresh root under /var/tmp (the conformance fixture): a driver that
 //! cannot run here is skipped with its reason, unless COWBENCH_REQUIRE_DRIVERS lists it.
 
-use std::collections::BTreeMap;
-
-use cowbench::runner::exec::{self, Session, SetupError};
+use cowbench::lab::HostLab;
+use cowbench_workloads::lab::Lab;
 use cowbench_drivers::sys::mounts;
 use cowbench_workloads::churn::ChurnParams;
 use cowbench_workloads::concurrent::{ConcurrentParams, Mode};
 use cowbench_workloads::fragmentation::FragmentationParams;
 use cowbench_workloads::sharedcache::SharedCacheParams;
-use cowbench_workloads::{by_id, Params, TypedParams, MIB};
+use cowbench_workloads::{TypedParams, MIB};
 
 mod common;
 use common::Samples;
 
-/// A session as the runner opens one, with this file's seed.
-fn session(driver: &str) -> Option<(cowbench_drivers::conformance::Fixture, Session)> {
-    common::session(driver, 7)
+/// A lab as the runner opens one, with this file's seed.
+fn session(driver: &str) -> Option<(cowbench_drivers::conformance::Fixture, HostLab)> {
+    common::lab(driver, 7)
 }
 
-/// Run `reps` repetitions of workload `id` with `params` as the runner does (dropping caches
-/// where the workload asks); samples by metric name, and the notes.
-fn run_cell(s: &Session, id: &str, params: &Params, reps: u32) -> Result<(Samples, BTreeMap<String, String>), String> {
-    let w = by_id(id).unwrap();
-    let mut ex = match exec::setup(id, s, params) {
-        Ok(ex) => ex,
-        Err(SetupError::Skip(r)) => return Err(format!("skip: {r}")),
-        Err(SetupError::Fail(e)) => panic!("{id} setup failed: {e:#}"),
-    };
-    let mut out: Samples = BTreeMap::new();
-    let mut failed = None;
-    for rep in 0..reps {
-        if w.drop_caches() {
-            cowbench::runner::drop_caches().unwrap();
-        }
-        match ex.repetition(rep) {
-            Ok(samples) => {
-                for (k, v) in samples {
-                    assert!(w.metrics().iter().any(|m| m.name == k), "{id}: unknown metric {k}");
-                    out.entry(k).or_default().push(v);
-                }
-            }
-            Err(e) => {
-                failed = Some(format!("{e:#}"));
-                break;
-            }
-        }
-    }
-    let notes = ex.notes();
-    let fin = ex.finish();
-    if let Some(e) = failed {
-        panic!("{id} repetition failed: {e}");
-    }
-    fin.unwrap();
-    Ok((out, notes))
-}
+use common::run_cell;
 
 /// Nothing of the containers left: no runtime state, no rootfs mount, no container layer.
-fn assert_clean(s: &Session) {
-    assert_eq!(s.runtime.list_ours().unwrap(), Vec::<String>::new(), "runtime state left");
-    let ms = mounts::mounts_under(&s.cfg.root.join("containers")).unwrap();
+fn assert_clean(s: &HostLab) {
+    assert_eq!(s.runtime().list_ours().unwrap(), Vec::<String>::new(), "runtime state left");
+    let ms = mounts::mounts_under(&s.config().root.join("containers")).unwrap();
     assert!(ms.is_empty(), "mounts left: {ms:?}");
-    let left: Vec<_> = s.driver.list().unwrap().into_iter().filter(|l| l.key.starts_with("ctr-")).collect();
+    let left: Vec<_> = s.driver().list().unwrap().into_iter().filter(|l| l.key.starts_with("ctr-")).collect();
     assert!(left.is_empty(), "container layers left: {left:?}");
 }
 

@@ -1,5 +1,5 @@
 //! The lookup, metadata, seqio, randio, baremetal and layers executors on overlay and vfs with
-//! tiny parameters, through the same `exec::setup` the runner uses, with real containers: each
+//! tiny parameters, through the same cell function the runner uses, with real containers: each
 //! runs, gives samples of the right shape, and a property that must hold does.
 //!
 //! Each driver runs on a fresh root under /var/tmp (the conformance fixture): a driver that
@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use cowbench::runner::exec::{self, Session, SetupError};
+use cowbench::lab::HostLab;
+use cowbench_workloads::lab::Lab;
 use cowbench_drivers::sys::mounts;
 use cowbench_workloads::baremetal::{BaremetalParams, Site};
 use cowbench_workloads::layers::LayersParams;
@@ -19,60 +20,31 @@ use cowbench_workloads::{by_id, Params, TypedParams, KIB, MIB};
 mod common;
 use common::Samples;
 
-/// A session as the runner opens one, with this file's seed.
-fn session(driver: &str) -> Option<(cowbench_drivers::conformance::Fixture, Session)> {
-    common::session(driver, 11)
+/// A lab as the runner opens one, with this file's seed.
+fn session(driver: &str) -> Option<(cowbench_drivers::conformance::Fixture, HostLab)> {
+    common::lab(driver, 11)
 }
 
-/// Run `reps` repetitions of workload `id` with `params` as the runner does (dropping caches
-/// where the workload asks); samples by metric name, and the notes.
-fn run_cell(s: &Session, id: &str, params: &Params, reps: u32) -> (Samples, BTreeMap<String, String>) {
-    let w = by_id(id).unwrap();
-    let mut ex = match exec::setup(id, s, params) {
-        Ok(ex) => ex,
-        Err(SetupError::Skip(r)) => panic!("{id} skipped on {}: {r}", s.name),
-        Err(SetupError::Fail(e)) => panic!("{id} setup failed on {}: {e:#}", s.name),
-    };
-    let mut out: Samples = BTreeMap::new();
-    let mut failed = None;
-    for rep in 0..reps {
-        if w.drop_caches() {
-            cowbench::runner::drop_caches().unwrap();
-        }
-        match ex.repetition(rep) {
-            Ok(samples) => {
-                for (k, v) in samples {
-                    assert!(w.metrics().iter().any(|m| m.name == k), "{id}: unknown metric {k}");
-                    assert!(v.is_finite() && v >= 0.0, "{id}: {k} = {v}");
-                    out.entry(k).or_default().push(v);
-                }
-            }
-            Err(e) => {
-                failed = Some(format!("{e:#}"));
-                break;
-            }
-        }
+/// Run `reps` repetitions of workload `id` with `params` as the runner does: samples by metric
+/// name, and the notes. Every metric the workload declares has samples, none negative.
+fn run_cell(s: &HostLab, id: &str, params: &Params, reps: u32) -> (Samples, BTreeMap<String, String>) {
+    let (out, notes) = common::run_cell(s, id, params, reps).unwrap_or_else(|r| panic!("{id} on {}: {r}", s.name()));
+    for m in by_id(id).unwrap().metrics() {
+        assert!(out.get(m.name).is_some_and(|v| !v.is_empty()), "{id} on {}: no {} samples", s.name(), m.name);
     }
-    let notes = ex.notes();
-    let fin = ex.finish();
-    if let Some(e) = failed {
-        panic!("{id} repetition failed on {}: {e}", s.name);
-    }
-    fin.unwrap();
-    // Every metric the workload declares has samples (the runner's shape).
-    for m in w.metrics() {
-        assert!(out.get(m.name).is_some_and(|v| !v.is_empty()), "{id} on {}: no {} samples", s.name, m.name);
+    for (k, v) in &out {
+        assert!(v.iter().all(|v| *v >= 0.0), "{id}: {k} = {v:?}");
     }
     (out, notes)
 }
 
 /// Nothing of the containers left: no runtime state, no rootfs mount, no container layer.
-fn assert_clean(s: &Session) {
-    assert_eq!(s.runtime.list_ours().unwrap(), Vec::<String>::new(), "runtime state left");
-    let ms = mounts::mounts_under(&s.cfg.root.join("containers")).unwrap();
+fn assert_clean(s: &HostLab) {
+    assert_eq!(s.runtime().list_ours().unwrap(), Vec::<String>::new(), "runtime state left");
+    let ms = mounts::mounts_under(&s.config().root.join("containers")).unwrap();
     assert!(ms.is_empty(), "mounts left: {ms:?}");
     let left: Vec<_> = s
-        .driver
+        .driver()
         .list()
         .unwrap()
         .into_iter()
@@ -181,7 +153,7 @@ fn baremetal(driver: &str) {
         // with no container and no driver mount in the way.
         assert!(notes["site"].contains("cowbench root"), "{}", notes["site"]);
         let dir = std::path::PathBuf::from(&notes["dir"]);
-        assert!(dir.starts_with(&s.cfg.root));
+        assert!(dir.starts_with(&s.config().root));
         assert!(!dir.exists(), "the host-side files are removed after the cell");
     }
     assert_clean(&s);
@@ -199,7 +171,7 @@ fn baremetal_vfs_runs_on_the_root_filesystem() {
 
 fn layers(driver: &str) {
     let Some((_fx, s)) = session(driver) else { return };
-    let before = s.driver.list().unwrap().len();
+    let before = s.driver().list().unwrap().len();
     for p in [LayersParams { layer_bytes: 2 * MIB, files: 10 }, LayersParams { layer_bytes: 512 * KIB, files: 100 }] {
         let (out, _) = run_cell(&s, "layers", &p.to_params(), 2);
         for m in ["pull_latency_ns", "pull_bytes_per_s", "push_latency_ns", "push_bytes_per_s", "commit_latency_ns"] {
@@ -209,7 +181,7 @@ fn layers(driver: &str) {
         // The pushed tar carries every byte of the layer (plus headers).
         assert!(out["diff_tar_bytes"].iter().all(|v| *v >= p.layer_bytes as f64), "{:?}", out["diff_tar_bytes"]);
     }
-    assert_eq!(s.driver.list().unwrap().len(), before, "every layer of the cell removed");
+    assert_eq!(s.driver().list().unwrap().len(), before, "every layer of the cell removed");
     assert_clean(&s);
 }
 

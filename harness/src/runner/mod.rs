@@ -6,18 +6,7 @@
 //! down), so images built for a driver are reused across its cells and at most one backend's
 //! store exists at a time.
 
-mod copyup;
-mod density;
-mod sharedcache;
-mod churn;
-mod fragmentation;
-mod concurrent;
-mod lookup;
-mod metadata;
-mod layers;
-mod imgs;
-pub mod inside;
-pub mod exec;
+pub mod cell;
 pub mod matrix;
 pub mod progress;
 pub mod signals;
@@ -31,9 +20,9 @@ use anyhow::Context;
 use cowbench_drivers::{registry, DriverConfig};
 use cowbench_workloads::Profile;
 
-use crate::results::schema::{CacheDrop, Cell, CellStatus, Counts, Metric, RunParameters, RunStatus, Snapshot};
+use crate::results::schema::{Cell, CellStatus, Counts, RunParameters, RunStatus, Snapshot};
 use crate::results::{stats, RunDoc, ResultsWriter, SCHEMA_VERSION};
-use exec::{Session, SetupError};
+use crate::lab::HostLab;
 use matrix::Planned;
 
 /// What `cowbench run` was asked.
@@ -65,19 +54,8 @@ fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// `sync; echo 3 > /proc/sys/vm/drop_caches`.
-pub fn drop_caches() -> Result<(), String> {
-    // SAFETY: sync(2) has no arguments and cannot fail.
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "3").map_err(|e| format!("write /proc/sys/vm/drop_caches: {e}"))
-}
-
-fn snapshot(session: Option<&Session>) -> Snapshot {
-    Snapshot {
-        unix: now_unix(),
-        meminfo_bytes: crate::results::schema::meminfo(),
-        backend_status: session.and_then(|s| s.driver.status().ok()).unwrap_or_default(),
-    }
+fn snapshot(lab: &HostLab) -> Snapshot {
+    Snapshot { unix: now_unix(), meminfo_bytes: crate::results::schema::meminfo(), backend_status: lab.status_snapshot() }
 }
 
 /// Run the matrix. Errors only for what prevents a run at all (bad selection, unwritable
@@ -138,10 +116,10 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
         }
         let probe = registry::probe(driver)?;
         let driver_cfg = cfg.driver_options.iter().fold(DriverConfig::new(&cfg.root), |c, (k, v)| c.with_option(k, v));
-        let opened: Result<Arc<Session>, String> = if !probe.available {
+        let opened: Result<Arc<HostLab>, String> = if !probe.available {
             Err(format!("driver unavailable: {}", probe.reason.clone().unwrap_or_default()))
         } else {
-            Session::open(driver, &driver_cfg, &cfg.runtime, cfg.seed).map(Arc::new).map_err(|e| format!("{e:#}"))
+            HostLab::open(driver, &driver_cfg, &cfg.runtime, cfg.seed).map(Arc::new).map_err(|e| format!("{e:#}"))
         };
         let mut given_up: Option<String> = None;
         for planned in cells {
@@ -153,7 +131,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
                 (Err(reason), _) if !probe.available => skipped(planned, &probe, reason),
                 (Err(reason), _) => failed_open(planned, &probe, reason),
                 (Ok(_), Some(why)) => not_run(planned, &probe, why),
-                (Ok(session), None) => match run_cell_watched(planned, session, &progress, cfg.cell_timeout) {
+                (Ok(lab), None) => match run_cell_watched(planned, lab, &progress, cfg.cell_timeout) {
                     Ok(cell) => cell,
                     Err(timeout_cell) => {
                         given_up = Some(format!("{driver} stopped responding in {}", planned.key()));
@@ -176,16 +154,16 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
             writer.write(&doc)?;
             index += 1;
         }
-        if let Ok(session) = opened {
+        if let Ok(lab) = opened {
             // A cell given up may still finish on its own (slow rather than hung): wait a little.
             let deadline = Instant::now() + Duration::from_secs(15);
-            while Arc::strong_count(&session) > 1 && Instant::now() < deadline {
+            while Arc::strong_count(&lab) > 1 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            match Arc::try_unwrap(session) {
-                Ok(session) => {
+            match Arc::try_unwrap(lab) {
+                Ok(lab) => {
                     hung.retain(|d| d != driver);
-                    if let Err(e) = session.close() {
+                    if let Err(e) = lab.close() {
                         progress.line(&format!("warning: teardown of {driver} failed: {e:#}"));
                     }
                 }
@@ -223,30 +201,14 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
 }
 
 fn base_cell(p: &Planned, probe: &cowbench_drivers::ProbeReport) -> Cell {
-    Cell {
-        key: p.key(),
-        workload: p.workload.id().into(),
-        driver: p.driver.clone(),
-        implementation: probe.implementation.as_ref().map(|i| match &probe.version {
-            Some(v) => format!("{i} {v}"),
-            None => i.clone(),
-        }),
-        stand_in: probe.stand_in,
-        loop_backed: false,
-        params: p.params.clone(),
-        status: CellStatus::Skipped,
-        reason: None,
-        warmup: p.warmup,
-        repetitions: p.repetitions,
-        caches_dropped: false,
-        cache_drop: CacheDrop { requested: p.workload.drop_caches(), ..Default::default() },
-        metrics: BTreeMap::new(),
-        notes: BTreeMap::new(),
-        host_before: None,
-        host_after: None,
-        started_unix: now_unix(),
-        duration_s: 0.0,
-    }
+    let mut c = cell::blank_cell(p);
+    c.implementation = probe.implementation.as_ref().map(|i| match &probe.version {
+        Some(v) => format!("{i} {v}"),
+        None => i.clone(),
+    });
+    c.stand_in = probe.stand_in;
+    c.started_unix = now_unix();
+    c
 }
 
 fn skipped(p: &Planned, probe: &cowbench_drivers::ProbeReport, reason: &str) -> Cell {
@@ -271,14 +233,14 @@ fn failed_open(p: &Planned, probe: &cowbench_drivers::ProbeReport, reason: &str)
 }
 
 /// Run a cell on its own thread; Err(failed cell) when it did not finish within `timeout`.
-fn run_cell_watched(p: &Planned, session: &Arc<Session>, progress: &progress::Progress, timeout: Duration) -> Result<Cell, Cell> {
+fn run_cell_watched(p: &Planned, lab: &Arc<HostLab>, progress: &progress::Progress, timeout: Duration) -> Result<Cell, Cell> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let (pl, s, pr) = (p.clone(), Arc::clone(session), progress.clone());
+    let (pl, l, pr) = (p.clone(), Arc::clone(lab), progress.clone());
     let spawned = std::thread::Builder::new().name(format!("cell {}", p.key())).spawn(move || {
-        let _ = tx.send(run_cell(&pl, &s, &pr));
+        let _ = tx.send(run_cell(&l, &pl, &mut |n| pr.tick(n)));
     });
     if let Err(e) = spawned {
-        let mut c = base_cell(p, &session.probe);
+        let mut c = base_cell(p, lab.probe_report());
         c.status = CellStatus::Failed;
         c.reason = Some(format!("cannot start the cell's thread: {e}"));
         return Ok(c);
@@ -286,7 +248,7 @@ fn run_cell_watched(p: &Planned, session: &Arc<Session>, progress: &progress::Pr
     match rx.recv_timeout(timeout) {
         Ok(cell) => Ok(cell),
         Err(_) => {
-            let mut c = base_cell(p, &session.probe);
+            let mut c = base_cell(p, lab.probe_report());
             c.status = CellStatus::Failed;
             c.reason = Some(format!(
                 "no answer after {} s: the backend stopped responding (the cell's thread is left behind; \
@@ -299,80 +261,21 @@ fn run_cell_watched(p: &Planned, session: &Arc<Session>, progress: &progress::Pr
     }
 }
 
-fn run_cell(p: &Planned, session: &Session, progress: &progress::Progress) -> Cell {
+/// Run one cell on `lab` as a run does, in the calling thread: the cell loop
+/// ([`cell::execute`]) between host snapshots, with the driver's implementation and flags and
+/// the samples' summaries. `tick` is told of every repetition run. Tests and benches call this
+/// too, so they measure what the runner measures.
+pub fn run_cell(lab: &HostLab, p: &Planned, tick: &mut dyn FnMut(u64)) -> Cell {
     let t0 = Instant::now();
-    let mut c = base_cell(p, &session.probe);
-    c.implementation = Some(session.driver.implementation().to_string());
-    let caps = session.driver.capabilities();
-    c.stand_in = caps.stand_in || session.probe.stand_in;
+    let mut c = base_cell(p, lab.probe_report());
+    let driver = cowbench_workloads::lab::Lab::driver(lab);
+    c.implementation = Some(driver.implementation().to_string());
+    let caps = driver.capabilities();
+    c.stand_in = caps.stand_in || lab.probe_report().stand_in;
     c.loop_backed = caps.loop_backed;
-    for m in p.workload.metrics() {
-        c.metrics.insert(
-            m.name.into(),
-            Metric { unit: m.unit.into(), samples: Vec::new(), sample_rep: Vec::new(), summary: None },
-        );
-    }
-    c.host_before = Some(snapshot(Some(session)));
-    let result = (|| -> Result<(), SetupError> {
-        let mut ex = exec::setup(p.workload.id(), session, &p.params)?;
-        let mut outcome = Ok(());
-        for i in 0..p.warmup + p.repetitions {
-            if signals::stop_requested() {
-                outcome = Err(SetupError::Fail(anyhow::anyhow!("interrupted by signal")));
-                break;
-            }
-            if p.workload.drop_caches() {
-                c.cache_drop.attempts += 1;
-                match drop_caches() {
-                    Ok(()) => c.cache_drop.succeeded += 1,
-                    Err(e) => {
-                        c.cache_drop.error.get_or_insert(e);
-                    }
-                }
-            }
-            let warm = i < p.warmup;
-            let rep = i.saturating_sub(p.warmup);
-            match ex.repetition(rep) {
-                Ok(samples) => {
-                    if !warm {
-                        for (name, v) in samples {
-                            match c.metrics.get_mut(name) {
-                                Some(m) if v.is_finite() => {
-                                    m.samples.push(v);
-                                    m.sample_rep.push(rep);
-                                }
-                                Some(_) => {}
-                                None => log::warn!("{}: executor reported unknown metric {name}", p.key()),
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    outcome = Err(SetupError::Fail(e.context(format!("repetition {i} ({})", if warm { "warm-up" } else { "recorded" }))));
-                    break;
-                }
-            }
-            progress.tick(1);
-        }
-        c.notes = ex.notes();
-        let fin = ex.finish();
-        outcome?;
-        fin.map_err(SetupError::Fail)
-    })();
-    match result {
-        Ok(()) => c.status = CellStatus::Ok,
-        Err(SetupError::Skip(r)) => {
-            c.status = CellStatus::Skipped;
-            c.reason = Some(r);
-            progress.tick(p.reps_total() as u64);
-        }
-        Err(SetupError::Fail(e)) => {
-            c.status = CellStatus::Failed;
-            c.reason = Some(format!("{e:#}"));
-        }
-    }
-    c.caches_dropped = c.cache_drop.requested && c.cache_drop.attempts > 0 && c.cache_drop.succeeded == c.cache_drop.attempts;
-    c.host_after = Some(snapshot(Some(session)));
+    c.host_before = Some(snapshot(lab));
+    cell::execute(lab, p, &mut c, tick);
+    c.host_after = Some(snapshot(lab));
     c.summarize();
     c.duration_s = t0.elapsed().as_secs_f64();
     c
