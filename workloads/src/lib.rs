@@ -23,10 +23,12 @@ pub mod seqio;
 pub mod randio;
 pub mod baremetal;
 pub mod layers;
+pub mod parallel_append;
 pub mod probe;
 pub mod lab;
 pub mod images;
 pub mod kit;
+pub mod fileio;
 
 /// How much of a workload's sweep to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -157,7 +159,7 @@ pub trait Workload: Sync {
 
 /// Every workload, in the order a run executes them.
 pub fn all() -> Vec<&'static dyn Workload> {
-    vec![&density::Density, &copyup::Copyup, &sharedcache::SharedCache, &churn::Churn, &fragmentation::Fragmentation, &concurrent::Concurrent, &lookup::Lookup, &metadata::Metadata, &seqio::Seqio, &randio::Randio, &baremetal::Baremetal, &layers::Layers]
+    vec![&density::Density, &copyup::Copyup, &sharedcache::SharedCache, &churn::Churn, &fragmentation::Fragmentation, &concurrent::Concurrent, &lookup::Lookup, &metadata::Metadata, &seqio::Seqio, &randio::Randio, &baremetal::Baremetal, &layers::Layers, &parallel_append::ParallelAppend]
 }
 
 /// A workload by id.

@@ -38,8 +38,8 @@ impl Workload for Randio {
     fn drop_caches(&self) -> bool {
         true
     }
-    fn setup<'a>(&self, _lab: &'a dyn crate::lab::Lab, _params: &Params) -> Result<Box<dyn crate::CellExec + 'a>, crate::SetupError> {
-        Err(crate::SetupError::Skip("MOVE-PENDING: executor still in harness/src/runner".into()))
+    fn setup<'a>(&self, lab: &'a dyn crate::lab::Lab, params: &Params) -> Result<Box<dyn crate::CellExec + 'a>, crate::SetupError> {
+        crate::fileio::setup_in_container(self.id(), lab, params)
     }
 }
 

@@ -60,6 +60,9 @@ impl Request {
                     return Err(format!("op {i}: block_bytes must be > 0"));
                 }
                 Op::Stat { paths, .. } if paths.is_empty() => return Err(format!("op {i}: stat needs paths")),
+                Op::Append { block_bytes, writers, .. } if *block_bytes == 0 || *writers == 0 => {
+                    return Err(format!("op {i}: append needs block_bytes > 0 and writers > 0"));
+                }
                 _ => {}
             }
         }
@@ -157,6 +160,21 @@ pub enum Op {
     Meta { dir: String, count: u64, bytes: u64 },
     /// Recursive lchown of `path` (copies every file up on file-level backends); one sample.
     Chown { path: String, uid: u32, gid: u32 },
+    /// `writers` threads append to one file at once: each opens `path` O_WRONLY|O_APPEND
+    /// (with `create`, O_CREAT too), writes `count` blocks of `block_bytes`, optionally
+    /// fsyncs, closes. Samples: `first` per writer (its open + first write: where overlay and
+    /// aufs copy an image file up) and one `total` (first writer's start to last writer's end,
+    /// bytes of all writers). See [`ops::append`].
+    Append {
+        path: String,
+        block_bytes: u64,
+        count: u64,
+        writers: u32,
+        #[serde(default)]
+        create: bool,
+        #[serde(default)]
+        fsync: bool,
+    },
 }
 
 impl Op {
@@ -172,6 +190,7 @@ impl Op {
             Op::RandomIo { .. } => "random_io",
             Op::Meta { .. } => "meta",
             Op::Chown { .. } => "chown",
+            Op::Append { .. } => "append",
         }
     }
 }
@@ -271,6 +290,7 @@ mod tests {
             Op::Write { path: "/w".into(), block_bytes: 512, bytes: 4096, direct: false, random: false, fsync: true, create: true, per_block: false, seed: 1 },
             Op::Meminfo,
             Op::Sleep { ms: 5 },
+            Op::Append { path: "/l".into(), block_bytes: 4096, count: 8, writers: 4, create: true, fsync: false },
         ]
     }
 
@@ -288,6 +308,7 @@ mod tests {
         assert_eq!(r.ops[1], Op::Hold);
         assert!(Request::from_json(r#"{"ops":[{"op":"fly"}]}"#).is_err());
         assert!(Request::from_json(r#"{"ops":[{"op":"read","path":"/f","block_bytes":0}]}"#).is_err());
+        assert!(Request::from_json(r#"{"ops":[{"op":"append","path":"/f","block_bytes":1,"count":1,"writers":0}]}"#).is_err());
     }
 
     #[test]

@@ -167,6 +167,9 @@ fn run_op(i: usize, op: &Op, out: &mut Vec<Sample>) {
         }
         Op::Meta { dir, count, bytes } => super::meta::meta(name, i, dir, *count, *bytes, out),
         Op::Chown { path, uid, gid } => super::meta::chown(name, i, path, *uid, *gid, out),
+        Op::Append { path, block_bytes, count, writers, create, fsync } => {
+            append(name, i, path, *block_bytes, *count, *writers, *create, *fsync, out)
+        }
         Op::Hold => {
             let (ns, r) = timed(hold);
             let mut s = Sample::new(name, i, "total");
@@ -349,6 +352,69 @@ fn run_op(i: usize, op: &Op, out: &mut Vec<Sample>) {
     }
 }
 
+/// One writer of [`Op::Append`]: (start, end of its first write, end, bytes) or the failed
+/// phase.
+type Appended = Result<(u64, u64, u64, u64), (&'static str, io::Error)>;
+
+/// [`Op::Append`]: `writers` threads, released together by a barrier, each appending `count`
+/// blocks through its own O_APPEND descriptor (the kernel places every write at the end, so
+/// concurrent writers never overwrite each other).
+#[allow(clippy::too_many_arguments)]
+pub fn append(name: &str, i: usize, path: &str, block_bytes: u64, count: u64, writers: u32, create: bool, fsync: bool, out: &mut Vec<Sample>) {
+    let flags = libc::O_WRONLY | libc::O_APPEND | if create { libc::O_CREAT } else { 0 };
+    let barrier = std::sync::Barrier::new(writers as usize);
+    let writer = || -> Appended {
+        let buf = AlignedBuf::new(block_bytes as usize, 0xA7);
+        barrier.wait();
+        let t0 = monotonic_ns();
+        let fd = Fd::open(path, flags, 0o644).map_err(|e| ("open", e))?;
+        let mut first = t0;
+        for b in 0..count {
+            // The offset is ignored: O_APPEND puts every write at the end of the file.
+            // SAFETY: buf holds block_bytes bytes; fd is open.
+            let n = check_size(unsafe { libc::write(fd.0, buf.ptr.cast(), buf.len) }).map_err(|e| ("write", e))?;
+            if n != block_bytes {
+                return Err(("write", io::Error::new(io::ErrorKind::WriteZero, format!("short append: {n} of {block_bytes} bytes"))));
+            }
+            if b == 0 {
+                first = monotonic_ns();
+            }
+        }
+        if fsync {
+            // SAFETY: fd is open.
+            check(unsafe { libc::fsync(fd.0) }).map_err(|e| ("fsync", e))?;
+        }
+        fd.close().map_err(|e| ("close", e))?;
+        Ok((t0, first, monotonic_ns(), count * block_bytes))
+    };
+    let results: Vec<Appended> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..writers).map(|_| sc.spawn(writer)).collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(("thread", io::Error::other("writer thread panicked"))))).collect()
+    });
+    let mut total = Sample::new(name, i, "total");
+    total.path = Some(path.into());
+    let (mut start, mut end) = (u64::MAX, 0);
+    for r in results {
+        let mut s = Sample::new(name, i, "first");
+        s.path = Some(path.into());
+        match r {
+            Ok((t0, first, t1, bytes)) => {
+                s.latency_ns = first - t0;
+                s.bytes = block_bytes.min(bytes);
+                (start, end) = (start.min(t0), end.max(t1));
+                total.bytes += bytes;
+            }
+            Err((phase, e)) => {
+                s.phase = phase.into();
+                s.error = Some(e.into());
+            }
+        }
+        out.push(s);
+    }
+    total.latency_ns = end.saturating_sub(start);
+    out.push(total);
+}
+
 fn file_size(fd: &Fd) -> io::Result<u64> {
     // SAFETY: st is a valid out-pointer, fd is open.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -476,6 +542,34 @@ mod tests {
         assert_eq!(last.error.as_ref().unwrap().errno, Some(libc::ENOENT));
         assert_eq!(r.errors, 2);
         assert!(r.finished_ns >= r.started_ns);
+    }
+
+    #[test]
+    fn writers_append_without_overwriting_each_other() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        std::fs::write(dir.join("big"), vec![1u8; 10_000]).unwrap();
+        let req = Request::new(vec![
+            Op::Append { path: p(dir, "fresh"), block_bytes: 100, count: 50, writers: 4, create: true, fsync: true },
+            Op::Append { path: p(dir, "big"), block_bytes: 4096, count: 3, writers: 2, create: false, fsync: false },
+            Op::Append { path: p(dir, "absent"), block_bytes: 1, count: 1, writers: 2, create: false, fsync: false },
+        ]);
+        let r = run(&req);
+        let firsts: Vec<_> = r.samples.iter().filter(|s| s.index == 0 && s.phase == "first").collect();
+        assert_eq!(firsts.len(), 4, "one first-append sample per writer");
+        assert!(firsts.iter().all(|s| s.bytes == 100 && s.error.is_none()));
+        let totals: Vec<_> = r.samples_of("append", "total").collect();
+        assert_eq!((totals[0].bytes, totals[1].bytes), (4 * 50 * 100, 2 * 3 * 4096));
+        assert!(totals[0].latency_ns >= firsts.iter().map(|s| s.latency_ns).max().unwrap());
+        assert_eq!(std::fs::metadata(dir.join("fresh")).unwrap().len(), 4 * 50 * 100);
+        let big = std::fs::read(dir.join("big")).unwrap();
+        assert_eq!(big.len(), 10_000 + 2 * 3 * 4096, "appended at the end, nothing overwritten");
+        assert!(big[..10_000].iter().all(|b| *b == 1) && big[10_000..].iter().all(|b| *b == 0xA7));
+        // Without create, a missing file fails in every writer's open; the probe goes on.
+        let failed: Vec<_> = r.samples.iter().filter(|s| s.index == 2 && s.error.is_some()).collect();
+        assert_eq!(failed.len(), 2);
+        assert!(failed.iter().all(|s| s.phase == "open" && s.error.as_ref().unwrap().errno == Some(libc::ENOENT)));
+        assert_eq!(r.errors, 1);
     }
 
     #[test]

@@ -1,24 +1,23 @@
-//! Executor of `seqio` and `randio` (one executor, the pattern is a parameter), and the probe
-//! requests and result arithmetic that `baremetal` shares.
+//! File IO of `seqio`, `randio` and `baremetal`: the probe requests of one IO job, the
+//! arithmetic from the probe's samples to the metrics, the O_DIRECT check, the IO image, and
+//! the in-container executor that `seqio` and `randio` share (one executor, the pattern is a
+//! parameter). `baremetal` runs the same requests on the host (its own executor).
 //!
-//! Per repetition and job, one container on the IO image. Its probe request (see
-//! [`io_ops`]) holds at one point; the harness waits until every job holds, drops the caches,
-//! then signals all jobs at once, so the timed IO of every job starts together and cold.
+//! In a container, per repetition and job: one container on the IO image. Its probe request
+//! (see [`io_ops`]) holds at one point; the executor waits until every job holds, drops the
+//! caches, then signals all jobs at once, so the timed IO of every job starts together and cold.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cowbench_workloads::probe::{Op, Response, Sample};
-use cowbench_workloads::seqio::{IoParams, Pattern as Access, Target, IMAGE_FILE, NEW_FILE};
-use cowbench_workloads::{Params, TypedParams, MIB};
-
-use super::exec::{CellExec, RepSamples, Session, SetupError};
-use super::imgs::{self, LayerFn, Pattern};
-use crate::container::{Container, ContainerSpec};
-use crate::image::synth::TarWriter;
-use crate::image::Image;
+use crate::images::content::Pattern;
+use crate::images::synth::TarWriter;
+use crate::images::{CustomLayer, ImageSpec, Shape};
+use crate::lab::{Container, ContainerSpec, Image, Lab, Notes};
+use crate::probe::{Op, Request, Response, Sample};
+use crate::seqio::{IoParams, Pattern as Access, Target, IMAGE_FILE, NEW_FILE};
+use crate::{CellExec, Params, RepSamples, SetupError, MIB};
 
 /// The probe operations of one job on `file` (the image file or a new one), with the index of
 /// the `hold` and of the recorded read and write.
@@ -98,6 +97,12 @@ fn random_io(p: &IoParams, file: &str, write: bool, seed: u64) -> Op {
     }
 }
 
+/// The seed of job `job` in repetition `rep`: every job and repetition gets its own random
+/// offsets.
+pub fn job_seed(seed: u64, rep: u32, job: u32) -> u64 {
+    seed ^ ((rep as u64) << 32) ^ job as u64
+}
+
 /// The `total` sample of operation `index`, failing on any error of the request.
 pub fn total<'r>(r: &'r Response, index: usize, what: &str) -> anyhow::Result<&'r Sample> {
     if let Some((s, e)) = r.first_error() {
@@ -131,19 +136,20 @@ pub fn job_result(r: &Response, o: &IoOps, what: &str) -> anyhow::Result<(Sample
     Ok((total(r, o.read, what)?.clone(), total(r, o.write, what)?.clone()))
 }
 
-/// Whether an O_DIRECT open works on a fresh mounted layer of the session's driver: EINVAL
-/// there means the backend refuses O_DIRECT, and direct cells are skipped with that reason.
-/// Checked once per driver root.
-pub fn o_direct_refused(s: &Session) -> anyhow::Result<Option<String>> {
-    static SEEN: Mutex<BTreeMap<String, Option<String>>> = Mutex::new(BTreeMap::new());
-    let id = s.cfg.driver_root(&s.name).display().to_string();
-    if let Some(v) = SEEN.lock().unwrap().get(&id) {
+/// Whether an O_DIRECT open works on a fresh mounted layer of the lab's driver: EINVAL there
+/// means the backend refuses O_DIRECT, and direct cells are skipped with that reason. Checked
+/// once per driver of a run (the capability flag says what the backend should do; this says
+/// what it does on this host, e.g. FUSE stand-ins that accept the open and refuse the IO).
+pub fn o_direct_refused(lab: &dyn Lab) -> anyhow::Result<Option<String>> {
+    // Keyed by the scratch directory, which is one per driver and run.
+    static SEEN: Mutex<BTreeMap<std::path::PathBuf, Option<String>>> = Mutex::new(BTreeMap::new());
+    let target = lab.scratch_dir("odirect-check")?;
+    if let Some(v) = SEEN.lock().unwrap().get(&target) {
         return Ok(v.clone());
     }
-    let d = &*s.driver;
+    let d = lab.driver();
+    let name = lab.driver_name();
     let key = format!("odirect-check-{}", std::process::id());
-    let target = s.cfg.root.join("odirect-check");
-    std::fs::create_dir_all(&target)?;
     d.prepare(&key, None, &Default::default())?;
     let res = (|| -> anyhow::Result<Option<String>> {
         let guard = cowbench_drivers::MountGuard::new(d, &key, &target)?;
@@ -156,9 +162,9 @@ pub fn o_direct_refused(s: &Session) -> anyhow::Result<Option<String>> {
         let refused = if fd < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINVAL) {
-                Some(format!("{} refuses O_DIRECT: open(O_DIRECT) on a mounted layer fails with EINVAL", s.name))
+                Some(format!("{name} refuses O_DIRECT: open(O_DIRECT) on a mounted layer fails with EINVAL"))
             } else {
-                anyhow::bail!("open(O_DIRECT) of {}: {e}", f.display());
+                anyhow::bail!("{name}: open(O_DIRECT) of {}: {e}", f.display());
             }
         } else {
             let layout = std::alloc::Layout::from_size_align(4096, 4096).expect("layout");
@@ -177,8 +183,8 @@ pub fn o_direct_refused(s: &Session) -> anyhow::Result<Option<String>> {
             }
             match (w, r) {
                 (4096, 4096) => None,
-                (4096, _) => Some(format!("{} refuses O_DIRECT: a 4 KiB O_DIRECT read on a mounted layer fails ({re})", s.name)),
-                _ => Some(format!("{} refuses O_DIRECT: a 4 KiB O_DIRECT write on a mounted layer fails ({we})", s.name)),
+                (4096, _) => Some(format!("{name} refuses O_DIRECT: a 4 KiB O_DIRECT read on a mounted layer fails ({re})")),
+                _ => Some(format!("{name} refuses O_DIRECT: a 4 KiB O_DIRECT write on a mounted layer fails ({we})")),
             }
         };
         let _ = std::fs::remove_file(&f);
@@ -186,18 +192,18 @@ pub fn o_direct_refused(s: &Session) -> anyhow::Result<Option<String>> {
         Ok(refused)
     })();
     let removed = d.remove(&key);
-    let _ = std::fs::remove_dir(&target);
     let v = res?;
     removed?;
-    SEEN.lock().unwrap().insert(id, v.clone());
+    SEEN.lock().unwrap().insert(target, v.clone());
     Ok(v)
 }
 
 /// What O_DIRECT means on this backend, for the cell's notes.
-pub fn o_direct_note(s: &Session) -> String {
-    let caps = s.driver.capabilities();
-    if caps.loop_backed {
-        let dio = s.driver.status().ok().and_then(|m| m.get("loop_direct_io").cloned()).unwrap_or_else(|| "unknown".into());
+pub fn o_direct_note(lab: &dyn Lab) -> String {
+    if lab.driver().capabilities().loop_backed {
+        let status = lab.driver().status().ok();
+        // typed Status at merge: backing.loop_direct_io
+        let dio = status.as_ref().and_then(|m| m.get("loop_direct_io").cloned()).unwrap_or_else(|| "unknown".into());
         format!("accepted; storage is loop-backed (loop direct IO: {dio}): without it the loop device serves O_DIRECT from the host page cache")
     } else {
         "accepted".into()
@@ -205,50 +211,56 @@ pub fn o_direct_note(s: &Session) -> String {
 }
 
 /// The IO image of one file size: base layer + `/data/io`. Shared by every seqio and randio cell.
-pub fn io_image(s: &Session, file_bytes: u64) -> anyhow::Result<Image> {
-    let seed = s.seed;
-    let layer: LayerFn<'_> = Box::new(move |w: &mut dyn Write| {
+pub fn io_image(lab: &dyn Lab, file_bytes: u64) -> anyhow::Result<Image> {
+    let seed = lab.seed();
+    let layer = CustomLayer::new(format!("{IMAGE_FILE} of {file_bytes} bytes, content::Pattern(seed {seed}, salt 0)"), move |w| {
         let mut t = TarWriter::new(w);
         t.file(IMAGE_FILE, 0o644, file_bytes, Pattern::new(seed, 0, file_bytes))?;
         t.finish()?.flush()
     });
-    imgs::load_or_build(&*s.driver, &format!("io-b{file_bytes}-s{seed}"), vec![layer])
+    lab.image(&ImageSpec::new(&format!("io-b{file_bytes}-s{seed}"), seed, Shape::Custom(vec![layer])))
 }
 
-pub fn setup<'a>(s: &'a Session, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
-    let p = IoParams::from_params(params).map_err(|e| SetupError::Fail(anyhow::anyhow!(e)))?;
+/// The executor of a `seqio` or `randio` cell: containers on the IO image.
+pub fn setup_in_container<'a>(workload: &str, lab: &'a dyn Lab, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
+    let p: IoParams = crate::kit::params(workload, params)?;
     if p.direct {
-        if let Some(why) = o_direct_refused(s)? {
+        if let Some(why) = o_direct_refused(lab)? {
             return Err(SetupError::Skip(why));
         }
     }
     let img = match p.target {
-        Target::Image => io_image(s, p.file_bytes)?,
+        Target::Image => io_image(lab, p.file_bytes)?,
         // New files need only the base layer.
-        Target::New => imgs::load_or_build(&*s.driver, &format!("io-base-s{}", s.seed), vec![])?,
+        Target::New => lab.image(&ImageSpec::new(&format!("io-base-s{}", lab.seed()), lab.seed(), Shape::Base))?,
     };
-    Ok(Box::new(Io { s, p, img }))
+    Ok(Box::new(InContainer { lab, p, img }))
 }
 
-struct Io<'a> {
-    s: &'a Session,
+struct InContainer<'a> {
+    lab: &'a dyn Lab,
     p: IoParams,
     img: Image,
 }
 
-impl CellExec for Io<'_> {
+impl InContainer<'_> {
+    fn file(&self) -> &'static str {
+        if self.p.target == Target::Image {
+            IMAGE_FILE
+        } else {
+            NEW_FILE
+        }
+    }
+}
+
+impl CellExec for InContainer<'_> {
     fn repetition(&mut self, rep: u32) -> anyhow::Result<RepSamples> {
-        let d = &*self.s.driver;
-        let file = if self.p.target == Target::Image { IMAGE_FILE } else { NEW_FILE };
-        let mut held: Vec<(Container<'_>, IoOps)> = Vec::new();
+        let mut held: Vec<(Box<dyn Container + '_>, IoOps)> = Vec::new();
         let result = (|| -> anyhow::Result<Vec<(Sample, Sample)>> {
             for j in 0..self.p.jobs {
-                let o = io_ops(&self.p, file, self.s.seed ^ ((rep as u64) << 32) ^ j as u64);
-                let spec = ContainerSpec {
-                    stop_timeout: Some(Duration::from_secs(900)),
-                    ..ContainerSpec::probe(&cowbench_workloads::probe::Request::new(o.ops.clone()))
-                };
-                let c = self.s.runtime.start(d, &self.img, &spec)?;
+                let o = io_ops(&self.p, self.file(), job_seed(self.lab.seed(), rep, j));
+                let spec = ContainerSpec { stop_timeout: Some(Duration::from_secs(900)), ..ContainerSpec::probe(&Request::new(o.ops.clone())) };
+                let c = self.lab.start(&self.img, &spec)?;
                 held.push((c, o));
             }
             for (c, _) in &held {
@@ -256,7 +268,7 @@ impl CellExec for Io<'_> {
             }
             // The timed IO starts cold whatever the container's start did: new files were
             // written before the hold, and vfs copies the image file when the layer is made.
-            super::drop_caches().map_err(|e| anyhow::anyhow!(e))?;
+            self.lab.drop_caches().map_err(|e| anyhow::anyhow!("{}: {e}", self.lab.driver_name()))?;
             // Every job is stopped (SIGTERM, then wait) from its own thread, so the jobs start
             // their timed IO together.
             let stopped: Vec<anyhow::Result<(Sample, Sample)>> = std::thread::scope(|sc| {
@@ -272,28 +284,67 @@ impl CellExec for Io<'_> {
                     .collect();
                 hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("job thread panicked")))).collect()
             });
-            let jobs = stopped.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(jobs)
+            stopped.into_iter().collect::<anyhow::Result<Vec<_>>>()
         })();
         // Containers of a failed repetition are removed (dropping them kills and cleans up).
         drop(held);
         Ok(io_samples(&self.p, &result?))
     }
 
-    fn notes(&self) -> BTreeMap<String, String> {
+    fn notes(&self) -> Notes {
         let mut n = BTreeMap::from([
             ("image".into(), self.img.name.clone()),
-            ("file".into(), if self.p.target == Target::Image { IMAGE_FILE } else { NEW_FILE }.into()),
+            ("file".into(), self.file().into()),
             ("ios_per_pass".into(), self.p.ios().to_string()),
             ("timed_in".into(), "container (probe CLOCK_MONOTONIC), open to close, fsync included".into()),
         ]);
         if self.p.direct {
-            n.insert("o_direct".into(), o_direct_note(self.s));
+            n.insert("o_direct".into(), o_direct_note(self.lab));
         }
         n
     }
 
     fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        // The IO image stays: every seqio and randio cell of the run shares it.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_read_and_write_are_where_the_indices_say() {
+        for p in [
+            IoParams::seq(Target::Image, false, false, MIB, 1),
+            IoParams::seq(Target::New, true, true, MIB, 1),
+            IoParams::rand(Target::Image, true, false, MIB, 1, 16),
+            IoParams::rand(Target::New, false, true, MIB, 1, 16),
+        ] {
+            let o = io_ops(&p, "/f", 7);
+            assert_eq!(o.ops[o.hold], Op::Hold, "{p:?}");
+            assert!(matches!(o.ops[o.read], Op::Read { .. } | Op::RandomIo { write: false, .. }), "{p:?}");
+            assert!(matches!(o.ops[o.write], Op::Write { .. } | Op::RandomIo { write: true, .. }), "{p:?}");
+            // A new file exists before the caches are dropped; the image file is never created.
+            let creates = o.ops.iter().position(|op| matches!(op, Op::Write { create: true, .. }));
+            match p.target {
+                Target::New => assert!(creates.is_some_and(|i| i < o.hold), "{p:?}"),
+                Target::Image => assert_eq!(creates, None, "{p:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn throughput_is_all_bytes_over_the_slowest_job() {
+        let p = IoParams::seq(Target::Image, false, false, MIB, 2);
+        let s = |ns: u64, bytes: u64| Sample { latency_ns: ns, bytes, ..Sample::new("read", 1, "total") };
+        let v = io_samples(&p, &[(s(1_000_000, MIB), s(4_000_000, MIB)), (s(2_000_000, MIB), s(2_000_000, MIB))]);
+        let get = |m: &str| v.iter().filter(|(n, _)| *n == m).map(|(_, x)| *x).collect::<Vec<_>>();
+        assert_eq!(get("read_bytes_per_s"), vec![2.0 * MIB as f64 / 2e-3]);
+        assert_eq!(get("write_bytes_per_s"), vec![2.0 * MIB as f64 / 4e-3]);
+        // One latency per job: its time over the IOs of a pass (8 blocks of 128 KiB).
+        assert_eq!(get("read_latency_ns"), vec![125_000.0, 250_000.0]);
+        assert_eq!(get("write_latency_ns"), vec![500_000.0, 250_000.0]);
     }
 }
