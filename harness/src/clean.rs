@@ -306,9 +306,20 @@ pub fn clean(root: &Path, opts: &CleanOptions) -> CleanReport {
     rep
 }
 
-/// Entries of a root that cowbench's runs create besides the driver dirs (workload scratch
-/// names ending in `*` are prefixes).
-const RUN_STATE: [&str; 8] = ["containers", "runtime", "layers-tar", "baremetal", "odirect-check", "churn-discard-*", "scratch", "variant-*"];
+/// Entries of a root that cowbench's runs create besides the driver dirs (names ending in `*`
+/// are prefixes): containers and runtime state, the workloads' scratch directories and second
+/// driver instances (harness/src/lab.rs), and where versions before those kept workload
+/// files, so an older run's root is cleaned too.
+const RUN_STATE: [&str; 8] = [
+    "containers",
+    "runtime",
+    crate::lab::SCRATCH,
+    "variant-*",
+    "layers-tar",
+    "baremetal",
+    "odirect-check",
+    "churn-discard-*",
+];
 
 fn remove_run_state(root: &Path, rep: &mut CleanReport, q: bool) {
     let Ok(rd) = std::fs::read_dir(root) else { return };
