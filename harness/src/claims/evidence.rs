@@ -147,7 +147,7 @@ impl RunEvidence {
             Environment::Host => ("host".to_string(), "host".to_string(), format!("{host_name} (host)")),
             Environment::Vm { accel, vcpus, mem_bytes } => (
                 format!("vm-{accel}"),
-                format!("VM ({accel}, {vcpus} vCPU, {})", crate::report::fmt_bytes(*mem_bytes as f64)),
+                format!("VM ({accel}, {vcpus} vCPU, {})", cowbench_workloads::metric::fmt_bytes(*mem_bytes as f64)),
                 format!("{host_name} (VM, {})", accel.to_uppercase()),
             ),
         };
@@ -205,7 +205,7 @@ impl RunEvidence {
             ("kernel".into(), h.kernel.clone()),
             ("distro".into(), h.distro.clone()),
             ("CPU".into(), format!("{} × {}", h.cpu.count, h.cpu.model)),
-            ("memory".into(), crate::report::fmt_bytes(h.memory_bytes as f64)),
+            ("memory".into(), cowbench_workloads::metric::fmt_bytes(h.memory_bytes as f64)),
             ("cgroups".into(), format!("{:?}", h.cgroup).to_lowercase()),
             ("OCI runtime".into(), runtime),
             (

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::stats::{self, MedianCi};
 use super::*;
-use crate::report::fmt::{fmt_param, fmt_pct, fmt_ratio, fmt_value};
+use cowbench_workloads::metric::{fmt_bytes, fmt_pct, fmt_ratio, format_metric as fmt_value};
+use cowbench_workloads::params::format_param as fmt_param;
 
 /// Every claim of `set` on one run.
 pub fn evaluate_all(set: &ClaimSet, run: &RunEvidence) -> Vec<ClaimVerdict> {
@@ -353,13 +354,13 @@ fn inconclusive(why: Why, key: String) -> Verdict {
 }
 
 fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>, marks: &mut Marks) -> Result<Verdict, Why> {
-    let m = rule.metric.as_str();
+    let (w, m) = (rule.workload.as_str(), rule.metric.as_str());
     match &rule.kind {
         RuleKind::Growth { min_ratio, min_slope, refute_max_ratio, fit, min_span } => {
             let x = need_x(rule)?;
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
-            let (a, b, r, lo, hi, slope, key) = sweep_ends(driver, x, m, &cells, *min_span, *fit, points)?;
+            let (a, b, r, lo, hi, slope, key) = sweep_ends(w, driver, x, m, &cells, *min_span, *fit, points)?;
             let _ = (a, b);
             let confirm = r >= *min_ratio && slope >= *min_slope;
             Ok(if confirm && lo > refute_max_ratio.max(1.0) {
@@ -383,7 +384,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let x = need_x(rule)?;
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
-            let (_, _, r, lo, hi, slope, key) = sweep_ends(driver, x, m, &cells, *min_span, Fit::All, points)?;
+            let (_, _, r, lo, hi, slope, key) = sweep_ends(w, driver, x, m, &cells, *min_span, Fit::All, points)?;
             let confirm = r <= *max_ratio && slope.abs() <= *max_abs_slope;
             let refute = r >= *refute_min_ratio && slope >= *refute_min_slope;
             Ok(if confirm && hi < *refute_min_ratio {
@@ -406,7 +407,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
             let groups = by_x(&cells, x, m);
-            push_points(driver, &groups, x, points);
+            push_points(w, driver, &groups, x, points);
             if groups.len() < 2 {
                 return Err(Why::ParameterNotInProfile(format!("{x} has one value here; the rule needs a sweep")));
             }
@@ -418,15 +419,15 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let a = stats::median_ci(&groups[0].1).unwrap();
             let b = stats::median_ci(&groups[groups.len() - 1].1).unwrap();
             if a.median <= 0.0 {
-                return Ok(inconclusive(Why::Noise(format!("{} at {x}={} is 0: nothing to scale from", m, fmt_param(x, x0))), String::new()));
+                return Ok(inconclusive(Why::Noise(format!("{} at {x}={} is 0: nothing to scale from", m, fmt_param(w, x, x0))), String::new()));
             }
             let (c, clo, chi) = stats::ratio_interval(&a, &b);
             let f = |c: f64| (c - 1.0) / (n - 1.0);
             let (fv, flo, fhi) = (f(c), f(clo), f(chi));
             let key = format!(
                 "{} vs {}: ×{:.1} ({:.0}% private; 0% = one shared copy)",
-                fmt_param(x, x1),
-                fmt_param(x, x0),
+                fmt_param(w, x, x1),
+                fmt_param(w, x, x0),
                 c,
                 fv * 100.0
             );
@@ -596,7 +597,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 })
                 .collect();
             for (d, ci) in &cis {
-                points.push(point(d, Some(xstar), fmt_param(x, xstar), ci));
+                points.push(point(d, Some(xstar), fmt_param(w, x, xstar), ci));
             }
             let better = |a: &MedianCi, b: &MedianCi| {
                 if *higher_is_better {
@@ -622,8 +623,8 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             });
             let key = format!(
                 "at {}: {} (beats {beats}/{k}, beaten by {loses}/{k})",
-                fmt_param(x, xstar),
-                order.iter().map(|(d, c)| format!("{d} {}", fmt_value(m, c.median))).collect::<Vec<_>>().join(" < ").replace(" < ", if *higher_is_better { " > " } else { " < " })
+                fmt_param(w, x, xstar),
+                order.iter().map(|(d, c)| format!("{d} {}", fmt_value(w, m, c.median))).collect::<Vec<_>>().join(" < ").replace(" < ", if *higher_is_better { " > " } else { " < " })
             );
             Ok(if conf {
                 Verdict::new(VerdictKind::Confirmed, key)
@@ -643,7 +644,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
             let groups = by_x(&cells, x, m);
-            push_points(driver, &groups, x, points);
+            push_points(w, driver, &groups, x, points);
             let g = match at {
                 At::Max => groups.last(),
                 At::Min => groups.first(),
@@ -655,10 +656,10 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let ci = stats::median_ci(&g.1).unwrap();
             let key = format!(
                 "median {} at {} (95% CI {}–{}, n={})",
-                fmt_value(m, ci.median),
-                fmt_param(x, g.0),
-                fmt_value(m, ci.lo),
-                fmt_value(m, ci.hi),
+                fmt_value(w, m, ci.median),
+                fmt_param(w, x, g.0),
+                fmt_value(w, m, ci.lo),
+                fmt_value(w, m, ci.hi),
                 ci.n
             );
             Ok(if ci.median <= *confirm_max && ci.hi < *refute_min {
@@ -669,7 +670,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 inconclusive(Why::Noise("the CI crosses both thresholds".into()), key)
             } else {
                 inconclusive(
-                    Why::BelowThreshold(format!("between {} and {}", fmt_value(m, *confirm_max), fmt_value(m, *refute_min))),
+                    Why::BelowThreshold(format!("between {} and {}", fmt_value(w, m, *confirm_max), fmt_value(w, m, *refute_min))),
                     key,
                 )
             })
@@ -688,9 +689,9 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let best = ok.iter().copied().fold(0.0, f64::max);
             let first_fail = failed.iter().copied().filter(|f| *f > best).fold(f64::INFINITY, f64::min);
             let key = if first_fail.is_finite() {
-                format!("{} reached, {} failed", fmt_param(x, best), fmt_param(x, first_fail))
+                format!("{} reached, {} failed", fmt_param(w, x, best), fmt_param(w, x, first_fail))
             } else {
-                format!("{} reached (largest in the sweep)", fmt_param(x, best))
+                format!("{} reached (largest in the sweep)", fmt_param(w, x, best))
             };
             Ok(if best >= *min {
                 Verdict::new(VerdictKind::Confirmed, key)
@@ -730,8 +731,8 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             };
             let key = format!(
                 "{} → {} ({} of before)",
-                fmt_value(m, bc.median),
-                fmt_value(m, ac.median),
+                fmt_value(w, m, bc.median),
+                fmt_value(w, m, ac.median),
                 fmt_ratio(ac.median / bc.median)
             );
             Ok(if r <= *confirm_max_ratio && hi < *refute_min_ratio {
@@ -754,14 +755,14 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 for (xv, s) in &groups {
                     pts.extend(s.iter().map(|y| (*xv, *y)));
                 }
-                push_points(driver, &groups, x, points);
+                push_points(w, driver, &groups, x, points);
             } else {
                 // One cell holding the series: sample i is the value after cycle i+1.
                 let s = &cells[0].metrics[m];
                 pts = s.iter().enumerate().map(|(i, y)| ((i + 1) as f64, *y)).collect();
                 for (xv, y) in &pts {
                     let ci = stats::median_ci(&[*y]).unwrap();
-                    points.push(point(driver, Some(*xv), fmt_param(x, *xv), &ci));
+                    points.push(point(driver, Some(*xv), fmt_param(w, x, *xv), &ci));
                 }
             }
             if pts.len() < *min_points {
@@ -774,9 +775,9 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let (f, flo, fhi) = (fit.slope / per, fit.slope_lo / per, fit.slope_hi / per);
             let key = format!(
                 "{} per cycle = {:.0}% of the {} written per cycle, over {} cycles",
-                fmt_value(m, fit.slope),
+                fmt_value(w, m, fit.slope),
                 f * 100.0,
-                crate::report::fmt::fmt_bytes(per),
+                fmt_bytes(per),
                 pts.iter().map(|p| p.0).fold(0.0, f64::max)
             );
             Ok(if f >= *confirm_min_fraction && flo > *refute_max_fraction {
@@ -792,10 +793,10 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
     }
 }
 
-fn push_points(driver: &str, groups: &[(f64, Vec<f64>)], x: &str, points: &mut Vec<Point>) {
+fn push_points(w: &str, driver: &str, groups: &[(f64, Vec<f64>)], x: &str, points: &mut Vec<Point>) {
     for (xv, s) in groups {
         if let Some(ci) = stats::median_ci(s) {
-            points.push(point(driver, Some(*xv), fmt_param(x, *xv), &ci));
+            points.push(point(driver, Some(*xv), fmt_param(w, x, *xv), &ci));
         }
     }
 }
@@ -807,6 +808,7 @@ fn fmt_interval(lo: f64, hi: f64) -> String {
 /// Ratio of the end points of a sweep, its interval and the log-log slope.
 #[allow(clippy::type_complexity)]
 fn sweep_ends(
+    w: &str,
     driver: &str,
     x: &str,
     metric: &str,
@@ -816,7 +818,7 @@ fn sweep_ends(
     points: &mut Vec<Point>,
 ) -> Result<(MedianCi, MedianCi, f64, f64, f64, f64, String), Why> {
     let groups = by_x(cells, x, metric);
-    push_points(driver, &groups, x, points);
+    push_points(w, driver, &groups, x, points);
     if groups.len() < 2 {
         return Err(Why::ParameterNotInProfile(format!(
             "{x} has {} value(s) here; the rule needs a sweep",
@@ -828,8 +830,8 @@ fn sweep_ends(
     if span < min_span {
         return Err(Why::ParameterNotInProfile(format!(
             "{x} spans {}…{} (×{span:.0}); the rule needs ×{min_span}",
-            fmt_param(x, x0),
-            fmt_param(x, x1)
+            fmt_param(w, x, x0),
+            fmt_param(w, x, x1)
         )));
     }
     let a = stats::median_ci(&groups[0].1).unwrap();
@@ -845,14 +847,14 @@ fn sweep_ends(
     };
     let slope = stats::loglog_slope(&fit_pts).unwrap_or(0.0);
     if a.median <= 0.0 {
-        return Err(Why::CellsFailed(format!("{metric} median at {} is 0", fmt_param(x, x0))));
+        return Err(Why::CellsFailed(format!("{metric} median at {} is 0", fmt_param(w, x, x0))));
     }
     let (r, lo, hi) = stats::ratio_interval(&a, &b);
     let key = format!(
         "{} from {} to {}, slope {:.2}",
         fmt_ratio(r),
-        fmt_param(x, x0),
-        fmt_param(x, x1),
+        fmt_param(w, x, x0),
+        fmt_param(w, x, x1),
         slope
     );
     Ok((a, b, r, lo, hi, slope, key))
@@ -906,8 +908,8 @@ pub fn rule_text(rule: &Rule) -> String {
         RuleKind::Threshold { at, stat, confirm_max, refute_min } => format!(
             "threshold on the {stat} at the {} `{x}`: confirmed when it is ≤ {} and its 95% CI stays below {}; refuted when it is ≥ {} and its CI stays above {}; inconclusive otherwise.",
             match at { At::Max => "largest", At::Min => "smallest" },
-            fmt_value(&rule.metric, *confirm_max), fmt_value(&rule.metric, *refute_min),
-            fmt_value(&rule.metric, *refute_min), fmt_value(&rule.metric, *confirm_max)
+            fmt_value(&rule.workload, &rule.metric, *confirm_max), fmt_value(&rule.workload, &rule.metric, *refute_min),
+            fmt_value(&rule.workload, &rule.metric, *refute_min), fmt_value(&rule.workload, &rule.metric, *confirm_max)
         ),
         RuleKind::Capacity { min } => format!(
             "capacity: confirmed when a cell with `{x}` ≥ {min} succeeded; refuted when the sweep failed before {min}; not measured when the sweep stops below {min}{}.",

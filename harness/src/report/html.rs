@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use anyhow::Context;
 
-use super::fmt::{fmt_ratio, fmt_value};
+use cowbench_workloads::metric::{fmt_ratio, format_metric};
 use super::{base64, CellVerdict, Report};
 use crate::claims::{ClaimVerdict, Verdict, VerdictKind};
 
@@ -104,9 +104,9 @@ fn numbers(cv: &ClaimVerdict) -> String {
                     esc(&p.driver),
                     esc(&p.label),
                     p.n,
-                    fmt_value(&r.metric, p.median),
-                    fmt_value(&r.metric, p.ci_lo),
-                    fmt_value(&r.metric, p.ci_hi),
+                    format_metric(&r.workload, &r.metric, p.median),
+                    format_metric(&r.workload, &r.metric, p.ci_lo),
+                    format_metric(&r.workload, &r.metric, p.ci_hi),
                     cov
                 );
                 if !rows.contains(&row) {
@@ -369,6 +369,7 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
             let cls = match row.change {
                 super::Change::Faster | super::Change::Better => "confirmed",
                 super::Change::Slower | super::Change::Worse => "refuted",
+                super::Change::Changed => "inconclusive",
                 super::Change::NoChange => "notmeasured",
             };
             let _ = write!(
@@ -376,8 +377,8 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
                 "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} – {}</td><td><span class=\"badge {cls}\">{}</span></td></tr>",
                 esc(&row.cell),
                 esc(&row.metric),
-                fmt_value(&row.metric, row.baseline_median),
-                fmt_value(&row.metric, row.median),
+                row.format(row.baseline_median),
+                row.format(row.median),
                 fmt_ratio(row.ratio),
                 fmt_ratio(row.ratio_lo),
                 fmt_ratio(row.ratio_hi),
@@ -387,6 +388,9 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
         o.push_str("</tbody></table>");
         for u in &cmp.unmatched {
             let _ = write!(o, "<p class=\"why\">unmatched: {}</p>", esc(u));
+        }
+        for m in &cmp.without_spec {
+            let _ = write!(o, "<p class=\"why\">{}: no workload declares this metric, so no direction is known; never counted as a regression</p>", esc(m));
         }
     }
     let _ = writeln!(o, "<h2 id=\"method\">Method</h2><p>{}</p><footer>{}</footer></main></body></html>", esc(&r.method), esc(&r.generated_by));

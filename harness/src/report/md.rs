@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::fmt::{fmt_ratio, fmt_value};
+use cowbench_workloads::metric::{fmt_ratio, format_metric};
 use super::{CellVerdict, Report};
 use crate::claims::{ClaimVerdict, Verdict};
 
@@ -57,9 +57,9 @@ pub fn numbers_md(out: &mut String, cv: &ClaimVerdict) {
                     esc(&p.driver),
                     esc(&p.label),
                     p.n,
-                    fmt_value(&r.metric, p.median),
-                    fmt_value(&r.metric, p.ci_lo),
-                    fmt_value(&r.metric, p.ci_hi),
+                    format_metric(&r.workload, &r.metric, p.median),
+                    format_metric(&r.workload, &r.metric, p.ci_lo),
+                    format_metric(&r.workload, &r.metric, p.ci_hi),
                     cov
                 );
                 if !rows.contains(&row) {
@@ -219,8 +219,8 @@ pub fn render(r: &Report, _dir: &Path) -> String {
                 "| {} | {} | {} | {} | {} | {} – {} | {} |",
                 esc(&row.cell),
                 row.metric,
-                fmt_value(&row.metric, row.baseline_median),
-                fmt_value(&row.metric, row.median),
+                row.format(row.baseline_median),
+                row.format(row.median),
                 fmt_ratio(row.ratio),
                 fmt_ratio(row.ratio_lo),
                 fmt_ratio(row.ratio_hi),
@@ -229,6 +229,9 @@ pub fn render(r: &Report, _dir: &Path) -> String {
         }
         for u in &cmp.unmatched {
             let _ = writeln!(o, "\n- unmatched: {}", esc(u));
+        }
+        for m in &cmp.without_spec {
+            let _ = writeln!(o, "\n- {}: no workload declares this metric, so no direction is known; never counted as a regression", esc(m));
         }
     }
     let _ = writeln!(o, "\n## Method\n\n{}", r.method);

@@ -21,13 +21,12 @@ use crate::claims::{
 
 pub mod charts;
 pub mod compare;
-pub mod fmt;
 mod html;
 mod md;
 
 pub use charts::{ChartFiles, ChartSpec};
 pub use compare::{compare_runs, Change, CompareRow, Comparison};
-pub use fmt::fmt_bytes;
+pub use cowbench_workloads::metric::fmt_bytes;
 
 /// Bumped when report.json changes in a way a reader must know about.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
@@ -567,6 +566,8 @@ fn claim_chart(claim: &claims::Claim, verdict: &ClaimVerdict, run: &RunEvidence)
             title: format!("{}: {} vs {}", claim.id, rule.metric, x),
             x_name: x.to_string(),
             metric: rule.metric.clone(),
+            y_unit: y_unit(&rule.workload, &rule.metric),
+            x_kind: x_kind(&rule.workload, x),
             categories: None,
             series,
         });
@@ -614,9 +615,21 @@ fn claim_chart(claim: &claims::Claim, verdict: &ClaimVerdict, run: &RunEvidence)
         title: format!("{}: {}", claim.id, rule.metric),
         x_name,
         metric: rule.metric.clone(),
+        y_unit: y_unit(&rule.workload, &rule.metric),
+        x_kind: None,
         categories: Some(cats.iter().map(|c| shorten(c)).collect()),
         series,
     })
+}
+
+/// The y unit of a chart of `metric`, from the workload's spec.
+fn y_unit(workload: &str, metric: &str) -> Option<cowbench_workloads::Unit> {
+    cowbench_workloads::metric_spec(workload, metric).map(|m| m.unit)
+}
+
+/// The kind of a swept parameter, from the workload's spec.
+fn x_kind(workload: &str, x: &str) -> Option<cowbench_workloads::ParamKind> {
+    cowbench_workloads::params::param_spec(workload, x).map(|p| p.kind)
 }
 
 fn shorten(s: &str) -> String {
@@ -667,7 +680,9 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
             Some(x) => {
                 // The main sweep, one chart per combination of the other parameters.
                 out.extend(sweep_charts(run, workload, m, x, &with_m, 4, ""));
-                if m.ends_with("start_latency_ns") {
+                // A presentation choice, not a unit guess: the start-latency tail is what a
+                // user feels at scale (density's claims are about it).
+                if m == "start_latency_ns" {
                     out.extend(percentile_chart(run, workload, m, x, &with_m));
                 }
                 // Every other sweep (copy-up vs layer depth …) at the largest value of the
@@ -718,6 +733,8 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
                         title: format!("{workload}: {m}"),
                         x_name: "parameters".into(),
                         metric: m.clone(),
+                        y_unit: y_unit(workload, m),
+                        x_kind: None,
                         categories: Some(cats.iter().map(|c| if c.is_empty() { "all".into() } else { shorten(c) }).collect()),
                         series,
                     });
@@ -750,6 +767,8 @@ fn percentile_chart(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: 
         title: format!("{workload}: {m} p50 (solid) and p99 (dashed) vs {x}"),
         x_name: x.to_string(),
         metric: m.to_string(),
+        y_unit: y_unit(workload, m),
+        x_kind: x_kind(workload, x),
         categories: None,
         series,
     })
@@ -786,6 +805,8 @@ fn sweep_charts(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&c
             title: format!("{workload}: {m} vs {x}{suffix}"),
             x_name: x.to_string(),
             metric: m.to_string(),
+            y_unit: y_unit(workload, m),
+            x_kind: x_kind(workload, x),
             categories: None,
             series,
         });
