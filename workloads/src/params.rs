@@ -8,7 +8,7 @@
 //! profile's own combinations (which need not be a product) are kept; duplicates are dropped in
 //! order. Every resulting cell is checked by the workload's typed parameter struct.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Params, Workload};
 
@@ -219,7 +219,7 @@ pub fn parse_values(kind: ParamKind, text: &str) -> Result<Vec<Option<serde_json
 }
 
 /// One `--set WORKLOAD.PARAM=VALUES`, resolved against the workload's specs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParamSet {
     pub workload: String,
     pub param: String,
@@ -249,7 +249,8 @@ impl std::str::FromStr for ParamSet {
 
     /// `copyup.file_bytes=4K,1M,256M`.
     fn from_str(arg: &str) -> Result<Self, ParamError> {
-        let err = |m: String| ParamError(format!("--set {arg}: {m}"));
+        // The caller (clap) shows `arg` beside the message.
+        let err = ParamError;
         let (key, text) = arg.split_once('=').ok_or_else(|| err("expected WORKLOAD.PARAM=VALUES".into()))?;
         let (wid, pname) = key.split_once('.').ok_or_else(|| err("expected WORKLOAD.PARAM=VALUES".into()))?;
         let w = crate::by_id(wid).ok_or_else(|| {
