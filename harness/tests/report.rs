@@ -363,6 +363,22 @@ fn regression_direction_comes_from_the_metric_spec() {
     assert_eq!(cmp["without_spec"], json!(["seqio/mystery_ns"]));
 }
 
+#[test]
+fn misspelt_metric_in_claims_file_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = synthetic_run(&tmp.path().join("r"), "r", 7, 1.0);
+    let bad = tmp.path().join("bad.toml");
+    let text = cowbench::claims::DEFAULT_CLAIMS_TOML.replacen("metric = \"after_before_ratio\"", "metric = \"after_before_ratoi\"", 1);
+    std::fs::write(&bad, text).unwrap();
+    let out = tmp.path().join("out");
+    let s = |p: &Path| p.display().to_string();
+    let o = cowbench(&["report", &s(&run), "--claims", &s(&bad), "--out", &s(&out)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("zfs-fragmentation") && err.contains("after_before_ratoi"), "names the claim and the name: {err}");
+    assert!(!out.join("report.md").exists(), "nothing written");
+}
+
 fn chromium() -> PathBuf {
     for name in ["chromium", "chromium-browser", "google-chrome"] {
         if let Ok(o) = Command::new("which").arg(name).output() {

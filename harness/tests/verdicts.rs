@@ -84,6 +84,40 @@ fn claims_file_has_every_id_and_row() {
     }
 }
 
+/// The built-in claims file with one substitution.
+fn claims_with(from: &str, to: &str) -> anyhow::Result<ClaimSet> {
+    let text = cowbench::claims::DEFAULT_CLAIMS_TOML;
+    assert!(text.contains(from), "claims.toml has no '{from}'");
+    ClaimSet::parse(&text.replacen(from, to, 1))
+}
+
+#[test]
+fn misspelt_names_fail_at_load() {
+    let err = |from: &str, to: &str| format!("{:#}", claims_with(from, to).expect_err(to));
+    // A metric: names the claim, the bad name and the metrics that exist.
+    let e = err("metric = \"after_before_ratio\"", "metric = \"after_before_ratoi\"");
+    assert!(e.contains("claim 'zfs-fragmentation'") && e.contains("'after_before_ratoi'") && e.contains("after_before_ratio"), "{e}");
+    // A `where` on a parameter the workload does not have is no longer ignored.
+    let e = err("where = { cache = \"cold\" }", "where = { cache = \"cold\", colour = \"blue\" }");
+    assert!(e.contains("claim 'aufs-deep-lookup'") && e.contains("where") && e.contains("'colour'") && e.contains("depth (count)"), "{e}");
+    // A value that is not one of the parameter's choices.
+    let e = err("where = { cache = \"cold\" }", "where = { cache = \"cool\" }");
+    assert!(e.contains("\"cool\"") && e.contains("cold|warm"), "{e}");
+    // x, workloads, the reference workload and drivers.
+    let e = err("x = \"overwrite_percent\"", "x = \"overwrite_pct\"");
+    assert!(e.contains("x names unknown parameter 'overwrite_pct'"), "{e}");
+    let e = err("workloads = [\"lookup\"]", "workloads = [\"lokup\"]");
+    assert!(e.contains("unknown workload 'lokup'"), "{e}");
+    let e = err("reference_workload = \"baremetal\"", "reference_workload = \"baremetl\"");
+    assert!(e.contains("unknown workload 'baremetl'"), "{e}");
+    let e = err("per_cycle_param = \"write_bytes\"", "per_cycle_param = \"write_byte\"");
+    assert!(e.contains("per_cycle_param names unknown parameter 'write_byte'"), "{e}");
+    let e = err("reference_driver = \"vfs\"", "reference_driver = \"vsf\"");
+    assert!(e.contains("unknown driver 'vsf'"), "{e}");
+    // The shipped file passes.
+    claims_with("x = \"overwrite_percent\"", "x = \"overwrite_percent\"").unwrap();
+}
+
 #[test]
 fn overlay_copyup_confirmed_refuted_inconclusive() {
     // Whole-file copy: 30 µs + 1 ns/byte (≈ 1 GB/s) → ×~2000 from 4 KiB to 64 MiB.

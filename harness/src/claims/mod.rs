@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+pub mod check;
 pub mod evidence;
 pub mod rules;
 pub mod stats;
@@ -224,7 +225,8 @@ impl ClaimSet {
         self.claims.iter().find(|c| c.id == id)
     }
 
-    /// Ids unique, every row's claim ids exist, every claim has a rule.
+    /// Ids unique, every row's claim ids exist, every claim has a rule, and every workload,
+    /// metric, parameter and driver a claim names exists ([`check::names`]).
     fn check(&self) -> anyhow::Result<()> {
         let mut seen = std::collections::BTreeSet::new();
         for c in &self.claims {
@@ -239,7 +241,7 @@ impl ClaimSet {
                 }
             }
         }
-        Ok(())
+        check::names(self)
     }
 }
 

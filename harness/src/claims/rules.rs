@@ -220,10 +220,8 @@ pub fn select<'a>(
     let (extremes, plain): (Vec<_>, Vec<_>) =
         filter.iter().partition(|(_, v)| matches!(v.as_str(), Some("max") | Some("min")));
     for (k, v) in plain.into_iter().chain(extremes) {
-        // A filter on a parameter no cell has is ignored: the workload does not vary it.
-        if !cells.iter().any(|c| c.params.contains_key(k)) {
-            continue;
-        }
+        // Every filter names a parameter of the workload (checked when the claims were read); a
+        // cell without it (an optional parameter left out) does not match a value of it.
         let pick = match v.as_str() {
             Some(e @ ("max" | "min")) => {
                 let vals: Vec<f64> = cells.iter().filter_map(|c| c.param_f64(k)).collect();
