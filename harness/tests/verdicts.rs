@@ -2,8 +2,9 @@
 //! claims — so every rule can fail — and the not-measured reasons.
 
 use cowbench::claims::{
-    evaluate_claim, Backend, CellState, ClaimSet, ClaimVerdict, EvCell, RunEvidence, VerdictKind, Why,
+    evaluate_claim, Backend, ClaimSet, ClaimVerdict, RunEvidence, VerdictKind, Why,
 };
+use cowbench::results::{Cell, CellStatus};
 use serde_json::json;
 
 const KIB: f64 = 1024.0;
@@ -46,7 +47,7 @@ fn copyup(run: &mut RunEvidence, driver: &str, fixed_ns: f64, per_byte_ns: f64, 
             .collect();
         let lat = j.samples(fixed_ns + per_byte_ns * s, amp, 9);
         let usage = if whole_file { s + 8192.0 } else { 4096.0 };
-        let mut cell = EvCell::new("copyup", driver, p)
+        let mut cell = Cell::new("copyup", driver, p)
             .with_metric("first_write_latency_ns", lat)
             .with_metric("usage_delta_bytes", vec![usage; 5]);
         if driver == "devicemapper" {
@@ -159,7 +160,7 @@ fn overlay_copyup_confirmed_refuted_inconclusive() {
             lat.push(center * 95.0);
             lat.push(center * 99.0);
         }
-        run.cells.push(EvCell::new("copyup", "overlay", p).with_metric("first_write_latency_ns", lat));
+        run.cells.push(Cell::new("copyup", "overlay", p).with_metric("first_write_latency_ns", lat));
     }
     let v = verdict(&run, "overlay-copyup-whole-file");
     assert_eq!(v.verdict.kind, VerdictKind::Inconclusive, "{}", v.verdict.summary());
@@ -188,7 +189,7 @@ fn sharedcache(run: &mut RunEvidence, driver: &str, metric: &str, copies: impl F
     let mut j = Jitter(seed);
     for n in [1.0, 2.0, 4.0, 8.0, 16.0] {
         let p = [("containers".to_string(), json!(n as u64))].into_iter().collect();
-        run.cells.push(EvCell::new("sharedcache", driver, p).with_metric(metric, j.samples(copies(n) * 256.0 * MIB, amp, 7)));
+        run.cells.push(Cell::new("sharedcache", driver, p).with_metric(metric, j.samples(copies(n) * 256.0 * MIB, amp, 7)));
     }
 }
 
@@ -225,7 +226,7 @@ fn density(run: &mut RunEvidence, driver: &str, start_ns: f64, amp: f64, seed: u
         let p = [("containers".to_string(), json!(n))].into_iter().collect();
         let k = (n as usize * 2).max(6);
         run.cells.push(
-            EvCell::new("density", driver, p)
+            Cell::new("density", driver, p)
                 .with_metric("start_latency_ns", j.samples(start_ns, amp, k))
                 .with_metric("disk_per_container_bytes", j.samples(if driver == "vfs" { 80.0 * MIB } else { 24.0 * KIB }, 0.1, k)),
         );
@@ -320,7 +321,8 @@ fn not_measured_says_why() {
     let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
     copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 43, true);
     for c in &mut run.cells {
-        c.state = CellState::Failed("runc create: EPERM".into());
+        c.status = CellStatus::Failed;
+        c.reason = Some("runc create: EPERM".into());
     }
     let v = verdict(&run, "overlay-copyup-whole-file");
     match &v.verdict.why {
@@ -354,7 +356,7 @@ fn aufs_depth_part_and_stand_in_mark() {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         let lat = j.samples(140e6 * (1.0 + 0.05 * depth as f64), 0.03, 9);
-        run.cells.push(EvCell::new("copyup", "aufs", p).with_metric("first_write_latency_ns", lat));
+        run.cells.push(Cell::new("copyup", "aufs", p).with_metric("first_write_latency_ns", lat));
     }
     assert_eq!(verdict(&run, "aufs-copyup-size-depth").verdict.kind, VerdictKind::Confirmed);
 }
@@ -371,7 +373,7 @@ fn other_rule_kinds() {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
-            run.cells.push(EvCell::new("fragmentation", "zfs", p).with_metric("after_before_ratio", j.samples(ratio, 0.02, 7)));
+            run.cells.push(Cell::new("fragmentation", "zfs", p).with_metric("after_before_ratio", j.samples(ratio, 0.02, 7)));
         }
         assert_eq!(verdict(&run, "zfs-fragmentation").verdict.kind, want, "after/before = {ratio}");
     }
@@ -386,7 +388,7 @@ fn other_rule_kinds() {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
             let used = 500.0 * MIB + leak * 64.0 * MIB * k as f64 + 2.0 * MIB * (j.next(1.0) - 1.0);
-            run.cells.push(EvCell::new("churn", "devicemapper", p).with_metric("backend_used_bytes", vec![used]));
+            run.cells.push(Cell::new("churn", "devicemapper", p).with_metric("backend_used_bytes", vec![used]));
         }
         assert_eq!(verdict(&run, "dm-churn-overflow").verdict.kind, want);
     }
@@ -402,8 +404,8 @@ fn other_rule_kinds() {
         let mut run = RunEvidence::synthetic("t", &["overlay"], &["seqio", "baremetal"]);
         let mut j = Jitter(64);
         let p: cowbench_workloads::Params = [("file_bytes".to_string(), json!(256 * 1024 * 1024))].into_iter().collect();
-        run.cells.push(EvCell::new("seqio", "overlay", p.clone()).with_metric("read_bytes_per_s", j.samples(frac * 500.0 * MIB, 0.03, 7)));
-        run.cells.push(EvCell::new("baremetal", "overlay", p).with_metric("read_bytes_per_s", j.samples(500.0 * MIB, 0.03, 7)));
+        run.cells.push(Cell::new("seqio", "overlay", p.clone()).with_metric("read_bytes_per_s", j.samples(frac * 500.0 * MIB, 0.03, 7)));
+        run.cells.push(Cell::new("baremetal", "overlay", p).with_metric("read_bytes_per_s", j.samples(500.0 * MIB, 0.03, 7)));
         assert_eq!(verdict(&run, "near-bare-metal").verdict.kind, want);
     }
 }

@@ -14,7 +14,7 @@ pub mod evidence;
 pub mod rules;
 pub mod stats;
 
-pub use evidence::{Backend, CellState, EvCell, RunEvidence};
+pub use evidence::{Backend, RunEvidence};
 pub use rules::{evaluate_claim, evaluate_all};
 
 /// The claims file shipped with cowbench.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::stats::{self, MedianCi};
 use super::*;
+use crate::results::{Cell, CellStatus};
 use cowbench_workloads::metric::{fmt_bytes, fmt_pct, fmt_ratio, format_metric as fmt_value};
 use cowbench_workloads::params::format_param as fmt_param;
 
@@ -183,8 +184,8 @@ pub fn select<'a>(
     metric: &str,
     filter: &BTreeMap<String, serde_json::Value>,
     include_failed: bool,
-) -> Result<Vec<&'a EvCell>, Why> {
-    let all: Vec<&EvCell> = run.cells.iter().filter(|c| c.workload == workload && c.driver == driver).collect();
+) -> Result<Vec<&'a Cell>, Why> {
+    let all: Vec<&Cell> = run.cells.iter().filter(|c| c.workload == workload && c.driver == driver).collect();
     if all.is_empty() {
         if !run.workload_ran(workload) {
             let sel = if run.workloads_requested.is_empty() || run.workloads_requested.iter().any(|w| w == workload) {
@@ -196,21 +197,24 @@ pub fn select<'a>(
         }
         return Err(Why::DriverNotRun(format!("no {workload} cells for {driver}")));
     }
-    let usable: Vec<&EvCell> = all
+    let usable: Vec<&Cell> = all
         .iter()
         .copied()
         .filter(|c| {
-            (include_failed && c.state != CellState::Ok)
-                || (c.state == CellState::Ok && c.metrics.get(metric).is_some_and(|s| !s.is_empty()))
+            (include_failed && c.status != CellStatus::Ok)
+                || (c.status == CellStatus::Ok && c.samples(metric).is_some_and(|s| !s.is_empty()))
         })
         .collect();
     if usable.is_empty() {
         let reason = all
             .iter()
-            .find_map(|c| match &c.state {
-                CellState::Failed(r) => Some(format!("{workload} on {driver} failed: {r}")),
-                CellState::Skipped(r) => Some(format!("{workload} on {driver} skipped: {r}")),
-                CellState::Ok => None,
+            .find_map(|c| {
+                let r = c.reason.as_deref();
+                match c.status {
+                    CellStatus::Failed => Some(format!("{workload} on {driver} failed: {}", r.unwrap_or("failed"))),
+                    CellStatus::Skipped => Some(format!("{workload} on {driver} skipped: {}", r.unwrap_or("skipped"))),
+                    CellStatus::Ok => None,
+                }
             })
             .unwrap_or_else(|| format!("{workload} on {driver} recorded no '{metric}' samples"));
         return Err(Why::CellsFailed(reason));
@@ -266,13 +270,13 @@ fn value_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 pub type XGroups = Vec<(f64, Vec<f64>)>;
 
 /// Samples grouped by the numeric value of parameter `x`, ascending.
-pub fn by_x(cells: &[&EvCell], x: &str, metric: &str) -> Vec<(f64, Vec<f64>)> {
+pub fn by_x(cells: &[&Cell], x: &str, metric: &str) -> Vec<(f64, Vec<f64>)> {
     let mut m: BTreeMap<u64, (f64, Vec<f64>)> = BTreeMap::new();
     for c in cells {
-        if c.state != CellState::Ok {
+        if c.status != CellStatus::Ok {
             continue;
         }
-        let (Some(xv), Some(s)) = (c.param_f64(x), c.metrics.get(metric)) else { continue };
+        let (Some(xv), Some(s)) = (c.param_f64(x), c.samples(metric)) else { continue };
         // Order key that sorts finite f64 correctly (all x here are ≥ 0).
         m.entry(xv.to_bits()).or_insert((xv, vec![])).1.extend(s.iter().copied());
     }
@@ -294,7 +298,7 @@ fn point(driver: &str, x: Option<f64>, label: String, ci: &MedianCi) -> Point {
     }
 }
 
-fn marks_of(run: &RunEvidence, cells: &[&EvCell]) -> Marks {
+fn marks_of(run: &RunEvidence, cells: &[&Cell]) -> Marks {
     let mut m = Marks { vm: run.is_vm(), ..Default::default() };
     for c in cells {
         let b = run.backends.get(&c.driver);
@@ -485,16 +489,16 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let mut outcomes = Vec::new();
             for c in &cells {
                 // Same parameters on the keys both sides have.
-                let matched: Vec<&&EvCell> = refs
+                let matched: Vec<&&Cell> = refs
                     .iter()
                     .filter(|r| c.params.iter().all(|(k, v)| r.params.get(k).map(|rv| value_eq(rv, v)).unwrap_or(true)))
                     .collect();
                 if matched.is_empty() {
                     continue;
                 }
-                let rs: Vec<f64> = matched.iter().flat_map(|r| r.metrics[m].iter().copied()).collect();
+                let rs: Vec<f64> = matched.iter().flat_map(|r| r.metrics[m].samples.iter().copied()).collect();
                 let a = stats::median_ci(&rs).unwrap();
-                let b = stats::median_ci(&c.metrics[m]).unwrap();
+                let b = stats::median_ci(&c.metrics[m].samples).unwrap();
                 let label = cowbench_workloads::params_string(&c.params);
                 points.push(point(driver, None, label.clone(), &b));
                 points.push(point(&format!("{rd} ({rw})"), None, label.clone(), &a));
@@ -554,7 +558,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
         RuleKind::Rank { expect, higher_is_better, competitors, margin, min_competitors } => {
             let x = need_x(rule)?;
             let own = select(run, &rule.workload, driver, m, &rule.filter, false)?;
-            let mut field: Vec<(String, Vec<&EvCell>)> = vec![(driver.to_string(), own)];
+            let mut field: Vec<(String, Vec<&Cell>)> = vec![(driver.to_string(), own)];
             let mut missing = Vec::new();
             for c in competitors.iter().filter(|c| *c != driver) {
                 match select(run, &rule.workload, c, m, &rule.filter, false) {
@@ -562,7 +566,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                     Err(_) => missing.push(c.clone()),
                 }
             }
-            let all: Vec<&EvCell> = field.iter().flat_map(|(_, c)| c.iter().copied()).collect();
+            let all: Vec<&Cell> = field.iter().flat_map(|(_, c)| c.iter().copied()).collect();
             *marks = marks_of(run, &all);
             // Rank only at an x every compared driver reached.
             let groups: Vec<(String, XGroups)> =
@@ -679,11 +683,11 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             *marks = marks_of(run, &cells);
             let ok: Vec<f64> = cells
                 .iter()
-                .filter(|c| c.state == CellState::Ok && c.metrics.get(m).is_some_and(|s| !s.is_empty()))
+                .filter(|c| c.status == CellStatus::Ok && c.samples(m).is_some_and(|s| !s.is_empty()))
                 .filter_map(|c| c.param_f64(x))
                 .collect();
             let failed: Vec<f64> =
-                cells.iter().filter(|c| matches!(c.state, CellState::Failed(_))).filter_map(|c| c.param_f64(x)).collect();
+                cells.iter().filter(|c| c.status == CellStatus::Failed).filter_map(|c| c.param_f64(x)).collect();
             let best = ok.iter().copied().fold(0.0, f64::max);
             let first_fail = failed.iter().copied().filter(|f| *f > best).fold(f64::INFINITY, f64::min);
             let key = if first_fail.is_finite() {
@@ -708,7 +712,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 cells
                     .iter()
                     .filter(|c| c.params.get(param).is_some_and(|p| value_eq(p, v)))
-                    .flat_map(|c| c.metrics[m].iter().copied())
+                    .flat_map(|c| c.metrics[m].samples.iter().copied())
                     .collect()
             };
             let (b0, a0) = (side(before), side(after));
@@ -756,7 +760,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 push_points(w, driver, &groups, x, points);
             } else {
                 // One cell holding the series: sample i is the value after cycle i+1.
-                let s = &cells[0].metrics[m];
+                let s = &cells[0].metrics[m].samples;
                 pts = s.iter().enumerate().map(|(i, y)| ((i + 1) as f64, *y)).collect();
                 for (xv, y) in &pts {
                     let ci = stats::median_ci(&[*y]).unwrap();
@@ -810,7 +814,7 @@ fn sweep_ends(
     driver: &str,
     x: &str,
     metric: &str,
-    cells: &[&EvCell],
+    cells: &[&Cell],
     min_span: f64,
     fit: Fit,
     points: &mut Vec<Point>,

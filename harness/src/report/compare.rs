@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use cowbench_workloads::{Better, MetricSpec, Unit};
 
-use crate::claims::{stats, CellState, RunEvidence};
+use crate::claims::{stats, RunEvidence};
+use crate::results::{Cell, CellStatus};
 
 /// Changes smaller than this are "no change" even with tight CIs.
 pub const MIN_CHANGE: f64 = 0.05;
@@ -102,7 +103,7 @@ pub fn judge(spec: Option<&MetricSpec>, ratio: f64) -> Change {
     }
 }
 
-fn key(c: &crate::claims::EvCell) -> String {
+fn key(c: &Cell) -> String {
     format!("{}/{}/{}", c.workload, c.driver, cowbench_workloads::params_string(&c.params))
 }
 
@@ -110,10 +111,10 @@ pub fn compare_runs(run: &RunEvidence, baseline: &RunEvidence) -> Comparison {
     // cell key → (workload, metric → samples)
     let index = |r: &RunEvidence| -> BTreeMap<String, (String, BTreeMap<String, Vec<f64>>)> {
         let mut m: BTreeMap<String, (String, BTreeMap<String, Vec<f64>>)> = BTreeMap::new();
-        for c in r.cells.iter().filter(|c| c.state == CellState::Ok) {
+        for c in r.cells.iter().filter(|c| c.status == CellStatus::Ok) {
             let e = &mut m.entry(key(c)).or_insert_with(|| (c.workload.clone(), BTreeMap::new())).1;
             for (k, s) in &c.metrics {
-                e.entry(k.clone()).or_default().extend(s.iter().copied());
+                e.entry(k.clone()).or_default().extend(s.samples.iter().copied());
             }
         }
         m

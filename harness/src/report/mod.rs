@@ -656,8 +656,8 @@ const SWEEP_PREFERENCE: [&str; 8] = ["file_bytes", "containers", "depth", "cycle
 /// Generic charts of a workload: every metric over its main swept parameter, one chart per
 /// combination of the other parameters (at most four per metric), a line per backend.
 pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
-    let cells: Vec<&claims::EvCell> =
-        run.cells.iter().filter(|c| c.workload == workload && c.state == claims::CellState::Ok).collect();
+    let cells: Vec<&crate::results::Cell> =
+        run.cells.iter().filter(|c| c.workload == workload && c.status == crate::results::CellStatus::Ok).collect();
     let metrics: BTreeSet<&String> = cells.iter().flat_map(|c| c.metrics.keys()).collect();
     // Numeric parameters and their distinct values.
     let mut numeric: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
@@ -675,7 +675,7 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
         .max_by_key(|k| (numeric[k].len(), SWEEP_PREFERENCE.iter().rev().position(|p| p == k).map_or(0, |p| p + 1)));
     let mut out = Vec::new();
     for m in metrics {
-        let with_m: Vec<&claims::EvCell> = cells.iter().copied().filter(|c| c.metrics.get(m).is_some_and(|s| !s.is_empty())).collect();
+        let with_m: Vec<&crate::results::Cell> = cells.iter().copied().filter(|c| c.samples(m).is_some_and(|s| !s.is_empty())).collect();
         match x {
             Some(x) => {
                 // The main sweep, one chart per combination of the other parameters.
@@ -688,7 +688,7 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
                 // Every other sweep (copy-up vs layer depth …) at the largest value of the
                 // remaining swept parameters.
                 for s in swept.iter().copied().filter(|s| *s != x) {
-                    let at_max: Vec<&claims::EvCell> = with_m
+                    let at_max: Vec<&crate::results::Cell> = with_m
                         .iter()
                         .copied()
                         .filter(|c| {
@@ -719,7 +719,7 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
                             .iter()
                             .filter(|c| &c.driver == d)
                             .filter_map(|c| {
-                                let ci = claims::stats::median_ci(&c.metrics[m])?;
+                                let ci = claims::stats::median_ci(&c.metrics[m].samples)?;
                                 let x = cats.iter().position(|k| *k == cowbench_workloads::params_string(&c.params))? as f64;
                                 Some(charts::SPoint { x, median: ci.median, lo: ci.lo, hi: ci.hi })
                             })
@@ -746,10 +746,10 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
 }
 
 /// Median and p99 of a latency over `x`, per backend: the tail a user feels at scale.
-fn percentile_chart(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&claims::EvCell]) -> Option<ChartSpec> {
+fn percentile_chart(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&crate::results::Cell]) -> Option<ChartSpec> {
     let mut series = Vec::new();
     for d in sorted_drivers(cells.iter().map(|c| c.driver.as_str())) {
-        let mine: Vec<&claims::EvCell> = cells.iter().copied().filter(|c| c.driver == d).collect();
+        let mine: Vec<&crate::results::Cell> = cells.iter().copied().filter(|c| c.driver == d).collect();
         let groups = claims::rules::by_x(&mine, x, m);
         if groups.len() < 2 {
             continue;
@@ -775,8 +775,8 @@ fn percentile_chart(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: 
 }
 
 /// Charts of `metric` over `x`, one per combination of the other parameters (at most `limit`).
-fn sweep_charts(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&claims::EvCell], limit: usize, tag: &str) -> Vec<ChartSpec> {
-    let mut combos: BTreeMap<String, Vec<&claims::EvCell>> = BTreeMap::new();
+fn sweep_charts(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&crate::results::Cell], limit: usize, tag: &str) -> Vec<ChartSpec> {
+    let mut combos: BTreeMap<String, Vec<&crate::results::Cell>> = BTreeMap::new();
     for c in cells {
         let mut rest = c.params.clone();
         rest.remove(x);
@@ -788,7 +788,7 @@ fn sweep_charts(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&c
         let series: Vec<charts::Series> = drivers
             .iter()
             .filter_map(|d| {
-                let mine: Vec<&claims::EvCell> = cs.iter().copied().filter(|c| &c.driver == d).collect();
+                let mine: Vec<&crate::results::Cell> = cs.iter().copied().filter(|c| &c.driver == d).collect();
                 let pts: Vec<charts::SPoint> = claims::rules::by_x(&mine, x, m)
                     .into_iter()
                     .filter_map(|(xv, s)| claims::stats::median_ci(&s).map(|c| charts::SPoint { x: xv, median: c.median, lo: c.lo, hi: c.hi }))
