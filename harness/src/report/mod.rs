@@ -23,6 +23,7 @@ pub mod charts;
 pub mod compare;
 mod html;
 mod md;
+pub mod table;
 
 pub use charts::{ChartFiles, ChartSpec};
 pub use compare::{compare_runs, Change, CompareRow, Comparison};
