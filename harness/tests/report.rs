@@ -377,6 +377,9 @@ fn misspelt_metric_in_claims_file_exits_2() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("zfs-fragmentation") && err.contains("after_before_ratoi"), "names the claim and the name: {err}");
     assert!(!out.join("report.md").exists(), "nothing written");
+    // A run directory that does not exist is a usage error too.
+    let o = cowbench(&["report", &s(&tmp.path().join("nope")), "--out", &s(&out)]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 fn chromium() -> PathBuf {

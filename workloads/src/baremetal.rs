@@ -78,6 +78,9 @@ impl Workload for Baremetal {
     fn check_params(&self, p: &Params) -> Result<(), String> {
         BaremetalParams::from_params(p).map(drop)
     }
+    fn derive_params(&self, p: &mut Params) {
+        crate::seqio::derive_ios(p);
+    }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         // Quick: the seqio cells (what near-bare-metal compares); full: seqio's and randio's.
         let c = match profile {

@@ -101,6 +101,9 @@ pub trait Workload: Sync {
     fn params(&self) -> &'static [ParamSpec];
     /// Whether `p` is a valid parameter set: parses into the workload's typed parameters.
     fn check_params(&self, p: &Params) -> Result<(), String>;
+    /// Recompute parameters that follow from others after `--set` changed a cell (a
+    /// sequential pass has one IO per block of the file). Most workloads have none.
+    fn derive_params(&self, _p: &mut Params) {}
     /// The parameter sets (cells) of a profile, in run order.
     fn cells(&self, profile: Profile) -> Vec<Params>;
     /// Repetitions per cell that are not recorded (warm the runtime, dentry cache ...).

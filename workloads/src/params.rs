@@ -292,6 +292,17 @@ pub fn apply_sets(w: &dyn Workload, mut cells: Vec<Params>, sets: &[ParamSet]) -
         }
         cells = out;
     }
+    if !sets.iter().any(|s| s.workload == w.id()) {
+        return Ok(cells);
+    }
+    let mut derived: Vec<Params> = Vec::new();
+    for mut c in cells {
+        w.derive_params(&mut c);
+        if !derived.contains(&c) {
+            derived.push(c);
+        }
+    }
+    let cells = derived;
     for c in &cells {
         w.check_params(c).map_err(|e| {
             ParamError(format!(
@@ -362,6 +373,20 @@ mod tests {
         let d: ParamSet = "copyup.depth=1,8".parse().unwrap();
         let s2: ParamSet = "copyup.file_bytes=1M".parse().unwrap();
         assert_eq!(apply_sets(w, w.cells(Profile::Quick), &[s2, d]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn derived_parameters_follow_a_set() {
+        // A sequential pass reads every block once: a bigger file means more IOs.
+        let w = crate::by_id("seqio").unwrap();
+        let s: ParamSet = "seqio.file_bytes=256M".parse().unwrap();
+        let cells = apply_sets(w, w.cells(Profile::Quick), &[s]).unwrap();
+        assert!(cells.iter().all(|c| c["ios"] == serde_json::json!(256 * MIB / crate::seqio::SEQ_BLOCK)), "{cells:?}");
+        // Random IO: at most one IO per block of the file.
+        let w = crate::by_id("randio").unwrap();
+        let s: ParamSet = "randio.file_bytes=4M".parse().unwrap();
+        let cells = apply_sets(w, w.cells(Profile::Quick), &[s]).unwrap();
+        assert!(cells.iter().all(|c| c["ios"] == serde_json::json!(4 * MIB / crate::seqio::RAND_BLOCK)), "{cells:?}");
     }
 
     #[test]

@@ -28,6 +28,9 @@ impl Workload for Randio {
     fn check_params(&self, p: &Params) -> Result<(), String> {
         IoParams::from_params(p).map(drop)
     }
+    fn derive_params(&self, p: &mut Params) {
+        crate::seqio::derive_ios(p);
+    }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         let c = match profile {
             Profile::Quick => quick_cells(true),

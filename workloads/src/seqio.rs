@@ -129,6 +129,18 @@ pub fn full_cells(rand: bool) -> Vec<IoParams> {
     v
 }
 
+/// `ios` from the other parameters after a `--set` (shared by seqio, randio and baremetal):
+/// one IO per block for a sequential pass, at most one per block for a random one.
+pub fn derive_ios(p: &mut Params) {
+    let Ok(io) = IoParams::from_params(p) else { return };
+    let blocks = io.file_bytes.div_ceil(io.block_bytes.max(1)).max(1);
+    let ios = match io.pattern {
+        Pattern::Seq => blocks,
+        Pattern::Rand => io.ios.min(io.file_bytes / io.block_bytes.max(1)).max(1),
+    };
+    p.insert("ios".into(), ios.into());
+}
+
 pub fn repetitions(profile: Profile) -> u32 {
     match profile {
         Profile::Quick => 2,
@@ -168,6 +180,9 @@ impl Workload for Seqio {
     }
     fn check_params(&self, p: &Params) -> Result<(), String> {
         IoParams::from_params(p).map(drop)
+    }
+    fn derive_params(&self, p: &mut Params) {
+        derive_ios(p);
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         let c = match profile {
