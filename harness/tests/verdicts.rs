@@ -115,6 +115,27 @@ fn misspelt_names_fail_at_load() {
     assert!(e.contains("per_cycle_param names unknown parameter 'write_byte'"), "{e}");
     let e = err("reference_driver = \"vfs\"", "reference_driver = \"vsf\"");
     assert!(e.contains("unknown driver 'vsf'"), "{e}");
+    // Rank and before/after need a metric whose spec has a better direction.
+    let neither = r#"
+[[claim]]
+id = "lookups-found"
+statement = "s"
+source = "t"
+workloads = ["lookup"]
+drivers = ["overlay"]
+[[claim.rule]]
+kind = "rank"
+workload = "lookup"
+metric = "found_count"
+x = "depth"
+expect = "best"
+competitors = ["aufs"]
+margin = 1.1
+min_competitors = 1
+"#;
+    let e = format!("{:#}", ClaimSet::parse(&format!("row = []\n{neither}")).unwrap_err());
+    assert!(e.contains("claim 'lookups-found'") && e.contains("'found_count'") && e.contains("neither"), "{e}");
+    assert!(ClaimSet::parse(&format!("row = []\n{}", neither.replace("found_count", "lookup_latency_ns"))).is_ok());
     // The shipped file passes.
     claims_with("x = \"overwrite_percent\"", "x = \"overwrite_percent\"").unwrap();
 }

@@ -4,7 +4,7 @@
 //! misspelt name is an error naming the claim, the name and what exists — not a claim that
 //! reads "not measured" after a whole run.
 
-use cowbench_workloads::{ParamKind, Workload};
+use cowbench_workloads::{Better, ParamKind, Workload};
 
 use super::{Claim, ClaimSet, Rule, RuleKind};
 
@@ -61,6 +61,25 @@ fn value(claim: &str, w: &dyn Workload, p: &str, kind: ParamKind, v: &serde_json
     Ok(())
 }
 
+/// Whether larger values of the rule's metric are better: the metric's spec decides. A rule
+/// that compares directions (rank, before_after) on a metric whose spec says neither is an
+/// error at load, so after [`names`] passed this is never asked of such a metric.
+pub fn higher_is_better(rule: &Rule) -> bool {
+    cowbench_workloads::metric_spec(&rule.workload, &rule.metric).is_some_and(|s| s.better == Better::Higher)
+}
+
+fn direction(claim: &str, r: &Rule) -> anyhow::Result<()> {
+    let better = cowbench_workloads::metric_spec(&r.workload, &r.metric).map(|s| s.better);
+    anyhow::ensure!(
+        matches!(better, Some(Better::Higher | Better::Lower)),
+        "claim '{claim}': a {} rule needs a metric with a better direction; '{}' of '{}' is neither higher- nor lower-is-better",
+        r.kind.name(),
+        r.metric,
+        r.workload
+    );
+    Ok(())
+}
+
 fn driver(claim: &str, d: &str, role: &str) -> anyhow::Result<()> {
     let known = cowbench_drivers::registry::DRIVERS;
     anyhow::ensure!(known.contains(&d), "claim '{claim}': {role} names unknown driver '{d}'; drivers: {}", known.join(", "));
@@ -92,11 +111,13 @@ fn rule(c: &Claim, r: &Rule) -> anyhow::Result<()> {
             }
         }
         RuleKind::Rank { competitors, .. } => {
+            direction(id, r)?;
             for d in competitors {
                 driver(id, d, "competitors")?;
             }
         }
         RuleKind::BeforeAfter { param: p, before, after, .. } => {
+            direction(id, r)?;
             let kind = param(id, w, p, "param")?;
             value(id, w, p, kind, before, false)?;
             value(id, w, p, kind, after, false)?;

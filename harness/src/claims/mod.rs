@@ -163,9 +163,9 @@ pub enum RuleKind {
         #[serde(default)]
         refute_above: Option<f64>,
     },
+    /// Better is the direction the metric's spec says ([`check::higher_is_better`]).
     Rank {
         expect: RankExpect,
-        higher_is_better: bool,
         competitors: Vec<String>,
         margin: f64,
         min_competitors: usize,
@@ -176,7 +176,6 @@ pub enum RuleKind {
         param: String,
         before: serde_json::Value,
         after: serde_json::Value,
-        higher_is_better: bool,
         confirm_max_ratio: f64,
         refute_min_ratio: f64,
     },

@@ -555,7 +555,8 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 inconclusive(why, range)
             })
         }
-        RuleKind::Rank { expect, higher_is_better, competitors, margin, min_competitors } => {
+        RuleKind::Rank { expect, competitors, margin, min_competitors } => {
+            let higher_is_better = &super::check::higher_is_better(rule);
             let x = need_x(rule)?;
             let own = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             let mut field: Vec<(String, Vec<&Cell>)> = vec![(driver.to_string(), own)];
@@ -705,7 +706,8 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 )));
             })
         }
-        RuleKind::BeforeAfter { param, before, after, higher_is_better, confirm_max_ratio, refute_min_ratio } => {
+        RuleKind::BeforeAfter { param, before, after, confirm_max_ratio, refute_min_ratio } => {
+            let higher_is_better = &super::check::higher_is_better(rule);
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
             let side = |v: &serde_json::Value| -> Vec<f64> {
@@ -895,9 +897,9 @@ pub fn rule_text(rule: &Rule) -> String {
             refute_below.map(|b| format!("≤ ×{b}")).unwrap_or_default(),
             refute_above.map(|a| format!("{}≥ ×{a}", if refute_below.is_some() { " or " } else { "" })).unwrap_or_default(),
         ),
-        RuleKind::Rank { expect, higher_is_better, competitors, margin, min_competitors } => format!(
+        RuleKind::Rank { expect, competitors, margin, min_competitors } => format!(
             "rank at the largest `{x}` every compared driver reached, {} is better, against {} (≥ {min_competitors} measured). A clearly beats B when its median is better by ≥ {margin}× and the 95% CIs do not overlap. Expect {}: {}.",
-            if *higher_is_better { "higher" } else { "lower" },
+            if super::check::higher_is_better(rule) { "higher" } else { "lower" },
             competitors.join(", "),
             format!("{expect:?}").to_lowercase(),
             match expect {
@@ -917,9 +919,9 @@ pub fn rule_text(rule: &Rule) -> String {
             "capacity: confirmed when a cell with `{x}` ≥ {min} succeeded; refuted when the sweep failed before {min}; not measured when the sweep stops below {min}{}.",
             if rule.required { "" } else { " (optional part)" }
         ),
-        RuleKind::BeforeAfter { param, before, after, higher_is_better, confirm_max_ratio, refute_min_ratio } => format!(
+        RuleKind::BeforeAfter { param, before, after, confirm_max_ratio, refute_min_ratio } => format!(
             "before/after on `{param}` ({} → {}), {} is better: confirmed when after/before (as a degradation ratio) ≤ ×{confirm_max_ratio} with its interval below ×{refute_min_ratio}; refuted when ≥ ×{refute_min_ratio} with its interval above ×{confirm_max_ratio}.",
-            show(before), show(after), if *higher_is_better { "higher" } else { "lower" }
+            show(before), show(after), if super::check::higher_is_better(rule) { "higher" } else { "lower" }
         ),
         RuleKind::GrowthOverCycles { per_cycle_param, confirm_min_fraction, refute_max_fraction, min_points } => format!(
             "growth over `{x}` (≥ {min_points} points): least-squares slope with its 95% interval, divided by `{per_cycle_param}`. Confirmed when ≥ {:.0}% of each cycle's writes stays allocated with the interval above {:.0}%; refuted when ≤ {:.0}% with the interval below {:.0}%.",
