@@ -238,6 +238,9 @@ fn set_cells_run_and_are_recorded() {
     assert_eq!(doc["parameters"]["sets"], serde_json::json!([{"workload": "density", "param": "containers", "values": [1, 2]}]));
     let ns: Vec<u64> = doc["cells"].as_array().unwrap().iter().map(|c| c["params"]["containers"].as_u64().unwrap()).collect();
     assert_eq!(ns, vec![1, 2]);
+    // The report says which parameters were set.
+    let md = std::fs::read_to_string(Path::new(summary["dir"].as_str().unwrap()).join("report.md")).unwrap();
+    assert!(md.contains("| parameters set | density.containers=1,2 |"), "{md}");
 }
 
 #[test]

@@ -186,6 +186,24 @@ impl RunEvidence {
                 format!("{} (git {})", h.cowbench.version, h.cowbench.git_revision.clone().unwrap_or_else(|| "unknown".into())),
             ),
             ("profile".into(), doc.parameters.profile.clone()),
+            (
+                "parameters set".into(),
+                if doc.parameters.sets.is_empty() {
+                    "none (the profile's cells)".into()
+                } else {
+                    doc.parameters
+                        .sets
+                        .iter()
+                        .map(|p| {
+                            let spec = cowbench_workloads::params::param_spec(&p.workload, &p.param);
+                            let vals: Vec<String> =
+                                p.values.iter().map(|v| spec.map_or_else(|| v.to_string(), |s| s.kind.format(v))).collect();
+                            format!("{}.{}={}", p.workload, p.param, vals.join(","))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+            ),
             ("command".into(), doc.parameters.command_line.join(" ")),
             ("environment".into(), env),
             ("kernel".into(), h.kernel.clone()),
