@@ -386,6 +386,14 @@ impl Container for HostContainer<'_> {
     fn accounting(&self) -> anyhow::Result<Accounting> {
         Ok(self.0.accounting()?)
     }
+    fn sigterm(&self) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on the container's init, a process of this container that lives until
+        // `stop` deletes the container (kill(2) takes no memory, only the pid).
+        if unsafe { libc::kill(self.0.pid(), libc::SIGTERM) } != 0 {
+            anyhow::bail!("container {}: kill(SIGTERM): {}", self.0.id(), std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
     fn stop(self: Box<Self>) -> anyhow::Result<StopOutput> {
         Ok(self.0.stop()?)
     }

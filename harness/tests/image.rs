@@ -37,7 +37,7 @@ fn synthetic_image(driver: &str) {
     assert_eq!(a.top, "img-synth-4");
     let before: Vec<_> = a.layers.iter().map(|k| fx.driver().stat(k).unwrap()).collect();
     for l in &before {
-        assert!(l.labels[image::LABEL_DIGEST].starts_with("sha256:"));
+        assert!(l.labels[image::LABEL_RECIPE].starts_with("sha256:"), "a generated layer records its recipe");
     }
     // Same spec again: every layer reused (same ids), same image.
     let b = image::build(fx.driver(), &spec).unwrap();
@@ -75,7 +75,7 @@ fn synthetic_image(driver: &str) {
     // Another seed replaces the stale layers (above the shared base).
     let c = image::build(fx.driver(), &ImageSpec::new("synth", 43, Shape::Synthetic(s))).unwrap();
     assert_eq!(fx.driver().stat(&c.layers[0]).unwrap(), before[0], "the base layer is shared");
-    assert_ne!(fx.driver().stat(&c.layers[1]).unwrap().labels[image::LABEL_DIGEST], before[1].labels[image::LABEL_DIGEST]);
+    assert_ne!(fx.driver().stat(&c.layers[1]).unwrap().labels[image::LABEL_RECIPE], before[1].labels[image::LABEL_RECIPE]);
     image::remove(fx.driver(), "synth").unwrap();
     assert!(image::load(fx.driver(), "synth").is_err());
 }
@@ -88,6 +88,43 @@ fn synthetic_image_is_deterministic_and_reused_overlay() {
 #[test]
 fn synthetic_image_is_deterministic_and_reused_vfs() {
     synthetic_image("vfs");
+}
+
+/// A layer a workload writes itself: one file `/custom` holding `text`.
+fn custom_layer(recipe: &str, text: &'static str) -> cowbench_workloads::images::CustomLayer {
+    cowbench_workloads::images::CustomLayer::new(recipe, move |w: &mut dyn Write| {
+        let mut t = synth::TarWriter::new(w);
+        t.file("custom", 0o644, text.len() as u64, text.as_bytes())?;
+        t.finish()?.flush()
+    })
+}
+
+/// Workload-made layers are reused by their recipe: the same recipe keeps the committed layer
+/// (its writer is not run again), another recipe rebuilds it, the base layer below stays.
+#[test]
+fn custom_layers_are_reused_by_recipe_overlay() {
+    let Some(fx) = fixture("overlay", &[]) else { return };
+    let spec = |recipe: &str, text: &'static str| ImageSpec::new("custom", 1, Shape::Custom(vec![custom_layer(recipe, text)]));
+    let a = image::build(fx.driver(), &spec("one file v1", "first")).unwrap();
+    assert_eq!(a.layers.len(), 2, "base + 1");
+    let before: Vec<_> = a.layers.iter().map(|k| fx.driver().stat(k).unwrap()).collect();
+    // Same recipe, different writer output: the recipe decides, so the layer is kept.
+    let b = image::build(fx.driver(), &spec("one file v1", "other")).unwrap();
+    let same: Vec<_> = b.layers.iter().map(|k| fx.driver().stat(k).unwrap()).collect();
+    assert_eq!(before, same, "same recipe: reused");
+    let read = |img: &Image, n: &str| {
+        let (m, key) = view(&fx, img, n);
+        let text = std::fs::read_to_string(m.path().join("custom")).unwrap();
+        drop(m);
+        fx.driver().remove(&key).unwrap();
+        text
+    };
+    assert_eq!(read(&b, "b"), "first");
+    let c = image::build(fx.driver(), &spec("one file v2", "second")).unwrap();
+    assert_eq!(fx.driver().stat(&c.layers[0]).unwrap(), before[0], "the base layer is shared");
+    assert_ne!(fx.driver().stat(&c.layers[1]).unwrap().labels[image::LABEL_RECIPE], before[1].labels[image::LABEL_RECIPE]);
+    assert_eq!(read(&c, "c"), "second");
+    image::remove(fx.driver(), "custom").unwrap();
 }
 
 fn shapes(driver: &str) {
@@ -104,9 +141,9 @@ fn shapes(driver: &str) {
     {
         let (m, _) = view(&fx, &large, "large");
         assert_eq!(std::fs::metadata(m.path().join("data/big")).unwrap().len(), big);
-        // The content is the seeded stream, byte for byte.
+        // The content is the generator's, byte for byte.
         let mut h = Sha256::new();
-        std::io::copy(&mut synth::Content::new(large_file_seed(), big), &mut h).unwrap();
+        std::io::copy(&mut synth::file_content(large_file_seed(), big), &mut h).unwrap();
         let mut f = std::fs::File::open(m.path().join("data/big")).unwrap();
         let mut h2 = Sha256::new();
         std::io::copy(&mut f, &mut h2).unwrap();

@@ -10,9 +10,15 @@
 //! backend with that option (devicemapper's `discard`); backends without it skip those cells.
 //! Answers dm-churn-overflow.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{Better, MetricSpec, ParamKind, ParamSpec, Unit, Params, Profile, TypedParams, Workload, MIB};
+use crate::images::{ImageSpec, Shape};
+use crate::kit;
+use crate::lab::{ContainerSpec, Image, Lab, Notes, Space};
+use crate::probe::{Op, Request};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// Parameters of one churn cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,8 +159,140 @@ impl Workload for Churn {
     fn drop_caches(&self) -> bool {
         false
     }
-    fn setup<'a>(&self, _lab: &'a dyn crate::lab::Lab, _params: &Params) -> Result<Box<dyn crate::CellExec + 'a>, crate::SetupError> {
-        Err(crate::SetupError::Skip("MOVE-PENDING: executor still in harness/src/runner".into()))
+    fn setup<'a>(&self, lab: &'a dyn Lab, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
+        let p: ChurnParams = kit::params(self.id(), params)?;
+        let mut own = None;
+        let mut discard_note = "as the run opened the backend".to_string();
+        if let Some(v) = p.discard_option() {
+            // typed Status at merge:
+            let current = lab.driver().status()?.get("discard").cloned();
+            match current {
+                None => return Err(SetupError::Skip(format!("{} has no discard option", lab.driver_name()))),
+                Some(cur) if cur == v => discard_note = format!("discard={v} (the run's driver)"),
+                Some(_) => {
+                    own = Some(lab.variant(&[("discard", v)])?);
+                    discard_note = format!("discard={v} (second instance of the backend, on a root of its own)");
+                }
+            }
+        }
+        let target = own.as_deref().unwrap_or(lab);
+        // On a second instance this builds the image there; it goes when the instance does.
+        let img = target.image(&ImageSpec::new("churn", lab.seed(), Shape::Base))?;
+        Ok(Box::new(Exec { lab, own, p, img, discard_note, sources: None, settle: None }))
+    }
+}
+
+// The executor: K cycles of `run` of a container that writes X bytes to a new file (fsynced,
+// timed by the probe) and exits, after which the container and its layer are deleted; the
+// backend's space ([`Lab::space`]) is read after every cycle, and once settled
+// ([`Lab::settled_space`]) before the first and after the last.
+//
+// Per-cell discard: the run opens a driver once, with the run's options. A cell asking for
+// `discard=true|false` on a backend that has a `discard` option uses the run's driver when it
+// already has that value; otherwise a second instance of the backend with `discard=<v>`
+// ([`Lab::variant`]), which holds the cell's image and is torn down when the cell ends (also
+// after a failure). Backends without the option skip those cells with the reason.
+
+const TARGET: &str = "/churn.dat";
+const BLOCK: u64 = 1024 * 1024;
+/// Longest wait for deferred frees after the last cycle.
+const SETTLE_MAX: Duration = Duration::from_secs(5);
+
+struct Exec<'a> {
+    lab: &'a dyn Lab,
+    /// A second instance of the backend with the cell's discard option.
+    own: Option<Box<dyn Lab + 'a>>,
+    p: ChurnParams,
+    img: Image,
+    discard_note: String,
+    /// Where the two space figures come from (first reading).
+    sources: Option<(String, String)>,
+    /// How the last repetition's settled reading was reached.
+    settle: Option<String>,
+}
+
+impl Exec<'_> {
+    /// The driver instance the cell measures.
+    fn target(&self) -> &dyn Lab {
+        self.own.as_deref().unwrap_or(self.lab)
+    }
+
+    fn space(&mut self) -> anyhow::Result<Space> {
+        let sp = self.target().space()?;
+        self.sources.get_or_insert((sp.used_source.clone(), sp.allocated_source.clone()));
+        Ok(sp)
+    }
+}
+
+impl CellExec for Exec<'_> {
+    fn repetition(&mut self, rep: u32) -> anyhow::Result<RepSamples> {
+        let req = Request::new(vec![Op::Write {
+            path: TARGET.into(),
+            block_bytes: BLOCK.min(self.p.write_bytes.max(1)),
+            bytes: self.p.write_bytes,
+            direct: false,
+            random: false,
+            fsync: true,
+            create: true,
+            per_block: false,
+            seed: rep as u64,
+        }]);
+        let spec = ContainerSpec::probe(&req);
+        let (first, _) = self.target().settled_space(SETTLE_MAX)?;
+        let mut last = first.clone();
+        let mut samples: RepSamples = Vec::new();
+        let mut done = 0u32;
+        for _ in 0..self.p.cycles {
+            if self.lab.stop_requested() {
+                anyhow::bail!("interrupted by signal");
+            }
+            let out = self.target().run(&self.img, &spec)?;
+            if !out.success() {
+                anyhow::bail!("container {} exited {:?}: {}", out.id, out.exit_code, out.stderr_str().trim());
+            }
+            let resp = out.probe_response()?;
+            kit::check(&resp)?;
+            let (ns, bytes) = kit::total_of(&resp, "write")?;
+            if bytes != self.p.write_bytes {
+                anyhow::bail!("container {} wrote {bytes} of {} bytes", out.id, self.p.write_bytes);
+            }
+            samples.push(("write_latency_ns", ns as f64));
+            last = self.space()?;
+            samples.push(("backend_used_bytes", last.used as f64));
+            samples.push(("backing_allocated_bytes", last.allocated as f64));
+            done += 1;
+        }
+        samples.push(("backend_growth_bytes", last.used as f64 - first.used as f64));
+        samples.push(("backing_growth_bytes", last.allocated as f64 - first.allocated as f64));
+        samples.push(("cycles_count", done as f64));
+        let (settled, how) = self.target().settled_space(SETTLE_MAX)?;
+        samples.push(("backend_settled_growth_bytes", settled.used as f64 - first.used as f64));
+        samples.push(("backing_settled_growth_bytes", settled.allocated as f64 - first.allocated as f64));
+        self.settle = Some(how);
+        Ok(samples)
+    }
+
+    fn notes(&self) -> Notes {
+        let mut n = Notes::from([
+            ("image".into(), "churn (base layer only)".into()),
+            ("discard".into(), self.discard_note.clone()),
+            ("cycle".into(), format!("`run` of a container writing {TARGET} (fsync), then delete container and layer")),
+        ]);
+        if let Some(how) = &self.settle {
+            n.insert("settled".into(), how.clone());
+        }
+        if let Some((u, a)) = &self.sources {
+            n.insert("backend_used_source".into(), u.clone());
+            n.insert("backing_allocated_source".into(), a.clone());
+        }
+        n
+    }
+
+    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        // A second instance is torn down (its root removed) as it drops here; the run's driver
+        // keeps the base-only image and its teardown removes it.
+        drop(self.own);
+        Ok(())
     }
 }
 

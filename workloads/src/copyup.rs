@@ -6,9 +6,14 @@
 //! the backend consumed (driver usage of the container layer, after minus before). Answers
 //! overlay-copyup-whole-file, aufs-copyup-size-depth and dm-block-copyup.
 
+use cowbench_drivers::Driver;
 use serde::{Deserialize, Serialize};
 
-use crate::{Better, MetricSpec, ParamKind, ParamSpec, Unit, Params, Profile, TypedParams, Workload, GIB, KIB, MIB};
+use crate::images::{ImageSpec, Shape};
+use crate::kit;
+use crate::lab::{ContainerSpec, Image, Lab, Notes};
+use crate::probe::{Op, Request};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, GIB, KIB, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// Where in the file the write goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,8 +151,98 @@ impl Workload for Copyup {
         // The copy reads the lower file: a cold cache is the case the claim is about.
         true
     }
-    fn setup<'a>(&self, _lab: &'a dyn crate::lab::Lab, _params: &Params) -> Result<Box<dyn crate::CellExec + 'a>, crate::SetupError> {
-        Err(crate::SetupError::Skip("MOVE-PENDING: executor still in harness/src/runner".into()))
+    fn setup<'a>(&self, lab: &'a dyn Lab, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
+        let p: CopyupParams = kit::params(self.id(), params)?;
+        if let Some(max) = lab.driver().capabilities().max_depth {
+            // The image is the base layer plus `depth` layers, and the container adds one.
+            if p.depth as usize + 2 > max {
+                return Err(SetupError::Skip(format!("{} mounts at most {max} layers", lab.driver_name())));
+            }
+        }
+        let spec = ImageSpec::new(
+            &format!("copyup-d{}-b{}", p.depth, p.file_bytes),
+            lab.seed(),
+            Shape::DeepStack { depth: p.depth as usize, target: TARGET.into(), target_bytes: p.file_bytes },
+        );
+        let img = lab.image(&spec)?;
+        // Asked once: for backends without the counter, status() (zpool CLI calls for zfs) would
+        // only slow every repetition down.
+        let pool_counter = pool_data_used(lab.driver()).is_some();
+        Ok(Box::new(CopyupCell { lab, p, img, pool_counter }))
+    }
+}
+
+// The executor. A container holds (probe `hold`), the harness reads the usage of its fresh
+// layer, then SIGTERM lets the probe do the first write to the image file and time it with its
+// own clock; the harness reads the usage again. The layer is kept until both usage figures are
+// read, then removed.
+//
+// `usage_delta_bytes` is the driver's layer usage, which for a block backend (devicemapper)
+// counts every changed file whole: the snapshotter's file-level view. What a block backend
+// really allocated is its pool's own counter (the thin pool's used data blocks), recorded as
+// `pool_data_used_delta_bytes` where there is one.
+//
+// Image: base layer (busybox + probe) and a stack of `depth` layers whose bottom one holds
+// `/data/copyup` of `file_bytes` (depth 1: the file is in the topmost image layer).
+
+const TARGET: &str = "/data/copyup";
+
+/// The backend's pool-level allocation (bytes), if it has one.
+fn pool_data_used(d: &dyn Driver) -> Option<u64> {
+    // typed Status at merge: d.status().ok()?.pool.map(|p| p.data_used_bytes)
+    d.status().ok()?.get("data_used_bytes")?.parse().ok()
+}
+
+struct CopyupCell<'a> {
+    lab: &'a dyn Lab,
+    p: CopyupParams,
+    img: Image,
+    /// The backend has a pool counter (devicemapper's thin pool).
+    pool_counter: bool,
+}
+
+impl CellExec for CopyupCell<'_> {
+    fn repetition(&mut self, _rep: u32) -> anyhow::Result<RepSamples> {
+        let d = self.lab.driver();
+        let req = Request::new(vec![
+            Op::Hold,
+            Op::Copyup { path: TARGET.into(), offset: self.p.write_offset(), bytes: self.p.write_len(), fsync: false },
+        ]);
+        let pool_counter = self.pool_counter;
+        kit::layer_usage_around_stop(
+            self.lab,
+            &self.img,
+            ContainerSpec::probe(&req),
+            || if pool_counter { pool_data_used(d) } else { None },
+            |resp, pool_before| {
+                let phase = |ph: &str| {
+                    resp.samples_of("copyup", ph)
+                        .next()
+                        .map(|s| s.latency_ns as f64)
+                        .ok_or_else(|| anyhow::anyhow!("probe response has no copyup/{ph} sample"))
+                };
+                let (open, write) = (phase("open")?, phase("pwrite")?);
+                let mut samples = vec![("open_latency_ns", open), ("write_latency_ns", write), ("first_write_latency_ns", open + write)];
+                // After `stop`: the container's filesystem is unmounted, so its writes reached the pool.
+                if let (Some(b), Some(a)) = (pool_before, pool_before.and_then(|_| pool_data_used(d))) {
+                    samples.push(("pool_data_used_delta_bytes", a.saturating_sub(b) as f64));
+                }
+                Ok(samples)
+            },
+        )
+    }
+
+    fn notes(&self) -> Notes {
+        Notes::from([
+            ("image".into(), self.img.name.clone()),
+            ("image_layers".into(), self.img.layers.len().to_string()),
+            ("target".into(), TARGET.into()),
+            ("timed_in".into(), "container (probe CLOCK_MONOTONIC)".into()),
+        ])
+    }
+
+    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        self.lab.remove_image(&self.img)
     }
 }
 

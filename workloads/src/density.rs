@@ -5,9 +5,15 @@
 //! layer holds (driver usage). Answers fast-start, filelevel-density, btrfs-not-dense,
 //! zfs-dense and layer-sharing.
 
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 
-use crate::{Better, MetricSpec, ParamKind, ParamSpec, Unit, Params, Profile, TypedParams, Workload};
+use crate::images::{ImageSpec, Shape};
+use crate::kit;
+use crate::lab::{Container, ContainerSpec, Image, Lab, Notes};
+use crate::probe::{Op, Request};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, Better, ParamKind, ParamSpec, Unit};
 
 /// Parameters of one density cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,8 +108,78 @@ impl Workload for Density {
         // A cold start is what a host sees after a pull; drop caches before each repetition.
         true
     }
-    fn setup<'a>(&self, _lab: &'a dyn crate::lab::Lab, _params: &Params) -> Result<Box<dyn crate::CellExec + 'a>, crate::SetupError> {
-        Err(crate::SetupError::Skip("MOVE-PENDING: executor still in harness/src/runner".into()))
+    fn setup<'a>(&self, lab: &'a dyn Lab, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
+        let p: DensityParams = kit::params(self.id(), params)?;
+        let img = lab.image(&ImageSpec::new("density", lab.seed(), Shape::Base))?;
+        Ok(Box::new(DensityCell { lab, p, img, reached: 0 }))
+    }
+}
+
+// The executor. Start N containers of the base image (busybox + probe), each holding (probe
+// `hold`), one after the other; per container the runtime's start timing (layer prepare +
+// mount + bundle + `create` + `start`), then — with all N up — the memory charged to each
+// container's cgroup and the bytes of each container's layer; then stop them all.
+
+struct DensityCell<'a> {
+    lab: &'a dyn Lab,
+    p: DensityParams,
+    img: Image,
+    /// Most containers held at once so far.
+    reached: usize,
+}
+
+impl CellExec for DensityCell<'_> {
+    fn repetition(&mut self, _rep: u32) -> anyhow::Result<RepSamples> {
+        let lab = self.lab;
+        let spec = ContainerSpec::probe(&Request::new(vec![Op::Hold]));
+        let mut held: Vec<Box<dyn Container + '_>> = Vec::with_capacity(self.p.containers as usize);
+        let mut samples: RepSamples = Vec::new();
+        let t0 = Instant::now();
+        let result = (|| -> anyhow::Result<()> {
+            for _ in 0..self.p.containers {
+                if lab.stop_requested() {
+                    anyhow::bail!("interrupted by signal");
+                }
+                let c = lab.start(&self.img, &spec)?;
+                c.wait_ready(Duration::from_secs(60))?;
+                samples.push(("start_latency_ns", c.timings().total_ns as f64));
+                samples.push(("layer_setup_ns", c.timings().setup_ns as f64));
+                held.push(c);
+                self.reached = self.reached.max(held.len());
+            }
+            samples.push(("total_start_ns", t0.elapsed().as_nanos() as f64));
+            for c in &held {
+                samples.push(("memory_per_container_bytes", c.accounting()?.memory_bytes as f64));
+                samples.push(("disk_per_container_bytes", lab.driver().usage(c.layer_key())?.bytes as f64));
+            }
+            Ok(())
+        })();
+        let mut stop_err = None;
+        for c in held {
+            if let Err(e) = c.stop() {
+                stop_err.get_or_insert(e);
+            }
+        }
+        result?;
+        if let Some(e) = stop_err {
+            return Err(e);
+        }
+        Ok(samples)
+    }
+
+    fn notes(&self) -> Notes {
+        Notes::from([
+            ("image".into(), self.img.name.clone()),
+            ("image_layers".into(), self.img.layers.len().to_string()),
+            ("max_containers_held".into(), self.reached.to_string()),
+            ("start_latency".into(), "runtime timing: layer prepare + mount + bundle + create + start".into()),
+        ])
+    }
+
+    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        // The image is shared by every density cell of this driver; the driver's teardown at
+        // the end of the run removes it.
+        Ok(())
     }
 }
 

@@ -8,9 +8,15 @@
 //! (overlay and aufs after their copy-up, ext4 on dm-thin after the block copy) do not. All
 //! three phases are timed by the probe. Answers zfs-fragmentation.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{Better, MetricSpec, ParamKind, ParamSpec, Unit, Params, Profile, TypedParams, Workload, GIB, MIB};
+use crate::images::{self, LARGE_PATH};
+use crate::kit;
+use crate::lab::{Container, ContainerSpec, Image, Lab, Notes};
+use crate::probe::{Op, Request};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, GIB, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// Parameters of one fragmentation cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,8 +125,171 @@ impl Workload for Fragmentation {
         // The executor drops caches before each of the two reads.
         true
     }
-    fn setup<'a>(&self, _lab: &'a dyn crate::lab::Lab, _params: &Params) -> Result<Box<dyn crate::CellExec + 'a>, crate::SetupError> {
-        Err(crate::SetupError::Skip("MOVE-PENDING: executor still in harness/src/runner".into()))
+    fn setup<'a>(&self, lab: &'a dyn Lab, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
+        let p: FragmentationParams = kit::params(self.id(), params)?;
+        if p.file_bytes < SEQ_BLOCK || p.overwrites() == 0 {
+            return Err(SetupError::Fail(anyhow::anyhow!(
+                "fragmentation: file of {} bytes with {}% overwrites does nothing",
+                p.file_bytes,
+                p.overwrite_percent
+            )));
+        }
+        // The image `sharedcache` and `concurrent` read too: one build per driver and size.
+        let img = lab.image(&images::large_file(lab.seed(), p.file_bytes))?;
+        let direct = lab.driver().capabilities().o_direct;
+        Ok(Box::new(Exec { lab, p, img, direct, fell_back: None, status: Vec::new() }))
+    }
+}
+
+// The executor: one container of the large-file image stays up (probe `hold`); through `exec`
+// of the probe in that container: a sequential read of the file (O_DIRECT where the backend
+// accepts it on this file, else buffered), random 4 KiB overwrites of `overwrite_percent` % of
+// its blocks with one fsync at the end, and the same read again. The page cache is dropped
+// before each read. All three timed by the probe.
+
+struct Exec<'a> {
+    lab: &'a dyn Lab,
+    p: FragmentationParams,
+    img: Image,
+    /// Reads with O_DIRECT (the backend says it takes it and no open has refused it yet).
+    direct: bool,
+    /// Why O_DIRECT was given up.
+    fell_back: Option<String>,
+    /// Backend facts about fragmentation before/after (zfs `pool_fragmentation`).
+    status: Vec<(String, String)>,
+}
+
+impl Exec<'_> {
+    fn drop_caches(&self) -> anyhow::Result<()> {
+        self.lab.drop_caches().map_err(|e| anyhow::anyhow!("{}: drop caches: {e}", self.lab.driver_name()))
+    }
+
+    /// Sequential read of the whole file; (ns, bytes).
+    fn seq_read(&mut self, c: &dyn Container) -> anyhow::Result<(u64, u64)> {
+        self.drop_caches()?;
+        let req = |direct| {
+            Request::new(vec![Op::Read {
+                path: LARGE_PATH.into(),
+                block_bytes: SEQ_BLOCK,
+                direct,
+                random: false,
+                count: None,
+                per_block: false,
+                seed: 0,
+            }])
+        };
+        if self.direct {
+            let r = kit::exec_probe_unchecked(c, &req(true))?;
+            match r.first_error() {
+                None => return kit::total_of(&r, "read"),
+                Some((s, e)) if e.errno == Some(libc::EINVAL) => {
+                    // This layer's filesystem refuses O_DIRECT (at open, or at the first read
+                    // as unionfs-fuse does): the cell goes buffered from here on (a repetition
+                    // whose two reads differ is refused below).
+                    self.direct = false;
+                    self.fell_back = Some(format!("O_DIRECT {} of {LARGE_PATH}: {}", s.phase, e.message));
+                    self.drop_caches()?;
+                }
+                Some(_) => kit::check(&r)?,
+            }
+        }
+        kit::total_of(&kit::exec_probe(c, &req(false))?, "read")
+    }
+
+    /// Keep the backend's own fragmentation figure (zfs `pool_fragmentation`), where it has
+    /// one, in the notes.
+    fn note_status(&mut self, when: &str) {
+        if let Ok(st) = self.lab.driver().status() {
+            // typed Status at merge:
+            if let Some(v) = st.get("pool_fragmentation") {
+                self.status.push((format!("pool_fragmentation_{when}"), v.clone()));
+            }
+        }
+    }
+}
+
+fn rate(bytes: u64, ns: u64) -> f64 {
+    bytes as f64 / (ns.max(1) as f64 / 1e9)
+}
+
+impl CellExec for Exec<'_> {
+    fn repetition(&mut self, rep: u32) -> anyhow::Result<RepSamples> {
+        let c = self.lab.start(&self.img, &ContainerSpec::probe(&Request::new(vec![Op::Hold])))?;
+        let result = (|| -> anyhow::Result<RepSamples> {
+            c.wait_ready(Duration::from_secs(60))?;
+            self.note_status("before");
+            let (b_ns, b_bytes) = self.seq_read(c.as_ref())?;
+            let direct_before = self.direct;
+            let w = kit::exec_probe(
+                c.as_ref(),
+                &Request::new(vec![Op::RandomIo {
+                    path: LARGE_PATH.into(),
+                    block_bytes: BLOCK,
+                    count: self.p.overwrites(),
+                    write: true,
+                    direct: false,
+                    dsync: false,
+                    fsync: true,
+                    interval_us: 0,
+                    per_block: false,
+                    seed: 0xF4A6 + rep as u64,
+                }]),
+            )?;
+            let (w_ns, w_bytes) = kit::total_of(&w, "random_io")?;
+            let (a_ns, a_bytes) = self.seq_read(c.as_ref())?;
+            if direct_before != self.direct {
+                // The first read was direct, the second not: not comparable; read before again.
+                anyhow::bail!("O_DIRECT refused between the two reads; repetition not comparable");
+            }
+            self.note_status("after");
+            if b_bytes != self.p.file_bytes || a_bytes != self.p.file_bytes {
+                anyhow::bail!("reads returned {b_bytes} and {a_bytes} bytes of {}", self.p.file_bytes);
+            }
+            let (before, after) = (rate(b_bytes, b_ns), rate(a_bytes, a_ns));
+            Ok(vec![
+                ("seq_read_before_bytes_per_s", before),
+                ("seq_read_after_bytes_per_s", after),
+                ("after_before_ratio", after / before),
+                ("overwrite_bytes_per_s", rate(w_bytes, w_ns)),
+            ])
+        })();
+        let stopped = c.stop();
+        let samples = result?;
+        stopped?;
+        Ok(samples)
+    }
+
+    fn notes(&self) -> Notes {
+        let caps = self.lab.driver().capabilities();
+        let mut n = Notes::from([
+            ("image".into(), self.img.name.clone()),
+            ("target".into(), LARGE_PATH.into()),
+            ("overwrites".into(), self.p.overwrites().to_string()),
+            (
+                "read_mode".into(),
+                if self.direct { "O_DIRECT, 1 MiB blocks".into() } else { "buffered after dropping caches, 1 MiB blocks".into() },
+            ),
+            ("timed_in".into(), "container (probe CLOCK_MONOTONIC)".into()),
+        ]);
+        if let Some(why) = &self.fell_back {
+            n.insert("o_direct_refused".into(), why.clone());
+        }
+        if caps.own_read_cache {
+            n.insert(
+                "arc_caveat".into(),
+                "dropping the page cache does not empty the ZFS ARC: reads of a file smaller than the ARC may be served from it (full profile: 256 MiB and 1 GiB files)".into(),
+            );
+        }
+        if self.direct && caps.stand_in {
+            n.insert("o_direct_caveat".into(), "FUSE stand-in: O_DIRECT opens may be served through caches".into());
+        }
+        n.extend(self.status.iter().cloned());
+        n
+    }
+
+    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        // Shared with `sharedcache` and `concurrent`; the driver's teardown removes it.
+        Ok(())
     }
 }
 

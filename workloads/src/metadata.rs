@@ -7,9 +7,18 @@
 //! (driver usage, after minus before). Answers filelevel-density (metadata cost per backend)
 //! and the overlay chown cost (docker/for-linux#388).
 
+use std::io::Write;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{Better, MetricSpec, ParamKind, ParamSpec, Unit, Params, Profile, TypedParams, Workload, MIB};
+use crate::images::content::Pattern;
+use crate::images::synth::TarWriter;
+use crate::images::{CustomLayer, ImageSpec, Shape};
+use crate::kit;
+use crate::lab::{ContainerSpec, Image, Lab, Notes};
+use crate::probe::{Op, Request};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// Parameters of one metadata cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,8 +119,83 @@ impl Workload for Metadata {
         // The chown reads the image files to copy them up: cold, as after a pull.
         true
     }
-    fn setup<'a>(&self, _lab: &'a dyn crate::lab::Lab, _params: &Params) -> Result<Box<dyn crate::CellExec + 'a>, crate::SetupError> {
-        Err(crate::SetupError::Skip("MOVE-PENDING: executor still in harness/src/runner".into()))
+    fn setup<'a>(&self, lab: &'a dyn Lab, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
+        let p: MetadataParams = kit::params(self.id(), params)?;
+        let img = lab.image(&image_spec(&p, lab.seed()))?;
+        Ok(Box::new(MetadataCell { lab, p, img }))
+    }
+}
+
+// The executor. A container holds while the harness reads the usage of its fresh layer; on
+// SIGTERM the probe runs the metadata phases on small files of its own layer and the recursive
+// chown of the image directory, timing each with its own clock; the harness reads the usage
+// again once the container is gone (the layer is kept until then).
+
+/// The image: the base layer and the directory the chown walks.
+fn image_spec(p: &MetadataParams, seed: u64) -> ImageSpec {
+    let (n, each) = (p.chown_files, p.chown_file_bytes());
+    let dir = CHOWN_DIR.trim_start_matches('/');
+    let layer = CustomLayer::new(
+        format!("{n} files of {each} bytes at /{dir}/d<i/100>/f<i>, content Pattern(seed {seed}, salt i)"),
+        move |w: &mut dyn Write| {
+            let mut t = TarWriter::new(w);
+            for i in 0..n {
+                t.file(&format!("{dir}/d{}/f{i}", i / 100), 0o644, each, Pattern::new(seed, i, each))?;
+            }
+            t.finish()?.flush()
+        },
+    );
+    ImageSpec::new(&format!("meta-c{}-b{}-s{seed}", p.chown_files, p.chown_bytes), seed, Shape::Custom(vec![layer]))
+}
+
+struct MetadataCell<'a> {
+    lab: &'a dyn Lab,
+    p: MetadataParams,
+    img: Image,
+}
+
+impl CellExec for MetadataCell<'_> {
+    fn repetition(&mut self, _rep: u32) -> anyhow::Result<RepSamples> {
+        let req = Request::new(vec![
+            Op::Hold,
+            Op::Meta { dir: META_DIR.into(), count: self.p.files, bytes: SMALL_FILE_BYTES },
+            Op::Chown { path: CHOWN_DIR.into(), uid: CHOWN_UID, gid: CHOWN_UID },
+        ]);
+        let spec = ContainerSpec { stop_timeout: Some(Duration::from_secs(600)), ..ContainerSpec::probe(&req) };
+        kit::layer_usage_around_stop(self.lab, &self.img, spec, || (), |resp, ()| {
+            let files = self.p.files.max(1) as f64;
+            let mut v: RepSamples = Vec::new();
+            for (phase, metric) in [
+                ("create", "create_latency_ns"),
+                ("stat", "stat_latency_ns"),
+                ("rename", "rename_latency_ns"),
+                ("chmod", "chmod_latency_ns"),
+                ("unlink", "unlink_latency_ns"),
+            ] {
+                let s = resp.samples_of("meta", phase).next().ok_or_else(|| anyhow::anyhow!("no meta/{phase} sample"))?;
+                v.push((metric, s.latency_ns as f64 / files));
+            }
+            let ch = resp.samples_of("chown", "total").next().ok_or_else(|| anyhow::anyhow!("no chown sample"))?;
+            let entries = ch.values.get("entries_count").copied().unwrap_or(0);
+            if entries < self.p.chown_files {
+                anyhow::bail!("chown reached {entries} entries, the image directory has {} files", self.p.chown_files);
+            }
+            v.push(("chown_latency_ns", ch.latency_ns as f64));
+            Ok(v)
+        })
+    }
+
+    fn notes(&self) -> Notes {
+        Notes::from([
+            ("image".into(), self.img.name.clone()),
+            ("meta_dir".into(), META_DIR.into()),
+            ("chown_dir".into(), CHOWN_DIR.into()),
+            ("timed_in".into(), "container (probe CLOCK_MONOTONIC); per-file figures are phase time / files".into()),
+        ])
+    }
+
+    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
@@ -127,5 +211,28 @@ mod tests {
         assert_eq!(p.files, 1_000);
         assert_eq!(p.chown_file_bytes() * p.chown_files, MIB);
         assert_eq!(Metadata.cells(Profile::Full).len(), 3);
+    }
+
+    #[test]
+    fn image_holds_the_chown_directory() {
+        let p = MetadataParams { files: 10, chown_files: 150, chown_bytes: 150 * 1000 };
+        let spec = image_spec(&p, 3);
+        assert_eq!(spec.name, "meta-c150-b150000-s3");
+        let Shape::Custom(layers) = &spec.shape else { panic!("{:?}", spec.shape) };
+        let mut v = Vec::new();
+        (layers[0].write)(&mut v).unwrap();
+        let mut ar = tar::Archive::new(&v[..]);
+        let files: Vec<(String, u64)> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.header().entry_type().is_file())
+            .map(|e| (e.path().unwrap().to_string_lossy().into_owned(), e.size()))
+            .collect();
+        assert_eq!(files.len(), 150);
+        assert!(files.iter().all(|(path, n)| path.starts_with("chown/d") && *n == 1000));
+        assert_eq!(files[149].0, "chown/d1/f149");
+        let Shape::Custom(other) = image_spec(&p, 4).shape else { unreachable!() };
+        assert_ne!(layers[0].recipe, other[0].recipe, "the seed decides the content, so the recipe names it");
     }
 }

@@ -11,9 +11,15 @@
 //! that shares cached blocks between containers grows ~1× the file, one that does not ~N×.
 //! Answers dm-no-shared-cache, btrfs-no-shared-cache and zfs-shared-arc.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{Better, MetricSpec, ParamKind, ParamSpec, Unit, Params, Profile, TypedParams, Workload, MIB};
+use crate::images::{self, LARGE_PATH};
+use crate::kit;
+use crate::lab::{Container, ContainerSpec, Image, Lab, Notes};
+use crate::probe::{Op, Request};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// Parameters of one sharedcache cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,8 +139,153 @@ impl Workload for SharedCache {
         // The executor drops caches itself once the containers are up (and before its baseline).
         true
     }
-    fn setup<'a>(&self, _lab: &'a dyn crate::lab::Lab, _params: &Params) -> Result<Box<dyn crate::CellExec + 'a>, crate::SetupError> {
-        Err(crate::SetupError::Skip("MOVE-PENDING: executor still in harness/src/runner".into()))
+    fn setup<'a>(&self, lab: &'a dyn Lab, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {
+        let p: SharedCacheParams = kit::params(self.id(), params)?;
+        if p.containers == 0 {
+            return Err(SetupError::Fail(anyhow::anyhow!("sharedcache needs at least one reader")));
+        }
+        // The image `fragmentation` and `concurrent` use too: one build per driver and size.
+        let img = lab.image(&images::large_file(lab.seed(), p.file_bytes))?;
+        Ok(Box::new(Exec { lab, p, img, arc_source: None, disturbed: 0 }))
+    }
+}
+
+// The executor: N containers of the large-file image hold (probe `hold`); with all N up it
+// drops the page cache, runs the probe once in each container without IO (so the probe
+// binary, every container's own copy of it on vfs, and the runtime's exec path are cached
+// before the baseline), snapshots the host's page cache, each container's cgroup page cache
+// and the backend's own cache (ARC), has each container read the whole file (`exec` of the
+// probe, one container after the other, timed by the probe), and snapshots again while all N
+// still exist (a container's layer going away would free its private copy's cache). Then the
+// containers are stopped. A measurement during which another process dropped the page cache
+// (`drop_pagecache` moved) is thrown away and taken again, up to five times (the count is in
+// the notes). Where the backend's cache figure comes from is the Lab's business
+// ([`Lab::backend_cache`]); the cell's notes record it as `arc_source`.
+
+/// Attempts at a measurement that another process's cache drop did not disturb.
+const ATTEMPTS: u32 = 5;
+
+struct Exec<'a> {
+    lab: &'a dyn Lab,
+    p: SharedCacheParams,
+    img: Image,
+    arc_source: Option<String>,
+    /// Measurements thrown away because another process dropped the page cache meanwhile.
+    disturbed: u32,
+}
+
+impl Exec<'_> {
+    /// One measurement with all containers up: drop caches, warm the exec path, baseline,
+    /// the reads, after. None when the page cache was dropped by someone else meanwhile.
+    fn measure(&mut self, held: &[Box<dyn Container + '_>]) -> anyhow::Result<Option<RepSamples>> {
+        self.lab.drop_caches().map_err(|e| anyhow::anyhow!("{}: drop caches: {e}", self.lab.driver_name()))?;
+        let warm = Request::new(vec![Op::Sleep { ms: 0 }]);
+        for c in held {
+            kit::exec_probe(c.as_ref(), &warm)?;
+        }
+        let mem_before = self.lab.host_memory();
+        let cg_before: Vec<u64> = held.iter().map(|c| c.accounting().map(|a| a.page_cache_bytes)).collect::<Result<_, _>>()?;
+        let arc_before = self.lab.backend_cache();
+        // The baseline comes last, so that what the cgroup and cache reads above cached does
+        // not count as growth.
+        let sys_before = self.lab.host_memory().page_cache_bytes;
+        let read = Request::new(vec![Op::Read {
+            path: LARGE_PATH.into(),
+            block_bytes: READ_BLOCK,
+            direct: false,
+            random: false,
+            count: None,
+            per_block: false,
+            seed: 0,
+        }]);
+        let mut samples: RepSamples = Vec::new();
+        for c in held {
+            let resp = kit::exec_probe(c.as_ref(), &read)?;
+            let (ns, bytes) = kit::total_of(&resp, "read")?;
+            if bytes != self.p.file_bytes {
+                anyhow::bail!("container {} read {bytes} bytes of {LARGE_PATH}, expected {}", c.id(), self.p.file_bytes);
+            }
+            samples.push(("read_latency_ns", ns as f64));
+            samples.push(("read_bytes_per_s", bytes as f64 / (ns.max(1) as f64 / 1e9)));
+        }
+        let mem_after = self.lab.host_memory();
+        let arc_after = self.lab.backend_cache();
+        let mut cg_total = 0.0;
+        for (c, before) in held.iter().zip(&cg_before) {
+            let grown = c.accounting()?.page_cache_bytes as f64 - *before as f64;
+            samples.push(("cgroup_page_cache_bytes", grown));
+            cg_total += grown;
+        }
+        if self.lab.host_memory().drop_pagecache_count != mem_before.drop_pagecache_count {
+            return Ok(None);
+        }
+        samples.push(("cgroup_page_cache_total_bytes", cg_total));
+        let growth = mem_after.page_cache_bytes as f64 - sys_before as f64;
+        let n = held.len() as f64;
+        samples.push(("page_cache_growth_bytes", growth));
+        samples.push(("growth_per_reader_bytes", growth / n));
+        samples.push(("growth_per_file_ratio", growth / self.p.file_bytes as f64));
+        if let (Some((b, src)), Some((a, _))) = (arc_before, arc_after) {
+            samples.push(("arc_growth_bytes", a as f64 - b as f64));
+            self.arc_source = Some(src);
+        }
+        Ok(Some(samples))
+    }
+}
+
+impl CellExec for Exec<'_> {
+    fn repetition(&mut self, _rep: u32) -> anyhow::Result<RepSamples> {
+        let lab = self.lab;
+        let spec = ContainerSpec::probe(&Request::new(vec![Op::Hold]));
+        let mut held: Vec<Box<dyn Container + '_>> = Vec::with_capacity(self.p.containers as usize);
+        let result = (|| -> anyhow::Result<RepSamples> {
+            for _ in 0..self.p.containers {
+                let c = lab.start(&self.img, &spec)?;
+                c.wait_ready(Duration::from_secs(60))?;
+                held.push(c);
+            }
+            for _ in 0..ATTEMPTS {
+                if let Some(samples) = self.measure(&held)? {
+                    return Ok(samples);
+                }
+                // The layers' caches are gone: measure again from a clean drop.
+                self.disturbed += 1;
+            }
+            anyhow::bail!("another process dropped the page cache during each of {ATTEMPTS} measurements")
+        })();
+        let mut stop_err = None;
+        for c in held {
+            if let Err(e) = c.stop() {
+                stop_err.get_or_insert(e);
+            }
+        }
+        let samples = result?;
+        if let Some(e) = stop_err {
+            return Err(e);
+        }
+        Ok(samples)
+    }
+
+    fn notes(&self) -> Notes {
+        Notes::from([
+            ("image".into(), self.img.name.clone()),
+            ("target".into(), LARGE_PATH.into()),
+            ("page_cache_source".into(), "/proc/meminfo Cached + Buffers, host-wide (other host activity adds noise)".into()),
+            (
+                "cgroup_page_cache_source".into(),
+                format!("cgroup ({}) page cache of each container, growth over the reads", self.lab.cgroup_layout()),
+            ),
+            ("reads".into(), "one container after the other, buffered, 128 KiB blocks, after dropping caches".into()),
+            ("timed_in".into(), "container (probe CLOCK_MONOTONIC)".into()),
+            ("measurements_disturbed".into(), self.disturbed.to_string()),
+            ("arc_source".into(), self.arc_source.clone().unwrap_or_else(|| "not applicable (no ARC)".into())),
+        ])
+    }
+
+    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        // Shared by the cells of the same file size and by other workloads; the driver's
+        // teardown removes it.
+        Ok(())
     }
 }
 

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::digest::Verify;
 use super::layout::{BlobPath, Source};
-use super::{apply_verified, commit_stack, sanitize_name, Digest, Error, Image, ImageConfig, LayerSource, Result};
+use super::{apply_verified, commit_stack, sanitize_name, Digest, Error, Identity, Image, ImageConfig, LayerSource, Result};
 
 /// Index, manifest and config documents larger than this are refused unread.
 const MAX_DOC_BYTES: u64 = 16 << 20;
@@ -64,11 +64,12 @@ struct LayerBlob<'a> {
 }
 
 impl LayerSource for LayerBlob<'_> {
-    fn digest(&self, _image: &str) -> Result<Digest> {
-        Ok(self.digest.clone())
+    fn identity(&self, _image: &str) -> Result<Identity> {
+        Ok(Identity::Digest(self.digest.clone()))
     }
 
-    fn apply(&self, driver: &dyn Driver, key: &str, image: &str, digest: &Digest) -> Result<ApplyStats> {
+    fn apply(&self, driver: &dyn Driver, key: &str, image: &str) -> Result<ApplyStats> {
+        let digest = &self.digest;
         let image = &format!("{image} ({})", self.origin);
         let (mut raw, _) = self.src.open(&self.path).map_err(Error::io(image, format!("open {}", self.what)))?;
         match self.covers {

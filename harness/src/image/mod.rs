@@ -12,13 +12,19 @@
 //! ```
 //!
 //! Layer `n` of image `name` is the committed layer `img-<name>-<n>`, built by `prepare`,
-//! `apply` (the tar stream, through the driver's archive conversion) and `commit`. It carries
-//! labels `cowbench.digest` (the digest of its content, checked while it was applied),
-//! `cowbench.chain` (sha256 over the digests of it and every layer below, and for the top
-//! layer the config) and, on the top layer, `cowbench.config` (the image config as JSON; a
-//! stack without it is no image). A layer whose chain matches is reused, so a layer is reused
-//! only for content that hashed to the same digests; a layer whose chain differs is replaced
-//! together with everything above it, once its successor was applied and verified.
+//! `apply` (the tar stream, through the driver's archive conversion) and `commit`.
+//!
+//! **One build-or-reuse policy.** Every layer carries the identity of its content and a
+//! chain over the identities of it and every layer below (for the top layer, also the image
+//! config); a layer whose chain label matches is reused as it is, a layer whose chain differs
+//! is replaced together with everything above it, once its successor was applied. The
+//! identity of an imported layer is the digest of its blob (`cowbench.digest`, checked while
+//! it is applied); the identity of a generated layer is the hash of its recipe
+//! (`cowbench.recipe`): the serialised [`ImageSpec`] (a workload-made layer serialises its
+//! recipe) and the layer's index, or for the base layer the digests of the busybox and probe
+//! binaries it holds. Deciding reuse of a generated image thus costs a few label reads, never
+//! regenerating its content. The top layer also carries `cowbench.config` (the image config
+//! as JSON): a stack without it is the remainder of a failed build, no image.
 
 pub mod digest;
 pub mod import;
@@ -32,7 +38,7 @@ use cowbench_drivers::{ApplyStats, Driver, Kind, Labels};
 use sha2::{Digest as _, Sha256};
 
 pub use digest::{Algorithm, Digest, DigestError};
-use digest::{Hasher, Mismatch, Verify};
+use digest::{Mismatch, Verify};
 pub use import::import;
 pub use cowbench_workloads::images::{synth, ImageSpec, Shape, SizeDist, SynthSpec};
 pub use cowbench_workloads::lab::{Image, ImageConfig};
@@ -95,6 +101,7 @@ impl Error {
 
 pub const LABEL_IMAGE: &str = "cowbench.image";
 pub const LABEL_DIGEST: &str = "cowbench.digest";
+pub const LABEL_RECIPE: &str = "cowbench.recipe";
 pub const LABEL_CHAIN: &str = "cowbench.chain";
 pub const LABEL_CONFIG: &str = "cowbench.config";
 
@@ -174,13 +181,32 @@ fn remove_from(driver: &dyn Driver, name: &str, from: usize) -> Result<()> {
     Ok(())
 }
 
-/// A layer tar with the digest its content must have.
+/// What identifies a layer's content, and so what deciding its reuse compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The digest of an imported blob, checked while it is applied.
+    Digest(Digest),
+    /// `sha256:<hex>` of the recipe of generated content: everything that determines it.
+    Recipe(String),
+}
+
+impl Identity {
+    /// The label that records it on the layer, and its value.
+    fn label(&self) -> (&'static str, String) {
+        match self {
+            Identity::Digest(d) => (LABEL_DIGEST, d.to_string()),
+            Identity::Recipe(r) => (LABEL_RECIPE, r.clone()),
+        }
+    }
+}
+
+/// A layer tar and the identity of its content.
 pub trait LayerSource {
-    /// The digest of the layer's content (what `cowbench.digest` records and the chain covers).
-    fn digest(&self, image: &str) -> Result<Digest>;
-    /// Stream the content into `driver.apply(key)`, checking it against `digest` as it flows;
-    /// content that does not match fails the apply (and the caller drops the layer).
-    fn apply(&self, driver: &dyn Driver, key: &str, image: &str, digest: &Digest) -> Result<ApplyStats>;
+    fn identity(&self, image: &str) -> Result<Identity>;
+    /// Stream the content into `driver.apply(key)`; an imported blob is checked against its
+    /// digest as it flows (content that does not match fails the apply and the caller drops
+    /// the layer).
+    fn apply(&self, driver: &dyn Driver, key: &str, image: &str) -> Result<ApplyStats>;
 }
 
 /// Stream `r` into `driver.apply(key)` while hashing it. What the archive reader leaves unread
@@ -205,42 +231,26 @@ pub(crate) fn apply_verified(
     }
 }
 
-/// A layer produced by a writer function (generated content): hashed by writing it to a
-/// hashing sink, applied by writing it into a pipe that `driver.apply` reads.
+/// A layer produced by a writer function (generated content), identified by its recipe.
 pub struct Generated<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> {
+    /// Everything that determines the content (hashed into its identity).
+    pub recipe: String,
     pub write: F,
 }
 
-impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> LayerSource for Generated<F> {
-    fn digest(&self, image: &str) -> Result<Digest> {
-        let mut h = Hasher::new(Algorithm::Sha256);
-        {
-            let mut bw = io::BufWriter::with_capacity(1 << 20, &mut h);
-            (self.write)(&mut bw).and_then(|_| bw.flush()).map_err(Error::io(image, "hash generated layer"))?;
-        }
-        Ok(h.finish())
-    }
-
-    fn apply(&self, driver: &dyn Driver, key: &str, image: &str, digest: &Digest) -> Result<ApplyStats> {
-        self.stream(driver, key, |r| apply_verified(driver, key, image, &format!("generated layer {key}"), r, digest, None))
-    }
+/// `sha256:<hex>` of a recipe.
+fn recipe_identity(recipe: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(recipe.as_bytes())))
 }
 
-impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> Generated<F> {
-    /// Stream the tar into `driver.apply(key)` without hashing it: for content named after
-    /// everything that determines it, which the caller generates itself.
-    pub fn apply_unhashed(&self, driver: &dyn Driver, key: &str) -> Result<ApplyStats> {
-        self.stream(driver, key, |mut r| {
-            let stats = driver.apply(key, &mut r)?;
-            // Drain what the archive reader left (end-of-archive blocks), so the writer can
-            // finish.
-            let _ = io::copy(&mut r, &mut io::sink());
-            Ok(stats)
-        })
+impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> LayerSource for Generated<F> {
+    fn identity(&self, _image: &str) -> Result<Identity> {
+        Ok(Identity::Recipe(recipe_identity(&self.recipe)))
     }
 
-    /// Run the writer into a pipe whose reading end `consume` gets.
-    fn stream(&self, driver: &dyn Driver, key: &str, consume: impl FnOnce(io::PipeReader) -> Result<ApplyStats>) -> Result<ApplyStats> {
+    /// The tar streams through a pipe into `driver.apply`; the writer is ours and
+    /// deterministic, so nothing is hashed on the way.
+    fn apply(&self, driver: &dyn Driver, key: &str, _image: &str) -> Result<ApplyStats> {
         let (reader, writer) = io::pipe().map_err(|e| cowbench_drivers::Error::io(driver.name(), Some(key), "pipe", e))?;
         std::thread::scope(|s| {
             let gen = s.spawn(move || {
@@ -248,9 +258,15 @@ impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> Generated<F> {
                 (self.write)(&mut w)?;
                 w.flush()
             });
-            // `consume` drops the reader before the writer thread is joined, so a failed apply
+            // The reader is dropped before the writer thread is joined, so a failed apply
             // gives the writer EPIPE instead of blocking it forever.
-            let applied = consume(reader);
+            let applied = (|mut r: io::PipeReader| {
+                let stats = driver.apply(key, &mut r)?;
+                // Drain what the archive reader left (end-of-archive blocks), so the writer
+                // can finish.
+                let _ = io::copy(&mut r, &mut io::sink());
+                Ok::<_, Error>(stats)
+            })(reader);
             let written = gen.join().unwrap_or_else(|_| Err(io::Error::other("layer writer panicked")));
             let gen_err = |e| cowbench_drivers::Error::io(driver.name(), Some(key), "generate layer tar", e).into();
             match (applied, written) {
@@ -265,14 +281,14 @@ impl<F: Fn(&mut dyn Write) -> io::Result<()> + Sync> Generated<F> {
     }
 }
 
-/// Chains start from this, so a layer committed before blobs were verified (its chain over
-/// a digest nobody checked) never matches and is rebuilt.
-const CHAIN_DOMAIN: &[u8] = b"cowbench layer chain v2: verified content\n";
+/// Chains start from this, so a layer committed under an earlier rule (a chain over digests
+/// nobody checked, over generated content's digests) never matches and is rebuilt.
+const CHAIN_DOMAIN: &[u8] = b"cowbench layer chain v3: blob digests and recipes\n";
 
-/// Commit `layers` (bottom → top) as image `name`, reusing layers whose chain digest matches.
+/// Commit `layers` (bottom → top) as image `name`, reusing layers whose chain matches.
 ///
-/// Every layer built is verified against its digest while it is applied, so a chain label
-/// only ever covers verified content and reuse by chain is reuse by content. An existing
+/// An imported layer is verified against its digest while it is applied, so a chain label
+/// only ever covers verified content or content generated from the recipe it names. An existing
 /// layer of the same name is replaced only after its successor was applied and verified;
 /// when a layer fails, the layers this call committed are removed again, and a stack left
 /// without its top (no config label) is no image to [`Image::load`].
@@ -300,13 +316,15 @@ fn build_stack(driver: &dyn Driver, name: &str, layers: &[&dyn LayerSource], con
     let mut parent: Option<String> = None;
     for (n, src) in layers.iter().enumerate() {
         let key = layer_key(name, n);
-        let digest = src.digest(name)?;
+        let (id_label, id) = src.identity(name)?.label();
         let top = n + 1 == layers.len();
         let mut h = Sha256::new();
         h.update(CHAIN_DOMAIN);
         h.update(chain.as_bytes());
         h.update(b"\n");
-        h.update(digest.to_string().as_bytes());
+        h.update(id_label.as_bytes());
+        h.update(b"=");
+        h.update(id.as_bytes());
         if top {
             h.update(b"\n");
             h.update(config_json.as_bytes());
@@ -323,7 +341,7 @@ fn build_stack(driver: &dyn Driver, name: &str, layers: &[&dyn LayerSource], con
                 driver.remove(&active)?;
             }
             driver.prepare(&active, parent.as_deref(), &Labels::new())?;
-            if let Err(e) = src.apply(driver, &active, name, &digest) {
+            if let Err(e) = src.apply(driver, &active, name) {
                 if let Err(e2) = driver.remove(&active) {
                     log::warn!("image {name}: removing half-built layer {active}: {e2}");
                 }
@@ -337,7 +355,7 @@ fn build_stack(driver: &dyn Driver, name: &str, layers: &[&dyn LayerSource], con
             let committed = remove_from(driver, name, n).and_then(|()| {
                 let mut labels = Labels::new();
                 labels.insert(LABEL_IMAGE.into(), name.into());
-                labels.insert(LABEL_DIGEST.into(), digest.to_string());
+                labels.insert(id_label.into(), id.clone());
                 labels.insert(LABEL_CHAIN.into(), chain.clone());
                 if top {
                     labels.insert(LABEL_CONFIG.into(), config_json.clone());
@@ -370,7 +388,33 @@ pub fn probe_config() -> ImageConfig {
     }
 }
 
-/// Build (or reuse) a synthetic image.
+/// What the content of generated layers depends on besides their recipe: bump it when the
+/// generator (synth, the content pattern, the tar writer) changes what it writes.
+const GENERATOR: &str = "cowbench synth v2 (Pattern content)";
+
+/// sha256 of a file's content, once per process and (path, size, mtime): the base layer's
+/// identity covers the binaries it holds.
+fn file_digest(p: &std::path::Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    type Key = (std::path::PathBuf, u64, i64, i64);
+    static SEEN: std::sync::Mutex<Vec<(Key, String)>> = std::sync::Mutex::new(Vec::new());
+    let md = std::fs::metadata(p).map_err(|e| Error::Probe(format!("{}: {e}", p.display())))?;
+    let key = (p.to_path_buf(), md.len(), md.mtime(), md.mtime_nsec());
+    if let Some((_, d)) = SEEN.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key) {
+        return Ok(d.clone());
+    }
+    let mut h = Sha256::new();
+    let mut f = std::fs::File::open(p).map_err(|e| Error::Probe(format!("{}: {e}", p.display())))?;
+    io::copy(&mut f, &mut h).map_err(|e| Error::Probe(format!("read {}: {e}", p.display())))?;
+    let d = format!("sha256:{}", hex::encode(h.finalize()));
+    SEEN.lock().unwrap_or_else(|e| e.into_inner()).push((key, d.clone()));
+    Ok(d)
+}
+
+/// The image `spec` describes in `driver`: the base layer (busybox and the probe) and the
+/// shape's layers, each reused when its chain of recipes matches what the driver holds, else
+/// built (see the module docs: the one build-or-reuse policy of cowbench, also behind
+/// `Lab::image`).
 pub fn build(driver: &dyn Driver, spec: &ImageSpec) -> Result<Image> {
     let busybox = probe_bin::busybox()?;
     let probe = probe_bin::find_or_build()?;
@@ -385,11 +429,20 @@ pub fn build(driver: &dyn Driver, spec: &ImageSpec) -> Result<Image> {
         Shape::Custom(c) => c,
         _ => &[],
     };
-    let base = Generated { write: |w: &mut dyn Write| synth::write_base_layer(&busybox, &probe, w) };
+    let spec_json = serde_json::to_string(spec).map_err(|e| Error::Format { image: spec.name.clone(), message: format!("spec: {e}") })?;
+    let base = Generated {
+        recipe: format!("{GENERATOR}\nbase layer\nbusybox {}\nprobe {}", file_digest(&busybox)?, file_digest(&probe)?),
+        write: |w: &mut dyn Write| synth::write_base_layer(&busybox, &probe, w),
+    };
+    // Layer n of the spec: the whole spec and n (layers below are in the chain already).
+    let recipe = |n: usize| format!("{GENERATOR}\nspec {spec_json}\nlayer {n}");
     let gens: Vec<Box<dyn LayerSource + '_>> = plans
         .iter()
-        .map(|p| Box::new(Generated { write: move |w: &mut dyn Write| synth::write_layer(p, w) }) as Box<dyn LayerSource>)
-        .chain(custom.iter().map(|c| Box::new(Generated { write: move |w: &mut dyn Write| (c.write)(w) }) as Box<dyn LayerSource>))
+        .enumerate()
+        .map(|(n, p)| Box::new(Generated { recipe: recipe(n + 1), write: move |w: &mut dyn Write| synth::write_layer(p, w) }) as Box<dyn LayerSource>)
+        .chain(custom.iter().enumerate().map(|(n, c)| {
+            Box::new(Generated { recipe: recipe(plans.len() + n + 1), write: move |w: &mut dyn Write| (c.write)(w) }) as Box<dyn LayerSource>
+        }))
         .collect();
     let mut layers: Vec<&dyn LayerSource> = vec![&base];
     layers.extend(gens.iter().map(|g| g.as_ref()));

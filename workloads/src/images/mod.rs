@@ -9,13 +9,17 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub mod content;
+pub mod large;
 pub mod synth;
 
+pub use large::{large_file, LARGE_PATH};
 pub use synth::{SizeDist, SynthSpec};
 
 /// The fixed shapes workloads need, plus the general synthetic generator.
+/// Serialised adjacently tagged (`{"shape": ..., "of": ...}`): the serialised spec is what
+/// image reuse compares, and an internally tagged enum cannot hold `Custom`'s list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "shape", rename_all = "snake_case")]
+#[serde(tag = "shape", content = "of", rename_all = "snake_case")]
 pub enum Shape {
     /// Only the base layer.
     Base,
@@ -76,5 +80,33 @@ impl std::fmt::Debug for CustomLayer {
 impl PartialEq for CustomLayer {
     fn eq(&self, other: &Self) -> bool {
         self.recipe == other.recipe
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shape serialises (image reuse compares the serialised spec), and a workload-made
+    /// layer by its recipe only.
+    #[test]
+    fn every_shape_serialises() {
+        let layer = |r: &str| CustomLayer::new(r, |_: &mut dyn Write| Ok(()));
+        let shapes = [
+            Shape::Base,
+            Shape::Synthetic(SynthSpec::default()),
+            Shape::LargeFile { path: "/f".into(), bytes: 1 },
+            Shape::SmallFiles { count: 1, bytes: 1, per_dir: 1 },
+            Shape::DeepStack { depth: 2, target: "/t".into(), target_bytes: 1 },
+            Shape::Custom(vec![layer("a"), layer("b")]),
+        ];
+        for shape in shapes {
+            let json = serde_json::to_string(&ImageSpec::new("i", 1, shape.clone())).unwrap();
+            assert!(json.contains("\"shape\""), "{json}");
+        }
+        let a = serde_json::to_string(&Shape::Custom(vec![layer("recipe one")])).unwrap();
+        let b = serde_json::to_string(&Shape::Custom(vec![layer("recipe two")])).unwrap();
+        assert!(a.contains("recipe one"), "{a}");
+        assert_ne!(a, b);
     }
 }

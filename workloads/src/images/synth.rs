@@ -1,18 +1,20 @@
 //! Deterministic synthetic layers, written as OCI layer tar streams.
 //!
 //! Everything follows from the seed: one ChaCha8 stream decides the structure (directories,
-//! sizes, which files upper layers modify or delete), and each file's content is its own
-//! ChaCha8 stream seeded from (seed, layer, file), so content is generated while it is written
-//! and a file of many GiB never sits in memory. Entries carry fixed owners and mtimes, so the
+//! sizes, which files upper layers modify or delete), and each file's content is the
+//! [`Pattern`] salted with a content seed from (seed, layer, file), generated while it is
+//! written, so a file of many GiB never sits in memory. Entries carry fixed owners and mtimes, so the
 //! same spec gives byte-identical tars (and the same sha256) on every run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+use super::content::Pattern;
 
 /// mtime of every generated entry (fixed for reproducible digests).
 pub const MTIME: u64 = 1_600_000_000;
@@ -83,7 +85,7 @@ impl Default for SynthSpec {
 /// One entry of a generated layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    /// A regular file whose content is the ChaCha8 stream of `content_seed`.
+    /// A regular file whose content is [`file_content`] of `content_seed`.
     File { path: String, bytes: u64, content_seed: u64 },
     /// `.wh.<name>`: `path` is deleted in this layer.
     Whiteout { path: String },
@@ -179,25 +181,14 @@ pub fn plan_deep_stack(seed: u64, depth: usize, target: &str, target_bytes: u64)
     plans
 }
 
-/// The ChaCha8 content stream of a file, `len` bytes.
-pub struct Content {
-    rng: ChaCha8Rng,
-    left: u64,
-}
+/// Seed of the random block every generated file's content is cut from (the file's own
+/// content seed salts it; see [`Pattern`]).
+const PATTERN_SEED: u64 = 0x636f_7762_656e_6368;
 
-impl Content {
-    pub fn new(seed: u64, len: u64) -> Content {
-        Content { rng: ChaCha8Rng::seed_from_u64(seed), left: len }
-    }
-}
-
-impl Read for Content {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (buf.len() as u64).min(self.left) as usize;
-        self.rng.fill_bytes(&mut buf[..n]);
-        self.left -= n as u64;
-        Ok(n)
-    }
+/// The content of a generated file of content seed `content_seed`, `len` bytes: incompressible,
+/// no 4 KiB block equal to another of any file, generated at memcpy speed.
+pub fn file_content(content_seed: u64, len: u64) -> Pattern {
+    Pattern::new(PATTERN_SEED, content_seed, len)
 }
 
 fn header(typ: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -284,7 +275,7 @@ pub fn write_layer(plan: &LayerPlan, out: &mut dyn Write) -> io::Result<()> {
     let mut t = TarWriter::new(out);
     for e in &plan.entries {
         match e {
-            Entry::File { path, bytes, content_seed } => t.file(path, 0o644, *bytes, Content::new(*content_seed, *bytes))?,
+            Entry::File { path, bytes, content_seed } => t.file(path, 0o644, *bytes, file_content(*content_seed, *bytes))?,
             Entry::Whiteout { path } => t.whiteout(path)?,
         }
     }
@@ -405,7 +396,7 @@ mod tests {
 
     #[test]
     fn content_streams_without_buffering() {
-        let mut c = Content::new(3, 10 << 20);
+        let mut c = file_content(3, 10 << 20);
         let n = io::copy(&mut c, &mut io::sink()).unwrap();
         assert_eq!(n, 10 << 20);
     }
