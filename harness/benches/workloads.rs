@@ -38,7 +38,7 @@ use criterion::{BenchmarkId, Criterion};
 
 /// The metric a benchmark reports: the workload's first time metric.
 fn time_metric(w: &dyn Workload) -> Option<&'static MetricSpec> {
-    w.metrics().iter().find(|m| m.unit == "ns")
+    w.metrics().iter().find(|m| m.unit == cowbench_workloads::Unit::Nanoseconds)
 }
 
 /// The cell a benchmark runs: the first of the quick profile (the smallest the project runs

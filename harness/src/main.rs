@@ -1,4 +1,5 @@
-//! The `cowbench` binary. Exit codes: 0 ok, 1 a run or operation failed, 2 usage error.
+//! The `cowbench` binary. Exit codes: 0 ok, 1 a run or operation failed, 2 usage error,
+//! 3 `report --fail-on-regression` found a regression.
 
 use std::process::ExitCode;
 
@@ -16,6 +17,11 @@ fn main() -> ExitCode {
     };
     match cowbench::cli::run(cli) {
         Ok(code) => code,
+        // A usage error anywhere in the chain (bad --set, misspelt name in a claims file).
+        Err(e) if e.chain().any(|c| c.is::<cowbench::cli::UsageError>()) => {
+            eprintln!("cowbench: {e:#}");
+            ExitCode::from(cowbench::cli::EXIT_USAGE)
+        }
         Err(e) => {
             eprintln!("cowbench: {e:#}");
             ExitCode::from(1)

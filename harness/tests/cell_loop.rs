@@ -19,7 +19,7 @@ use cowbench::runner::matrix::Planned;
 use cowbench_drivers::{Driver, DriverConfig};
 use cowbench_workloads::images::ImageSpec;
 use cowbench_workloads::lab::{Container, ContainerSpec, HostMemory, Image, Lab, Notes, RunOutput, Space};
-use cowbench_workloads::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, Workload};
+use cowbench_workloads::{Better, CellExec, MetricSpec, ParamSpec, Params, Profile, RepSamples, SetupError, Unit, Workload};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -116,8 +116,8 @@ impl Lab for FakeLab {
 }
 
 const METRICS: &[MetricSpec] = &[
-    MetricSpec { name: "step_ns", unit: "ns", description: "the call's number × 100, twice per repetition" },
-    MetricSpec { name: "size_bytes", unit: "bytes", description: "7, or NaN on the second recorded repetition" },
+    MetricSpec { name: "step_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "the call's number × 100, twice per repetition" },
+    MetricSpec { name: "size_bytes", unit: Unit::Bytes, better: Better::Neither, description: "7, or NaN on the second recorded repetition" },
 ];
 
 /// How the test workload behaves.
@@ -150,6 +150,12 @@ impl Workload for TestWorkload {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &[]
+    }
+    fn check_params(&self, _p: &Params) -> Result<(), String> {
+        Ok(())
     }
     fn cells(&self, _profile: Profile) -> Vec<Params> {
         vec![Params::new()]

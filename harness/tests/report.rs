@@ -38,7 +38,8 @@ impl Jitter {
 fn cell(doc_host: &cowbench::host::HostInfo, workload: &str, driver: &str, params: serde_json::Value, metrics: Vec<(&str, Vec<f64>)>) -> Cell {
     let params: cowbench_workloads::Params = params.as_object().unwrap().clone().into_iter().collect();
     let b = doc_host.drivers.iter().find(|b| b.probe.name == driver);
-    let unit = |m: &str| if m.ends_with("_ns") { "ns" } else { "bytes" }.to_string();
+    // The unit run.json stores comes from the metric's spec (a metric without one: "count").
+    let unit = |m: &str| cowbench_workloads::metric_spec(workload, m).map_or("count".to_string(), |s| s.unit.into());
     Cell {
         key: Cell::key_of(workload, driver, &params),
         workload: workload.into(),
@@ -138,6 +139,7 @@ fn synthetic_run_in(parent: &Path, run_id: &str, seed: u64, slow: f64, vm: bool)
             root: root.display().to_string(),
             driver_options: BTreeMap::new(),
             command_line: vec!["cowbench".into(), "run".into()],
+            sets: vec![],
         },
         counts: Counts::default(),
         ci_method: "order statistics".into(),
@@ -278,6 +280,106 @@ fn baseline_regression_exits_3() {
     let o = cowbench(&["report", &s(&slow), "--baseline", &s(&base), "--out", &s(&out), "--format", "json"]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(cowbench(&["report", &s(&slow), "--format", "pdf"]).status.code(), Some(2));
+}
+
+/// A run dir holding the given (workload, params, metric, samples) cells on overlay.
+fn small_run(parent: &Path, run_id: &str, cells: &[(&str, serde_json::Value, &str, Vec<f64>)]) -> PathBuf {
+    let root = parent.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let host = cowbench::host::probe(&root, "runc", &BTreeMap::new());
+    let cells = cells.iter().map(|(w, p, m, s)| cell(&host, w, "overlay", p.clone(), vec![(m, s.clone())])).collect();
+    let mut doc = RunDoc {
+        schema_version: SCHEMA_VERSION,
+        run_id: run_id.into(),
+        status: RunStatus::Complete,
+        started_unix: 1_790_000_000,
+        finished_unix: Some(1_790_000_300),
+        duration_s: Some(300.0),
+        host,
+        parameters: RunParameters {
+            drivers: vec!["overlay".into()],
+            workloads: vec![],
+            profile: "quick".into(),
+            repeat: None,
+            seed: 1,
+            runtime: "runc".into(),
+            root: root.display().to_string(),
+            driver_options: BTreeMap::new(),
+            command_line: vec!["cowbench".into(), "run".into()],
+            sets: vec![],
+        },
+        counts: Counts::default(),
+        ci_method: "order statistics".into(),
+        cells,
+    };
+    doc.recount();
+    let w = ResultsWriter::create(parent, run_id).unwrap();
+    w.write(&doc).unwrap();
+    w.dir().to_path_buf()
+}
+
+/// Exit code and comparison rows of `cowbench report NEW --baseline OLD --fail-on-regression`.
+fn regression_check(tmp: &Path, new: &[(&str, serde_json::Value, &str, Vec<f64>)], old: &[(&str, serde_json::Value, &str, Vec<f64>)]) -> (Option<i32>, serde_json::Value) {
+    let n = small_run(&tmp.join("new"), "new", new);
+    let o = small_run(&tmp.join("old"), "old", old);
+    let out = tmp.join("out");
+    let s = |p: &Path| p.display().to_string();
+    let r = cowbench(&["report", &s(&n), "--baseline", &s(&o), "--fail-on-regression", "--out", &s(&out), "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&read(&out.join("report.json"))).unwrap();
+    (r.status.code(), json["comparison"].clone())
+}
+
+#[test]
+fn regression_direction_comes_from_the_metric_spec() {
+    let frag = json!({"file_bytes": 64u64 << 20, "overwrite_percent": 25});
+    let ratio = |v: f64| vec![("fragmentation", frag.clone(), "after_before_ratio", vec![v - 0.002, v - 0.001, v, v + 0.001, v + 0.002, v, v])];
+    // after_before_ratio is read throughput after the overwrites over before: higher is better,
+    // so 0.890 → 0.979 is an improvement (a name-based guess called it a regression) …
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, cmp) = regression_check(tmp.path(), &ratio(0.979), &ratio(0.890));
+    assert_eq!(code, Some(0), "{cmp}");
+    assert_eq!(cmp["rows"][0]["change"], "better");
+    assert_eq!(cmp["rows"][0]["better"], "higher");
+    // … and 0.979 → 0.890 a regression.
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, cmp) = regression_check(tmp.path(), &ratio(0.890), &ratio(0.979));
+    assert_eq!(code, Some(3), "{cmp}");
+    assert_eq!(cmp["rows"][0]["change"], "worse");
+
+    // A throughput (higher is better) halved regresses; a latency (lower is better) halved does not.
+    let io = json!({"pattern": "seq", "target": "image", "direct": false, "fsync": false, "file_bytes": 64u64 << 20, "block_bytes": 131072, "jobs": 1, "ios": 512});
+    let seq = |m: &'static str, v: f64| ("seqio", io.clone(), m, vec![v * 0.99, v, v * 1.01, v, v * 0.995, v * 1.005, v]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, cmp) = regression_check(tmp.path(), &[seq("read_bytes_per_s", 1e8)], &[seq("read_bytes_per_s", 2e8)]);
+    assert_eq!((code, cmp["rows"][0]["change"].as_str()), (Some(3), Some("worse")), "{cmp}");
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, cmp) = regression_check(tmp.path(), &[seq("read_latency_ns", 1e5)], &[seq("read_latency_ns", 2e5)]);
+    assert_eq!((code, cmp["rows"][0]["change"].as_str()), (Some(0), Some("faster")), "{cmp}");
+
+    // A metric no workload declares is compared but never a regression, and is listed.
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, cmp) = regression_check(tmp.path(), &[seq("mystery_ns", 9e5)], &[seq("mystery_ns", 1e5)]);
+    assert_eq!((code, cmp["rows"][0]["change"].as_str()), (Some(0), Some("changed")), "{cmp}");
+    assert_eq!(cmp["without_spec"], json!(["seqio/mystery_ns"]));
+}
+
+#[test]
+fn misspelt_metric_in_claims_file_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = synthetic_run(&tmp.path().join("r"), "r", 7, 1.0);
+    let bad = tmp.path().join("bad.toml");
+    let text = cowbench::claims::DEFAULT_CLAIMS_TOML.replacen("metric = \"after_before_ratio\"", "metric = \"after_before_ratoi\"", 1);
+    std::fs::write(&bad, text).unwrap();
+    let out = tmp.path().join("out");
+    let s = |p: &Path| p.display().to_string();
+    let o = cowbench(&["report", &s(&run), "--claims", &s(&bad), "--out", &s(&out)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("zfs-fragmentation") && err.contains("after_before_ratoi"), "names the claim and the name: {err}");
+    assert!(!out.join("report.md").exists(), "nothing written");
+    // A run directory that does not exist is a usage error too.
+    let o = cowbench(&["report", &s(&tmp.path().join("nope")), "--out", &s(&out)]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 fn chromium() -> PathBuf {

@@ -187,6 +187,63 @@ fn unknown_driver_is_a_usage_error() {
 }
 
 #[test]
+fn bad_set_is_a_usage_error_before_anything_is_created() {
+    let root = Root::new("set");
+    let run_root = root.path().join("root");
+    let results = root.path().join("results");
+    for (set, says) in [
+        ("copyup.file_byts=4K", vec!["'copyup' has no parameter 'file_byts'", "file_bytes (bytes)", "write_at (start|middle)"]),
+        ("copyup.file_bytes=4Q", vec!["copyup.file_bytes", "unknown size suffix", "depth (count)"]),
+        ("copyup.write_at=end", vec!["'end' is not one of start, middle"]),
+        ("nosuch.x=1", vec!["unknown workload 'nosuch'", "copyup"]),
+        ("density.containers=1..16", vec!["workload 'density' is not part of this run"]),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cowbench"))
+            .args(["run", "--workloads", "copyup", "--set", set, "--root"])
+            .arg(&run_root)
+            .arg("--out")
+            .arg(&results)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{set}: usage error: {err}");
+        assert!(out.stdout.is_empty(), "nothing on stdout for an error");
+        for s in says {
+            assert!(err.contains(s), "{set}: stderr lacks '{s}': {err}");
+        }
+        assert!(!run_root.exists() && !results.exists(), "{set}: nothing created before the usage error");
+    }
+}
+
+#[test]
+fn set_cells_run_and_are_recorded() {
+    if let Some(why) = missing(&["vfs"]) {
+        eprintln!("SKIPPED set_cells_run_and_are_recorded: {why}");
+        return;
+    }
+    let root = Root::new("setrun");
+    let out_dir = root.path().join("results");
+    let out = Command::new(env!("CARGO_BIN_EXE_cowbench"))
+        .args(["run", "--drivers", "vfs", "--workloads", "density", "--set", "density.containers=1..2", "--repeat", "1", "--root"])
+        .arg(root.path().join("root"))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cowbench run failed ({}):\n{stderr}", out.status);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(summary["run_json"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(doc["parameters"]["sets"], serde_json::json!([{"workload": "density", "param": "containers", "values": [1, 2]}]));
+    let ns: Vec<u64> = doc["cells"].as_array().unwrap().iter().map(|c| c["params"]["containers"].as_u64().unwrap()).collect();
+    assert_eq!(ns, vec![1, 2]);
+    // The report says which parameters were set.
+    let md = std::fs::read_to_string(Path::new(summary["dir"].as_str().unwrap()).join("report.md")).unwrap();
+    assert!(md.contains("| parameters set | density.containers=1,2 |"), "{md}");
+}
+
+#[test]
 fn probe_json_keeps_drivers_and_adds_host() {
     let out = Command::new(env!("CARGO_BIN_EXE_cowbench")).args(["probe", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

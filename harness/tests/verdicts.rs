@@ -2,8 +2,9 @@
 //! claims — so every rule can fail — and the not-measured reasons.
 
 use cowbench::claims::{
-    evaluate_claim, Backend, CellState, ClaimSet, ClaimVerdict, EvCell, RunEvidence, VerdictKind, Why,
+    evaluate_claim, Backend, ClaimSet, ClaimVerdict, RunEvidence, VerdictKind, Why,
 };
+use cowbench::results::{Cell, CellStatus};
 use serde_json::json;
 
 const KIB: f64 = 1024.0;
@@ -46,7 +47,7 @@ fn copyup(run: &mut RunEvidence, driver: &str, fixed_ns: f64, per_byte_ns: f64, 
             .collect();
         let lat = j.samples(fixed_ns + per_byte_ns * s, amp, 9);
         let usage = if whole_file { s + 8192.0 } else { 4096.0 };
-        let mut cell = EvCell::new("copyup", driver, p)
+        let mut cell = Cell::new("copyup", driver, p)
             .with_metric("first_write_latency_ns", lat)
             .with_metric("usage_delta_bytes", vec![usage; 5]);
         if driver == "devicemapper" {
@@ -82,6 +83,61 @@ fn claims_file_has_every_id_and_row() {
             assert!(c.workloads.contains(&r.workload), "{}: {}", c.id, r.workload);
         }
     }
+}
+
+/// The built-in claims file with one substitution.
+fn claims_with(from: &str, to: &str) -> anyhow::Result<ClaimSet> {
+    let text = cowbench::claims::DEFAULT_CLAIMS_TOML;
+    assert!(text.contains(from), "claims.toml has no '{from}'");
+    ClaimSet::parse(&text.replacen(from, to, 1))
+}
+
+#[test]
+fn misspelt_names_fail_at_load() {
+    let err = |from: &str, to: &str| format!("{:#}", claims_with(from, to).expect_err(to));
+    // A metric: names the claim, the bad name and the metrics that exist.
+    let e = err("metric = \"after_before_ratio\"", "metric = \"after_before_ratoi\"");
+    assert!(e.contains("claim 'zfs-fragmentation'") && e.contains("'after_before_ratoi'") && e.contains("after_before_ratio"), "{e}");
+    // A `where` on a parameter the workload does not have is no longer ignored.
+    let e = err("where = { cache = \"cold\" }", "where = { cache = \"cold\", colour = \"blue\" }");
+    assert!(e.contains("claim 'aufs-deep-lookup'") && e.contains("where") && e.contains("'colour'") && e.contains("depth (count)"), "{e}");
+    // A value that is not one of the parameter's choices.
+    let e = err("where = { cache = \"cold\" }", "where = { cache = \"cool\" }");
+    assert!(e.contains("\"cool\"") && e.contains("cold|warm"), "{e}");
+    // x, workloads, the reference workload and drivers.
+    let e = err("x = \"overwrite_percent\"", "x = \"overwrite_pct\"");
+    assert!(e.contains("x names unknown parameter 'overwrite_pct'"), "{e}");
+    let e = err("workloads = [\"lookup\"]", "workloads = [\"lokup\"]");
+    assert!(e.contains("unknown workload 'lokup'"), "{e}");
+    let e = err("reference_workload = \"baremetal\"", "reference_workload = \"baremetl\"");
+    assert!(e.contains("unknown workload 'baremetl'"), "{e}");
+    let e = err("per_cycle_param = \"write_bytes\"", "per_cycle_param = \"write_byte\"");
+    assert!(e.contains("per_cycle_param names unknown parameter 'write_byte'"), "{e}");
+    let e = err("reference_driver = \"vfs\"", "reference_driver = \"vsf\"");
+    assert!(e.contains("unknown driver 'vsf'"), "{e}");
+    // Rank and before/after need a metric whose spec has a better direction.
+    let neither = r#"
+[[claim]]
+id = "lookups-found"
+statement = "s"
+source = "t"
+workloads = ["lookup"]
+drivers = ["overlay"]
+[[claim.rule]]
+kind = "rank"
+workload = "lookup"
+metric = "found_count"
+x = "depth"
+expect = "best"
+competitors = ["aufs"]
+margin = 1.1
+min_competitors = 1
+"#;
+    let e = format!("{:#}", ClaimSet::parse(&format!("row = []\n{neither}")).unwrap_err());
+    assert!(e.contains("claim 'lookups-found'") && e.contains("'found_count'") && e.contains("neither"), "{e}");
+    assert!(ClaimSet::parse(&format!("row = []\n{}", neither.replace("found_count", "lookup_latency_ns"))).is_ok());
+    // The shipped file passes.
+    claims_with("x = \"overwrite_percent\"", "x = \"overwrite_percent\"").unwrap();
 }
 
 #[test]
@@ -125,7 +181,7 @@ fn overlay_copyup_confirmed_refuted_inconclusive() {
             lat.push(center * 95.0);
             lat.push(center * 99.0);
         }
-        run.cells.push(EvCell::new("copyup", "overlay", p).with_metric("first_write_latency_ns", lat));
+        run.cells.push(Cell::new("copyup", "overlay", p).with_metric("first_write_latency_ns", lat));
     }
     let v = verdict(&run, "overlay-copyup-whole-file");
     assert_eq!(v.verdict.kind, VerdictKind::Inconclusive, "{}", v.verdict.summary());
@@ -154,7 +210,7 @@ fn sharedcache(run: &mut RunEvidence, driver: &str, metric: &str, copies: impl F
     let mut j = Jitter(seed);
     for n in [1.0, 2.0, 4.0, 8.0, 16.0] {
         let p = [("containers".to_string(), json!(n as u64))].into_iter().collect();
-        run.cells.push(EvCell::new("sharedcache", driver, p).with_metric(metric, j.samples(copies(n) * 256.0 * MIB, amp, 7)));
+        run.cells.push(Cell::new("sharedcache", driver, p).with_metric(metric, j.samples(copies(n) * 256.0 * MIB, amp, 7)));
     }
 }
 
@@ -191,7 +247,7 @@ fn density(run: &mut RunEvidence, driver: &str, start_ns: f64, amp: f64, seed: u
         let p = [("containers".to_string(), json!(n))].into_iter().collect();
         let k = (n as usize * 2).max(6);
         run.cells.push(
-            EvCell::new("density", driver, p)
+            Cell::new("density", driver, p)
                 .with_metric("start_latency_ns", j.samples(start_ns, amp, k))
                 .with_metric("disk_per_container_bytes", j.samples(if driver == "vfs" { 80.0 * MIB } else { 24.0 * KIB }, 0.1, k)),
         );
@@ -286,7 +342,8 @@ fn not_measured_says_why() {
     let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
     copyup(&mut run, "overlay", 30e3, 1.0, 0.1, &SIZES, 43, true);
     for c in &mut run.cells {
-        c.state = CellState::Failed("runc create: EPERM".into());
+        c.status = CellStatus::Failed;
+        c.reason = Some("runc create: EPERM".into());
     }
     let v = verdict(&run, "overlay-copyup-whole-file");
     match &v.verdict.why {
@@ -320,7 +377,7 @@ fn aufs_depth_part_and_stand_in_mark() {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         let lat = j.samples(140e6 * (1.0 + 0.05 * depth as f64), 0.03, 9);
-        run.cells.push(EvCell::new("copyup", "aufs", p).with_metric("first_write_latency_ns", lat));
+        run.cells.push(Cell::new("copyup", "aufs", p).with_metric("first_write_latency_ns", lat));
     }
     assert_eq!(verdict(&run, "aufs-copyup-size-depth").verdict.kind, VerdictKind::Confirmed);
 }
@@ -337,7 +394,7 @@ fn other_rule_kinds() {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
-            run.cells.push(EvCell::new("fragmentation", "zfs", p).with_metric("after_before_ratio", j.samples(ratio, 0.02, 7)));
+            run.cells.push(Cell::new("fragmentation", "zfs", p).with_metric("after_before_ratio", j.samples(ratio, 0.02, 7)));
         }
         assert_eq!(verdict(&run, "zfs-fragmentation").verdict.kind, want, "after/before = {ratio}");
     }
@@ -352,7 +409,7 @@ fn other_rule_kinds() {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
             let used = 500.0 * MIB + leak * 64.0 * MIB * k as f64 + 2.0 * MIB * (j.next(1.0) - 1.0);
-            run.cells.push(EvCell::new("churn", "devicemapper", p).with_metric("backend_used_bytes", vec![used]));
+            run.cells.push(Cell::new("churn", "devicemapper", p).with_metric("backend_used_bytes", vec![used]));
         }
         assert_eq!(verdict(&run, "dm-churn-overflow").verdict.kind, want);
     }
@@ -368,8 +425,8 @@ fn other_rule_kinds() {
         let mut run = RunEvidence::synthetic("t", &["overlay"], &["seqio", "baremetal"]);
         let mut j = Jitter(64);
         let p: cowbench_workloads::Params = [("file_bytes".to_string(), json!(256 * 1024 * 1024))].into_iter().collect();
-        run.cells.push(EvCell::new("seqio", "overlay", p.clone()).with_metric("read_bytes_per_s", j.samples(frac * 500.0 * MIB, 0.03, 7)));
-        run.cells.push(EvCell::new("baremetal", "overlay", p).with_metric("read_bytes_per_s", j.samples(500.0 * MIB, 0.03, 7)));
+        run.cells.push(Cell::new("seqio", "overlay", p.clone()).with_metric("read_bytes_per_s", j.samples(frac * 500.0 * MIB, 0.03, 7)));
+        run.cells.push(Cell::new("baremetal", "overlay", p).with_metric("read_bytes_per_s", j.samples(500.0 * MIB, 0.03, 7)));
         assert_eq!(verdict(&run, "near-bare-metal").verdict.kind, want);
     }
 }

@@ -31,7 +31,7 @@ use crate::images::content::Pattern;
 use crate::lab::{Lab, Notes};
 use crate::probe::{Op, Request, Response, Sample};
 use crate::seqio::{full_cells, quick_cells, repetitions, IoParams, Target, METRICS};
-use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload};
+use crate::{CellExec, MetricSpec, ParamKind, ParamSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload};
 
 /// Where a baremetal cell ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +50,24 @@ pub struct BaremetalParams {
 
 impl TypedParams for BaremetalParams {}
 
+/// Where a baremetal cell ran.
+const SITE: ParamSpec = ParamSpec {
+    name: "site",
+    kind: ParamKind::Choice(&["host"]),
+    description: "where the probe ran: directly on the host",
+};
+
+/// The parameters of a cell: seqio's ([`crate::seqio::PARAMS`]), plus where it ran.
+pub const PARAMS: [ParamSpec; crate::seqio::PARAMS.len() + 1] = {
+    let mut all = [SITE; crate::seqio::PARAMS.len() + 1];
+    let mut i = 0;
+    while i < crate::seqio::PARAMS.len() {
+        all[i] = crate::seqio::PARAMS[i];
+        i += 1;
+    }
+    all
+};
+
 pub struct Baremetal;
 
 impl Workload for Baremetal {
@@ -64,6 +82,15 @@ impl Workload for Baremetal {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        BaremetalParams::from_params(p).map(drop)
+    }
+    fn derive_params(&self, p: &mut Params) {
+        crate::seqio::derive_ios(p);
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         // Quick: the seqio cells (what near-bare-metal compares); full: seqio's and randio's.

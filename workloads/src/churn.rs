@@ -18,7 +18,7 @@ use crate::images::{ImageSpec, Shape};
 use crate::kit;
 use crate::lab::{ContainerSpec, Image, Lab, Notes, Space};
 use crate::probe::{Op, Request};
-use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// Parameters of one churn cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,44 +51,59 @@ pub const FULL_WRITE: [u64; 2] = [4 * MIB, 64 * MIB];
 pub const METRICS: [MetricSpec; 8] = [
     MetricSpec {
         name: "backend_used_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "space the backend reports used after each cycle (one sample per cycle, in cycle order)",
     },
     MetricSpec {
         name: "backing_allocated_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "blocks the backing store holds on the host after each cycle (loop/vdev/data file, or the driver root)",
     },
     MetricSpec {
         name: "backend_growth_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "backend_used after the last cycle minus before the first (signed)",
     },
     MetricSpec {
         name: "backing_growth_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "backing_allocated after the last cycle minus before the first (signed)",
     },
     MetricSpec {
         name: "backend_settled_growth_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "as backend_growth, both readings taken once deferred frees landed (btrfs cleaner; readings stable for 500 ms)",
     },
     MetricSpec {
         name: "backing_settled_growth_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "as backing_growth, both readings settled",
     },
     MetricSpec {
         name: "cycles_count",
-        unit: "count",
+        unit: Unit::Count,
+        better: Better::Neither,
         description: "cycles completed in the repetition",
     },
     MetricSpec {
         name: "write_latency_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "the container's write of X bytes + fsync, timed by the probe (one sample per cycle)",
     },
+];
+
+/// The parameters of a cell (`cowbench run --set churn.NAME=…`).
+pub const PARAMS: [ParamSpec; 3] = [
+    ParamSpec { name: "cycles", kind: ParamKind::Count, description: "create/write/destroy cycles per repetition (K)" },
+    ParamSpec { name: "write_bytes", kind: ParamKind::Bytes, description: "bytes each container writes to a new file, fsynced (X)" },
+    ParamSpec { name: "discard", kind: ParamKind::OptionalBool, description: "the backend's discard option for the cell; none: the driver as the run opened it" },
 ];
 
 pub struct Churn;
@@ -105,6 +120,12 @@ impl Workload for Churn {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        ChurnParams::from_params(p).map(drop)
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         let discards = [None, Some(true), Some(false)];

@@ -18,7 +18,7 @@ use crate::images::{self, ImageSpec, Shape, LARGE_PATH};
 use crate::kit;
 use crate::lab::{Container, ContainerSpec, Image, Lab, Notes};
 use crate::probe::{Op, Request, Response};
-use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, GIB, KIB, MIB};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, GIB, KIB, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// What each container does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,24 +66,37 @@ pub const FULL_INTERVAL_US: u64 = 100_000;
 pub const METRICS: [MetricSpec; 4] = [
     MetricSpec {
         name: "completion_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "one container's IOs from its release to its last IO, timed by its probe (one sample per container)",
     },
     MetricSpec {
         name: "total_completion_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "from the first container's release to the last container's last IO (probe clocks)",
     },
     MetricSpec {
         name: "mean_io_latency_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "one container's IO time / its IO count (one sample per container)",
     },
     MetricSpec {
         name: "aggregate_ios_per_s",
-        unit: "ios_per_s",
+        unit: Unit::IosPerSecond,
+        better: Better::Higher,
         description: "M × ios / total_completion",
     },
+];
+
+/// The parameters of a cell (`cowbench run --set concurrent.NAME=…`).
+pub const PARAMS: [ParamSpec; 5] = [
+    ParamSpec { name: "containers", kind: ParamKind::Count, description: "containers running at once (M)" },
+    ParamSpec { name: "mode", kind: ParamKind::Choice(&["read", "update", "file_read", "file_update"]), description: "what each container does" },
+    ParamSpec { name: "data_bytes", kind: ParamKind::Bytes, description: "image data: the single file's size, or the total of the 64 KiB files" },
+    ParamSpec { name: "ios", kind: ParamKind::Count, description: "IOs per container (a 64 KiB file counts as one)" },
+    ParamSpec { name: "interval_us", kind: ParamKind::Count, description: "pause between IO starts in a container, in microseconds (0 = back to back)" },
 ];
 
 pub struct Concurrent;
@@ -100,6 +113,12 @@ impl Workload for Concurrent {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        ConcurrentParams::from_params(p).map(drop)
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         match profile {

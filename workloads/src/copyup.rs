@@ -13,7 +13,7 @@ use crate::images::{ImageSpec, Shape};
 use crate::kit;
 use crate::lab::{ContainerSpec, Image, Lab, Notes};
 use crate::probe::{Op, Request};
-use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, GIB, KIB, MIB};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, GIB, KIB, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// Where in the file the write goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,29 +61,41 @@ pub const FULL_DEPTHS: [u32; 4] = [1, 8, 32, 128];
 pub const METRICS: [MetricSpec; 5] = [
     MetricSpec {
         name: "open_latency_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "open(O_WRONLY) of the image file, timed inside the container (where overlay and aufs copy up)",
     },
     MetricSpec {
         name: "write_latency_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "the first pwrite, timed inside the container (where block-level backends copy a block)",
     },
     MetricSpec {
         name: "first_write_latency_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "open + first write: the sum of the two above",
     },
     MetricSpec {
         name: "usage_delta_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "bytes of the container layer after the write minus before (driver usage; block backends count changed files whole)",
     },
     MetricSpec {
         name: "pool_data_used_delta_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "data the backend's pool allocated for the write (devicemapper: thin-pool used data blocks); only backends with a pool counter",
     },
+];
+
+/// The parameters of a cell (`cowbench run --set copyup.NAME=…`).
+pub const PARAMS: [ParamSpec; 3] = [
+    ParamSpec { name: "file_bytes", kind: ParamKind::Bytes, description: "size of the image file written to" },
+    ParamSpec { name: "depth", kind: ParamKind::Count, description: "image layer (from the top, 1 = topmost) that holds the file" },
+    ParamSpec { name: "write_at", kind: ParamKind::Choice(&["start", "middle"]), description: "where the write goes: 1 byte at offset 0, or 4 bytes in the middle" },
 ];
 
 pub struct Copyup;
@@ -100,6 +112,12 @@ impl Workload for Copyup {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        CopyupParams::from_params(p).map(drop)
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         match profile {

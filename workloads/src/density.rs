@@ -13,7 +13,7 @@ use crate::images::{ImageSpec, Shape};
 use crate::kit;
 use crate::lab::{Container, ContainerSpec, Image, Lab, Notes};
 use crate::probe::{Op, Request};
-use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, Better, ParamKind, ParamSpec, Unit};
 
 /// Parameters of one density cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,29 +32,39 @@ pub const FULL_N: [u32; 8] = [1, 4, 16, 64, 128, 256, 512, 1000];
 pub const METRICS: [MetricSpec; 5] = [
     MetricSpec {
         name: "start_latency_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "runtime start timing of one container: layer prepare + mount + bundle + create + start",
     },
     MetricSpec {
         name: "layer_setup_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "the storage part of the start: prepare + mount of the container's layer (and the bundle)",
     },
     MetricSpec {
         name: "memory_per_container_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "memory charged to the container's cgroup (incl. page cache) while all N run",
     },
     MetricSpec {
         name: "disk_per_container_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "bytes of the container's writable layer (driver usage) while all N run",
     },
     MetricSpec {
         name: "total_start_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "wall time to have all N containers running (one value per repetition)",
     },
+];
+
+/// The parameters of a cell (`cowbench run --set density.NAME=…`).
+pub const PARAMS: [ParamSpec; 1] = [
+    ParamSpec { name: "containers", kind: ParamKind::Count, description: "containers held alive at once (N)" },
 ];
 
 pub struct Density;
@@ -71,6 +81,12 @@ impl Workload for Density {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        DensityParams::from_params(p).map(drop)
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         let ns: &[u32] = match profile {

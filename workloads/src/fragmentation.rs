@@ -16,7 +16,7 @@ use crate::images::{self, LARGE_PATH};
 use crate::kit;
 use crate::lab::{Container, ContainerSpec, Image, Lab, Notes};
 use crate::probe::{Op, Request};
-use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, GIB, MIB};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, GIB, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// Parameters of one fragmentation cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,24 +47,34 @@ pub const FULL_PCTS: [u32; 3] = [10, 25, 50];
 pub const METRICS: [MetricSpec; 4] = [
     MetricSpec {
         name: "seq_read_before_bytes_per_s",
-        unit: "bytes_per_s",
+        unit: Unit::BytesPerSecond,
+        better: Better::Higher,
         description: "sequential read of the image file before the overwrites, timed by the probe",
     },
     MetricSpec {
         name: "seq_read_after_bytes_per_s",
-        unit: "bytes_per_s",
+        unit: Unit::BytesPerSecond,
+        better: Better::Higher,
         description: "the same read after the random overwrites, same container layer",
     },
     MetricSpec {
         name: "after_before_ratio",
-        unit: "ratio",
-        description: "seq_read_after / seq_read_before: below 1 when the overwrites fragmented the file",
+        unit: Unit::Ratio,
+        better: Better::Higher,
+        description: "seq_read_after / seq_read_before (throughput after over throughput before): below 1 when the overwrites fragmented the file, so higher is better",
     },
     MetricSpec {
         name: "overwrite_bytes_per_s",
-        unit: "bytes_per_s",
+        unit: Unit::BytesPerSecond,
+        better: Better::Higher,
         description: "the random 4 KiB overwrites incl. the final fsync (the first one copies up on file-level backends)",
     },
+];
+
+/// The parameters of a cell (`cowbench run --set fragmentation.NAME=…`).
+pub const PARAMS: [ParamSpec; 2] = [
+    ParamSpec { name: "file_bytes", kind: ParamKind::Bytes, description: "size of the image file" },
+    ParamSpec { name: "overwrite_percent", kind: ParamKind::Count, description: "share of the file's 4 KiB blocks overwritten at random (%)" },
 ];
 
 pub struct Fragmentation;
@@ -81,6 +91,12 @@ impl Workload for Fragmentation {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        FragmentationParams::from_params(p).map(drop)
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         match profile {

@@ -25,7 +25,7 @@ use crate::images::content::Pattern;
 use crate::images::synth::TarWriter;
 use crate::kit;
 use crate::lab::{Lab, Notes};
-use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// Parameters of one layers cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,12 +44,18 @@ pub const QUICK_FILES: [u64; 2] = [10, 1_000];
 pub const FULL_FILES: [u64; 3] = [10, 1_000, 10_000];
 
 pub const METRICS: [MetricSpec; 6] = [
-    MetricSpec { name: "pull_latency_ns", unit: "ns", description: "apply of the layer tar + commit, harness clock" },
-    MetricSpec { name: "pull_bytes_per_s", unit: "bytes_per_s", description: "layer content bytes over the pull time" },
-    MetricSpec { name: "push_latency_ns", unit: "ns", description: "diff of the active layer to a sink + commit, harness clock" },
-    MetricSpec { name: "push_bytes_per_s", unit: "bytes_per_s", description: "layer content bytes over the push time" },
-    MetricSpec { name: "commit_latency_ns", unit: "ns", description: "the commit part of the pull" },
-    MetricSpec { name: "diff_tar_bytes", unit: "bytes", description: "size of the tar the diff wrote" },
+    MetricSpec { name: "pull_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "apply of the layer tar + commit, harness clock" },
+    MetricSpec { name: "pull_bytes_per_s", unit: Unit::BytesPerSecond, better: Better::Higher, description: "layer content bytes over the pull time" },
+    MetricSpec { name: "push_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "diff of the active layer to a sink + commit, harness clock" },
+    MetricSpec { name: "push_bytes_per_s", unit: Unit::BytesPerSecond, better: Better::Higher, description: "layer content bytes over the push time" },
+    MetricSpec { name: "commit_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "the commit part of the pull" },
+    MetricSpec { name: "diff_tar_bytes", unit: Unit::Bytes, better: Better::Neither, description: "size of the tar the diff wrote" },
+];
+
+/// The parameters of a cell (`cowbench run --set layers.NAME=…`).
+pub const PARAMS: [ParamSpec; 2] = [
+    ParamSpec { name: "layer_bytes", kind: ParamKind::Bytes, description: "bytes of file content in the layer" },
+    ParamSpec { name: "files", kind: ParamKind::Count, description: "files the content is spread over" },
 ];
 
 pub struct Layers;
@@ -66,6 +72,12 @@ impl Workload for Layers {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        LayersParams::from_params(p).map(drop)
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         let (sizes, files): (&[u64], &[u64]) = match profile {

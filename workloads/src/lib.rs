@@ -29,6 +29,11 @@ pub mod lab;
 pub mod images;
 pub mod kit;
 pub mod fileio;
+pub mod metric;
+pub mod params;
+
+pub use metric::{Better, MetricSpec, Unit};
+pub use params::{ParamKind, ParamSet, ParamSpec};
 
 /// How much of a workload's sweep to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,15 +94,6 @@ pub trait TypedParams: Serialize + for<'de> Deserialize<'de> + Sized {
     }
 }
 
-/// One measured quantity. `name` carries the unit (`first_write_latency_ns`, `usage_delta_bytes`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct MetricSpec {
-    pub name: &'static str,
-    /// `ns`, `bytes`, `bytes_per_s`, `count` ...
-    pub unit: &'static str,
-    pub description: &'static str,
-}
-
 /// Why a cell did not run.
 #[derive(Debug)]
 pub enum SetupError {
@@ -144,6 +140,13 @@ pub trait Workload: Sync {
     fn claims(&self) -> &'static [&'static str];
     /// What one sample yields. Every sample of every cell reports these metrics.
     fn metrics(&self) -> &'static [MetricSpec];
+    /// Every parameter a cell of this workload has (`cowbench run --set`, `cowbench workloads`).
+    fn params(&self) -> &'static [ParamSpec];
+    /// Whether `p` is a valid parameter set: parses into the workload's typed parameters.
+    fn check_params(&self, p: &Params) -> Result<(), String>;
+    /// Recompute parameters that follow from others after `--set` changed a cell (a
+    /// sequential pass has one IO per block of the file). Most workloads have none.
+    fn derive_params(&self, _p: &mut Params) {}
     /// The parameter sets (cells) of a profile, in run order.
     fn cells(&self, profile: Profile) -> Vec<Params>;
     /// Repetitions per cell that are not recorded (warm the runtime, dentry cache ...).
@@ -155,6 +158,11 @@ pub trait Workload: Sync {
     /// Prepare one cell (`params` is one of [`Workload::cells`]) on `lab`: images, files,
     /// whatever the repetitions need, untimed.
     fn setup<'a>(&self, lab: &'a dyn lab::Lab, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError>;
+}
+
+/// The spec of `metric` of `workload`, if both exist.
+pub fn metric_spec(workload: &str, metric: &str) -> Option<&'static MetricSpec> {
+    by_id(workload)?.metrics().iter().find(|m| m.name == metric)
 }
 
 /// Every workload, in the order a run executes them.
@@ -186,7 +194,24 @@ mod tests {
                 assert!(!w.cells(p).is_empty(), "{} {p:?}", w.id());
                 assert!(w.repetitions(p) >= 1);
             }
-            assert!(w.metrics().iter().all(|m| m.name.ends_with(m.unit)), "{}: unit in the metric name", w.id());
+            assert!(w.metrics().iter().all(|m| m.name.ends_with(m.unit.as_str())), "{}: unit in the metric name", w.id());
+        }
+    }
+
+    #[test]
+    fn param_specs_match_the_cells() {
+        for w in all() {
+            let names: Vec<&str> = w.params().iter().map(|p| p.name).collect();
+            for p in [Profile::Quick, Profile::Full] {
+                for c in w.cells(p) {
+                    assert!(c.keys().all(|k| names.contains(&k.as_str())), "{}: {c:?} has a key without a spec", w.id());
+                    w.check_params(&c).unwrap();
+                }
+            }
+            // Every spec'd parameter appears in some cell (optional ones may be left out of others).
+            for n in &names {
+                assert!(w.cells(Profile::Full).iter().any(|c| c.contains_key(*n)), "{}: {n} in no cell", w.id());
+            }
         }
     }
 

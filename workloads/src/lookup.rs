@@ -18,7 +18,7 @@ use crate::images::{CustomLayer, ImageSpec, Shape};
 use crate::kit;
 use crate::lab::{ContainerSpec, Image, Lab, Notes};
 use crate::probe::{Op, Request};
-use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, Better, ParamKind, ParamSpec, Unit};
 
 /// Whether the timed pass finds the caches cold or warm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,14 +65,23 @@ pub const FULL_FILES: [u32; 3] = [100, 1_000, 10_000];
 pub const METRICS: [MetricSpec; 2] = [
     MetricSpec {
         name: "lookup_latency_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "stat + open(O_RDONLY) + close of one file of the bottom layer, timed inside the container (one sample per file)",
     },
     MetricSpec {
         name: "found_count",
-        unit: "count",
+        unit: Unit::Count,
+        better: Better::Neither,
         description: "files of the timed pass that were found (must equal `files`)",
     },
+];
+
+/// The parameters of a cell (`cowbench run --set lookup.NAME=…`).
+pub const PARAMS: [ParamSpec; 3] = [
+    ParamSpec { name: "depth", kind: ParamKind::Count, description: "layers of the image above the base layer; the files are in the bottom one" },
+    ParamSpec { name: "files", kind: ParamKind::Count, description: "files looked up, all in the bottom layer" },
+    ParamSpec { name: "cache", kind: ParamKind::Choice(&["cold", "warm"]), description: "caches dropped before the timed pass, or warmed by an unrecorded first pass" },
 ];
 
 pub struct Lookup;
@@ -89,6 +98,12 @@ impl Workload for Lookup {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        LookupParams::from_params(p).map(drop)
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         let (depths, files): (&[u32], &[u32]) = match profile {

@@ -18,7 +18,7 @@ use crate::images::{CustomLayer, ImageSpec, Shape};
 use crate::kit;
 use crate::lab::{ContainerSpec, Image, Lab, Notes};
 use crate::probe::{Op, Request};
-use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// Parameters of one metadata cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,17 +52,25 @@ pub const QUICK_FILES: [u64; 1] = [1_000];
 pub const FULL_FILES: [u64; 3] = [1_000, 10_000, 100_000];
 
 pub const METRICS: [MetricSpec; 7] = [
-    MetricSpec { name: "create_latency_ns", unit: "ns", description: "open(O_CREAT|O_EXCL) + write + close of one small file (phase time / files)" },
-    MetricSpec { name: "stat_latency_ns", unit: "ns", description: "stat of one file (phase time / files)" },
-    MetricSpec { name: "rename_latency_ns", unit: "ns", description: "rename of one file in the same directory (phase time / files)" },
-    MetricSpec { name: "chmod_latency_ns", unit: "ns", description: "chmod of one file (phase time / files)" },
-    MetricSpec { name: "unlink_latency_ns", unit: "ns", description: "unlink of one file (phase time / files)" },
-    MetricSpec { name: "chown_latency_ns", unit: "ns", description: "recursive lchown of the image directory, timed inside the container" },
+    MetricSpec { name: "create_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "open(O_CREAT|O_EXCL) + write + close of one small file (phase time / files)" },
+    MetricSpec { name: "stat_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "stat of one file (phase time / files)" },
+    MetricSpec { name: "rename_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "rename of one file in the same directory (phase time / files)" },
+    MetricSpec { name: "chmod_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "chmod of one file (phase time / files)" },
+    MetricSpec { name: "unlink_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "unlink of one file (phase time / files)" },
+    MetricSpec { name: "chown_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "recursive lchown of the image directory, timed inside the container" },
     MetricSpec {
         name: "usage_delta_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "bytes the container layer gained over the repetition (driver usage after minus before): the chown's copy-up",
     },
+];
+
+/// The parameters of a cell (`cowbench run --set metadata.NAME=…`).
+pub const PARAMS: [ParamSpec; 3] = [
+    ParamSpec { name: "files", kind: ParamKind::Count, description: "small files created, stat'ed, renamed, chmod'ed and unlinked" },
+    ParamSpec { name: "chown_files", kind: ParamKind::Count, description: "files of the image directory chowned recursively" },
+    ParamSpec { name: "chown_bytes", kind: ParamKind::Bytes, description: "bytes of that directory, spread evenly over its files" },
 ];
 
 pub struct Metadata;
@@ -79,6 +87,12 @@ impl Workload for Metadata {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        MetadataParams::from_params(p).map(drop)
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         match profile {

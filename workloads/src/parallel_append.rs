@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::images::{ImageSpec, Shape};
 use crate::lab::{Image, Lab, Notes};
 use crate::probe::{Op, Request};
-use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, GIB, KIB, MIB};
+use crate::{Better, CellExec, MetricSpec, ParamKind, ParamSpec, Params, Profile, RepSamples, SetupError, TypedParams, Unit, Workload, GIB, KIB, MIB};
 
 /// Parameters of one cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,10 +72,19 @@ pub const IMAGE_FILE: &str = "/data/append";
 pub const NEW_FILE: &str = "/var/tmp/cowbench-append";
 
 pub const METRICS: [MetricSpec; 4] = [
-    MetricSpec { name: "append_total_ns", unit: "ns", description: "all writers' appends, first writer's open to last writer's close, timed inside the container" },
-    MetricSpec { name: "append_throughput_bytes_per_s", unit: "bytes_per_s", description: "bytes all writers appended over append_total_ns" },
-    MetricSpec { name: "first_append_latency_ns", unit: "ns", description: "one writer's open + first append (where overlay and aufs copy an image file up), one sample per writer" },
-    MetricSpec { name: "usage_delta_bytes", unit: "bytes", description: "bytes of the container layer after the appends minus before (driver usage)" },
+    MetricSpec { name: "append_total_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "all writers' appends, first writer's open to last writer's close, timed inside the container" },
+    MetricSpec { name: "append_throughput_bytes_per_s", unit: Unit::BytesPerSecond, better: Better::Higher, description: "bytes all writers appended over append_total_ns" },
+    MetricSpec { name: "first_append_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "one writer's open + first append (where overlay and aufs copy an image file up), one sample per writer" },
+    MetricSpec { name: "usage_delta_bytes", unit: Unit::Bytes, better: Better::Lower, description: "bytes of the container layer after the appends minus before (driver usage)" },
+];
+
+/// The parameters of a cell (`cowbench run --set parallel-append.NAME=…`).
+pub const PARAMS: [ParamSpec; 5] = [
+    ParamSpec { name: "file_bytes", kind: ParamKind::Bytes, description: "0: a fresh file; else the size of the image file appended to" },
+    ParamSpec { name: "writers", kind: ParamKind::Count, description: "writer threads in the container, all on the same file" },
+    ParamSpec { name: "append_bytes", kind: ParamKind::Bytes, description: "bytes of one append" },
+    ParamSpec { name: "appends", kind: ParamKind::Count, description: "appends per writer" },
+    ParamSpec { name: "fsync", kind: ParamKind::Bool, description: "each writer fsyncs before it closes" },
 ];
 
 pub struct ParallelAppend;
@@ -92,6 +101,12 @@ impl Workload for ParallelAppend {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        AppendParams::from_params(p).map(drop)
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         let (files, writers, sizes, fsyncs): (&[u64], &[u32], &[u64], &[bool]) = match profile {

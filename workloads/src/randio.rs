@@ -4,8 +4,8 @@
 //! the file has blocks, at random offsets (fio's randread/randwrite with size = file).
 //! Answers dm-io-intensive and near-bare-metal.
 
-use crate::seqio::{full_cells, quick_cells, repetitions, METRICS};
-use crate::{MetricSpec, Params, Profile, TypedParams, Workload};
+use crate::seqio::{full_cells, quick_cells, repetitions, IoParams, METRICS, PARAMS};
+use crate::{MetricSpec, ParamSpec, Params, Profile, TypedParams, Workload};
 
 pub struct Randio;
 
@@ -21,6 +21,15 @@ impl Workload for Randio {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        IoParams::from_params(p).map(drop)
+    }
+    fn derive_params(&self, p: &mut Params) {
+        crate::seqio::derive_ios(p);
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         let c = match profile {
@@ -46,7 +55,7 @@ impl Workload for Randio {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seqio::{IoParams, Pattern};
+    use crate::seqio::Pattern;
 
     #[test]
     fn cells_are_random_4k() {

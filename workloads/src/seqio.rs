@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{MetricSpec, Params, Profile, TypedParams, Workload, GIB, KIB, MIB};
+use crate::{Better, MetricSpec, ParamKind, ParamSpec, Unit, Params, Profile, TypedParams, Workload, GIB, KIB, MIB};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,10 +86,10 @@ pub const IMAGE_FILE: &str = "/data/io";
 pub const NEW_FILE: &str = "/var/tmp/cowbench-io";
 
 pub const METRICS: [MetricSpec; 4] = [
-    MetricSpec { name: "read_bytes_per_s", unit: "bytes_per_s", description: "bytes read over the probe's read time (all jobs: sum over the slowest)" },
-    MetricSpec { name: "write_bytes_per_s", unit: "bytes_per_s", description: "bytes written over the probe's write time, open to close, fsync included" },
-    MetricSpec { name: "read_latency_ns", unit: "ns", description: "mean time of one read IO (read time / IOs), one sample per job" },
-    MetricSpec { name: "write_latency_ns", unit: "ns", description: "mean time of one write IO (write time / IOs), one sample per job" },
+    MetricSpec { name: "read_bytes_per_s", unit: Unit::BytesPerSecond, better: Better::Higher, description: "bytes read over the probe's read time (all jobs: sum over the slowest)" },
+    MetricSpec { name: "write_bytes_per_s", unit: Unit::BytesPerSecond, better: Better::Higher, description: "bytes written over the probe's write time, open to close, fsync included" },
+    MetricSpec { name: "read_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "mean time of one read IO (read time / IOs), one sample per job" },
+    MetricSpec { name: "write_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "mean time of one write IO (write time / IOs), one sample per job" },
 ];
 
 /// Quick cells, one 64 MiB file and one job: buffered and direct on the image file (what
@@ -129,12 +129,36 @@ pub fn full_cells(rand: bool) -> Vec<IoParams> {
     v
 }
 
+/// `ios` from the other parameters after a `--set` (shared by seqio, randio and baremetal):
+/// one IO per block for a sequential pass, at most one per block for a random one.
+pub fn derive_ios(p: &mut Params) {
+    let Ok(io) = IoParams::from_params(p) else { return };
+    let blocks = io.file_bytes.div_ceil(io.block_bytes.max(1)).max(1);
+    let ios = match io.pattern {
+        Pattern::Seq => blocks,
+        Pattern::Rand => io.ios.min(io.file_bytes / io.block_bytes.max(1)).max(1),
+    };
+    p.insert("ios".into(), ios.into());
+}
+
 pub fn repetitions(profile: Profile) -> u32 {
     match profile {
         Profile::Quick => 2,
         Profile::Full => 10,
     }
 }
+
+/// The parameters of a seqio or randio cell (`cowbench run --set seqio.NAME=…`).
+pub const PARAMS: [ParamSpec; 8] = [
+    ParamSpec { name: "pattern", kind: ParamKind::Choice(&["seq", "rand"]), description: "sequential 128 KiB or random 4 KiB IO" },
+    ParamSpec { name: "target", kind: ParamKind::Choice(&["image", "new"]), description: "a file of the image, or a new file of the container layer" },
+    ParamSpec { name: "direct", kind: ParamKind::Bool, description: "O_DIRECT on every open" },
+    ParamSpec { name: "fsync", kind: ParamKind::Bool, description: "fsync before close of the written file" },
+    ParamSpec { name: "file_bytes", kind: ParamKind::Bytes, description: "size of the file" },
+    ParamSpec { name: "block_bytes", kind: ParamKind::Bytes, description: "size of one IO" },
+    ParamSpec { name: "jobs", kind: ParamKind::Count, description: "concurrent jobs (containers), each on its own file copy" },
+    ParamSpec { name: "ios", kind: ParamKind::Count, description: "IOs of one read pass and of one write pass" },
+];
 
 pub struct Seqio;
 
@@ -150,6 +174,15 @@ impl Workload for Seqio {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        IoParams::from_params(p).map(drop)
+    }
+    fn derive_params(&self, p: &mut Params) {
+        derive_ios(p);
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         let c = match profile {

@@ -19,7 +19,7 @@ use crate::images::{self, LARGE_PATH};
 use crate::kit;
 use crate::lab::{Container, ContainerSpec, Image, Lab, Notes};
 use crate::probe::{Op, Request};
-use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB};
+use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB, Better, ParamKind, ParamSpec, Unit};
 
 /// Parameters of one sharedcache cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,44 +43,58 @@ pub const READ_BLOCK: u64 = 128 * 1024;
 pub const METRICS: [MetricSpec; 8] = [
     MetricSpec {
         name: "page_cache_growth_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "system page cache (/proc/meminfo Cached + Buffers) after all N read the file minus before",
     },
     MetricSpec {
         name: "growth_per_reader_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "page_cache_growth_bytes / N",
     },
     MetricSpec {
         name: "growth_per_file_ratio",
-        unit: "ratio",
+        unit: Unit::Ratio,
+        better: Better::Lower,
         description: "page_cache_growth_bytes / file size: ~1 when cached blocks are shared, ~N when not",
     },
     MetricSpec {
         name: "cgroup_page_cache_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "growth of one container's cgroup page cache (one sample per container)",
     },
     MetricSpec {
         name: "cgroup_page_cache_total_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "sum of the N containers' cgroup page cache growth: what the readers' own reads cached (immune to other host activity; misses what FUSE daemons cache for them)",
     },
     MetricSpec {
         name: "arc_growth_bytes",
-        unit: "bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
         description: "zfs only: ARC size after minus before (kernel arcstats / zfs-fuse kstat), or the zfs-fuse daemon's RSS growth where the ARC is not exposed",
     },
     MetricSpec {
         name: "read_latency_ns",
-        unit: "ns",
+        unit: Unit::Nanoseconds,
+        better: Better::Lower,
         description: "whole-file sequential read (128 KiB blocks), timed by the probe (one sample per container)",
     },
     MetricSpec {
         name: "read_bytes_per_s",
-        unit: "bytes_per_s",
+        unit: Unit::BytesPerSecond,
+        better: Better::Higher,
         description: "file size / read_latency (one sample per container)",
     },
+];
+
+/// The parameters of a cell (`cowbench run --set sharedcache.NAME=…`).
+pub const PARAMS: [ParamSpec; 2] = [
+    ParamSpec { name: "file_bytes", kind: ParamKind::Bytes, description: "size of the image file every container reads" },
+    ParamSpec { name: "containers", kind: ParamKind::Count, description: "containers reading it (N)" },
 ];
 
 pub struct SharedCache;
@@ -97,6 +111,12 @@ impl Workload for SharedCache {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         &METRICS
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        &PARAMS
+    }
+    fn check_params(&self, p: &Params) -> Result<(), String> {
+        SharedCacheParams::from_params(p).map(drop)
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         let (file_bytes, ns): (u64, &[u32]) = match profile {

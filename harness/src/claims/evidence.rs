@@ -1,6 +1,7 @@
 //! What the verdict engine reads: per run, the backends with their implementation and storage,
-//! and every cell's raw samples. Built from a `run.json` ([`crate::results::RunDoc`]) or by hand
-//! (tests, other front ends). Summaries stored in results are deliberately not carried over.
+//! and the run document's cells ([`crate::results::Cell`]) with their raw samples. Built from a
+//! `run.json` ([`crate::results::RunDoc`]) or by hand (tests, other front ends). Summaries
+//! stored in results are never read.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use cowbench_workloads::Params;
 use serde::Serialize;
 
 use crate::host::Environment;
-use crate::results::{CellStatus, RunDoc};
+use crate::results::{Cell, CellStatus, Metric, RunDoc};
 
 /// One backend as the run saw it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -24,45 +25,46 @@ pub struct Backend {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
-pub enum CellState {
-    Ok,
-    Failed(String),
-    Skipped(String),
-}
-
-/// One cell: a workload on a driver with one parameter set; raw samples per metric.
-#[derive(Debug, Clone, Serialize)]
-pub struct EvCell {
-    pub workload: String,
-    pub driver: String,
-    pub implementation: Option<String>,
-    pub stand_in: bool,
-    pub loop_backed: bool,
-    pub params: Params,
-    pub state: CellState,
-    /// metric name (unit in the name) → raw samples.
-    pub metrics: BTreeMap<String, Vec<f64>>,
-}
-
-impl EvCell {
+/// The engine reads the cells of the run document itself; these are the questions it asks
+/// of one, and how tests and other front ends build one by hand.
+impl Cell {
+    /// An ok cell with no samples yet; the key follows from workload, driver and parameters.
     pub fn new(workload: &str, driver: &str, params: Params) -> Self {
-        EvCell {
+        Cell {
+            key: Cell::key_of(workload, driver, &params),
             workload: workload.into(),
             driver: driver.into(),
             implementation: None,
             stand_in: false,
             loop_backed: false,
             params,
-            state: CellState::Ok,
+            status: CellStatus::Ok,
+            reason: None,
+            warmup: 0,
+            repetitions: 0,
+            caches_dropped: false,
+            cache_drop: Default::default(),
             metrics: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            host_before: None,
+            host_after: None,
+            started_unix: 0,
+            duration_s: 0.0,
         }
     }
 
+    /// The cell with raw samples of `metric` (unit from the workload's spec; "count" for a
+    /// metric no workload declares).
     pub fn with_metric(mut self, metric: &str, samples: Vec<f64>) -> Self {
-        self.metrics.insert(metric.into(), samples);
+        let unit = cowbench_workloads::metric_spec(&self.workload, metric).map_or_else(|| "count".into(), |s| s.unit.into());
+        let sample_rep = (0..samples.len() as u32).collect();
+        self.metrics.insert(metric.into(), Metric { unit, samples, sample_rep, summary: None });
         self
+    }
+
+    /// Raw samples of `metric` (stored summaries are never read).
+    pub fn samples(&self, metric: &str) -> Option<&[f64]> {
+        self.metrics.get(metric).map(|m| m.samples.as_slice())
     }
 
     /// Numeric value of a parameter (numbers, and strings that parse as numbers).
@@ -103,7 +105,8 @@ pub struct RunEvidence {
     pub drivers_requested: Vec<String>,
     pub workloads_requested: Vec<String>,
     pub backends: BTreeMap<String, Backend>,
-    pub cells: Vec<EvCell>,
+    /// The run document's cells as they are.
+    pub cells: Vec<Cell>,
     /// Host and reproducibility facts, in display order.
     pub facts: Vec<(String, String)>,
 }
@@ -147,7 +150,7 @@ impl RunEvidence {
             Environment::Host => ("host".to_string(), "host".to_string(), format!("{host_name} (host)")),
             Environment::Vm { accel, vcpus, mem_bytes } => (
                 format!("vm-{accel}"),
-                format!("VM ({accel}, {vcpus} vCPU, {})", crate::report::fmt_bytes(*mem_bytes as f64)),
+                format!("VM ({accel}, {vcpus} vCPU, {})", cowbench_workloads::metric::fmt_bytes(*mem_bytes as f64)),
                 format!("{host_name} (VM, {})", accel.to_uppercase()),
             ),
         };
@@ -168,25 +171,8 @@ impl RunEvidence {
                 )
             })
             .collect();
-        let cells = doc
-            .cells
-            .iter()
-            .map(|c| EvCell {
-                workload: c.workload.clone(),
-                driver: c.driver.clone(),
-                implementation: c.implementation.clone(),
-                stand_in: c.stand_in,
-                loop_backed: c.loop_backed,
-                params: c.params.clone(),
-                state: match c.status {
-                    CellStatus::Ok => CellState::Ok,
-                    CellStatus::Failed => CellState::Failed(c.reason.clone().unwrap_or_else(|| "failed".into())),
-                    CellStatus::Skipped => CellState::Skipped(c.reason.clone().unwrap_or_else(|| "skipped".into())),
-                },
-                // Raw samples only: `summary` is ignored on purpose.
-                metrics: c.metrics.iter().map(|(k, m)| (k.clone(), m.samples.clone())).collect(),
-            })
-            .collect();
+        // The cells as stored; the engine reads raw samples only (summaries are ignored).
+        let cells = doc.cells.clone();
         let runtime = h
             .runtime
             .as_ref()
@@ -200,12 +186,30 @@ impl RunEvidence {
                 format!("{} (git {})", h.cowbench.version, h.cowbench.git_revision.clone().unwrap_or_else(|| "unknown".into())),
             ),
             ("profile".into(), doc.parameters.profile.clone()),
+            (
+                "parameters set".into(),
+                if doc.parameters.sets.is_empty() {
+                    "none (the profile's cells)".into()
+                } else {
+                    doc.parameters
+                        .sets
+                        .iter()
+                        .map(|p| {
+                            let spec = cowbench_workloads::params::param_spec(&p.workload, &p.param);
+                            let vals: Vec<String> =
+                                p.values.iter().map(|v| spec.map_or_else(|| v.to_string(), |s| s.kind.format(v))).collect();
+                            format!("{}.{}={}", p.workload, p.param, vals.join(","))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+            ),
             ("command".into(), doc.parameters.command_line.join(" ")),
             ("environment".into(), env),
             ("kernel".into(), h.kernel.clone()),
             ("distro".into(), h.distro.clone()),
             ("CPU".into(), format!("{} × {}", h.cpu.count, h.cpu.model)),
-            ("memory".into(), crate::report::fmt_bytes(h.memory_bytes as f64)),
+            ("memory".into(), cowbench_workloads::metric::fmt_bytes(h.memory_bytes as f64)),
             ("cgroups".into(), format!("{:?}", h.cgroup).to_lowercase()),
             ("OCI runtime".into(), runtime),
             (

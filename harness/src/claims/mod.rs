@@ -9,11 +9,12 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+pub mod check;
 pub mod evidence;
 pub mod rules;
 pub mod stats;
 
-pub use evidence::{Backend, CellState, EvCell, RunEvidence};
+pub use evidence::{Backend, RunEvidence};
 pub use rules::{evaluate_claim, evaluate_all};
 
 /// The claims file shipped with cowbench.
@@ -162,9 +163,9 @@ pub enum RuleKind {
         #[serde(default)]
         refute_above: Option<f64>,
     },
+    /// Better is the direction the metric's spec says ([`check::higher_is_better`]).
     Rank {
         expect: RankExpect,
-        higher_is_better: bool,
         competitors: Vec<String>,
         margin: f64,
         min_competitors: usize,
@@ -175,7 +176,6 @@ pub enum RuleKind {
         param: String,
         before: serde_json::Value,
         after: serde_json::Value,
-        higher_is_better: bool,
         confirm_max_ratio: f64,
         refute_min_ratio: f64,
     },
@@ -224,7 +224,8 @@ impl ClaimSet {
         self.claims.iter().find(|c| c.id == id)
     }
 
-    /// Ids unique, every row's claim ids exist, every claim has a rule.
+    /// Ids unique, every row's claim ids exist, every claim has a rule, and every workload,
+    /// metric, parameter and driver a claim names exists ([`check::names`]).
     fn check(&self) -> anyhow::Result<()> {
         let mut seen = std::collections::BTreeSet::new();
         for c in &self.claims {
@@ -239,7 +240,7 @@ impl ClaimSet {
                 }
             }
         }
-        Ok(())
+        check::names(self)
     }
 }
 

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::stats::{self, MedianCi};
 use super::*;
-use crate::report::fmt::{fmt_param, fmt_pct, fmt_ratio, fmt_value};
+use crate::results::{Cell, CellStatus};
+use cowbench_workloads::metric::{fmt_bytes, fmt_pct, fmt_ratio, format_metric as fmt_value};
+use cowbench_workloads::params::format_param as fmt_param;
 
 /// Every claim of `set` on one run.
 pub fn evaluate_all(set: &ClaimSet, run: &RunEvidence) -> Vec<ClaimVerdict> {
@@ -182,8 +184,8 @@ pub fn select<'a>(
     metric: &str,
     filter: &BTreeMap<String, serde_json::Value>,
     include_failed: bool,
-) -> Result<Vec<&'a EvCell>, Why> {
-    let all: Vec<&EvCell> = run.cells.iter().filter(|c| c.workload == workload && c.driver == driver).collect();
+) -> Result<Vec<&'a Cell>, Why> {
+    let all: Vec<&Cell> = run.cells.iter().filter(|c| c.workload == workload && c.driver == driver).collect();
     if all.is_empty() {
         if !run.workload_ran(workload) {
             let sel = if run.workloads_requested.is_empty() || run.workloads_requested.iter().any(|w| w == workload) {
@@ -195,21 +197,24 @@ pub fn select<'a>(
         }
         return Err(Why::DriverNotRun(format!("no {workload} cells for {driver}")));
     }
-    let usable: Vec<&EvCell> = all
+    let usable: Vec<&Cell> = all
         .iter()
         .copied()
         .filter(|c| {
-            (include_failed && c.state != CellState::Ok)
-                || (c.state == CellState::Ok && c.metrics.get(metric).is_some_and(|s| !s.is_empty()))
+            (include_failed && c.status != CellStatus::Ok)
+                || (c.status == CellStatus::Ok && c.samples(metric).is_some_and(|s| !s.is_empty()))
         })
         .collect();
     if usable.is_empty() {
         let reason = all
             .iter()
-            .find_map(|c| match &c.state {
-                CellState::Failed(r) => Some(format!("{workload} on {driver} failed: {r}")),
-                CellState::Skipped(r) => Some(format!("{workload} on {driver} skipped: {r}")),
-                CellState::Ok => None,
+            .find_map(|c| {
+                let r = c.reason.as_deref();
+                match c.status {
+                    CellStatus::Failed => Some(format!("{workload} on {driver} failed: {}", r.unwrap_or("failed"))),
+                    CellStatus::Skipped => Some(format!("{workload} on {driver} skipped: {}", r.unwrap_or("skipped"))),
+                    CellStatus::Ok => None,
+                }
             })
             .unwrap_or_else(|| format!("{workload} on {driver} recorded no '{metric}' samples"));
         return Err(Why::CellsFailed(reason));
@@ -219,10 +224,8 @@ pub fn select<'a>(
     let (extremes, plain): (Vec<_>, Vec<_>) =
         filter.iter().partition(|(_, v)| matches!(v.as_str(), Some("max") | Some("min")));
     for (k, v) in plain.into_iter().chain(extremes) {
-        // A filter on a parameter no cell has is ignored: the workload does not vary it.
-        if !cells.iter().any(|c| c.params.contains_key(k)) {
-            continue;
-        }
+        // Every filter names a parameter of the workload (checked when the claims were read); a
+        // cell without it (an optional parameter left out) does not match a value of it.
         let pick = match v.as_str() {
             Some(e @ ("max" | "min")) => {
                 let vals: Vec<f64> = cells.iter().filter_map(|c| c.param_f64(k)).collect();
@@ -267,13 +270,13 @@ fn value_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 pub type XGroups = Vec<(f64, Vec<f64>)>;
 
 /// Samples grouped by the numeric value of parameter `x`, ascending.
-pub fn by_x(cells: &[&EvCell], x: &str, metric: &str) -> Vec<(f64, Vec<f64>)> {
+pub fn by_x(cells: &[&Cell], x: &str, metric: &str) -> Vec<(f64, Vec<f64>)> {
     let mut m: BTreeMap<u64, (f64, Vec<f64>)> = BTreeMap::new();
     for c in cells {
-        if c.state != CellState::Ok {
+        if c.status != CellStatus::Ok {
             continue;
         }
-        let (Some(xv), Some(s)) = (c.param_f64(x), c.metrics.get(metric)) else { continue };
+        let (Some(xv), Some(s)) = (c.param_f64(x), c.samples(metric)) else { continue };
         // Order key that sorts finite f64 correctly (all x here are ≥ 0).
         m.entry(xv.to_bits()).or_insert((xv, vec![])).1.extend(s.iter().copied());
     }
@@ -295,7 +298,7 @@ fn point(driver: &str, x: Option<f64>, label: String, ci: &MedianCi) -> Point {
     }
 }
 
-fn marks_of(run: &RunEvidence, cells: &[&EvCell]) -> Marks {
+fn marks_of(run: &RunEvidence, cells: &[&Cell]) -> Marks {
     let mut m = Marks { vm: run.is_vm(), ..Default::default() };
     for c in cells {
         let b = run.backends.get(&c.driver);
@@ -353,13 +356,13 @@ fn inconclusive(why: Why, key: String) -> Verdict {
 }
 
 fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>, marks: &mut Marks) -> Result<Verdict, Why> {
-    let m = rule.metric.as_str();
+    let (w, m) = (rule.workload.as_str(), rule.metric.as_str());
     match &rule.kind {
         RuleKind::Growth { min_ratio, min_slope, refute_max_ratio, fit, min_span } => {
             let x = need_x(rule)?;
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
-            let (a, b, r, lo, hi, slope, key) = sweep_ends(driver, x, m, &cells, *min_span, *fit, points)?;
+            let (a, b, r, lo, hi, slope, key) = sweep_ends(w, driver, x, m, &cells, *min_span, *fit, points)?;
             let _ = (a, b);
             let confirm = r >= *min_ratio && slope >= *min_slope;
             Ok(if confirm && lo > refute_max_ratio.max(1.0) {
@@ -383,7 +386,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let x = need_x(rule)?;
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
-            let (_, _, r, lo, hi, slope, key) = sweep_ends(driver, x, m, &cells, *min_span, Fit::All, points)?;
+            let (_, _, r, lo, hi, slope, key) = sweep_ends(w, driver, x, m, &cells, *min_span, Fit::All, points)?;
             let confirm = r <= *max_ratio && slope.abs() <= *max_abs_slope;
             let refute = r >= *refute_min_ratio && slope >= *refute_min_slope;
             Ok(if confirm && hi < *refute_min_ratio {
@@ -406,7 +409,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
             let groups = by_x(&cells, x, m);
-            push_points(driver, &groups, x, points);
+            push_points(w, driver, &groups, x, points);
             if groups.len() < 2 {
                 return Err(Why::ParameterNotInProfile(format!("{x} has one value here; the rule needs a sweep")));
             }
@@ -418,15 +421,15 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let a = stats::median_ci(&groups[0].1).unwrap();
             let b = stats::median_ci(&groups[groups.len() - 1].1).unwrap();
             if a.median <= 0.0 {
-                return Ok(inconclusive(Why::Noise(format!("{} at {x}={} is 0: nothing to scale from", m, fmt_param(x, x0))), String::new()));
+                return Ok(inconclusive(Why::Noise(format!("{} at {x}={} is 0: nothing to scale from", m, fmt_param(w, x, x0))), String::new()));
             }
             let (c, clo, chi) = stats::ratio_interval(&a, &b);
             let f = |c: f64| (c - 1.0) / (n - 1.0);
             let (fv, flo, fhi) = (f(c), f(clo), f(chi));
             let key = format!(
                 "{} vs {}: ×{:.1} ({:.0}% private; 0% = one shared copy)",
-                fmt_param(x, x1),
-                fmt_param(x, x0),
+                fmt_param(w, x, x1),
+                fmt_param(w, x, x0),
                 c,
                 fv * 100.0
             );
@@ -486,16 +489,16 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let mut outcomes = Vec::new();
             for c in &cells {
                 // Same parameters on the keys both sides have.
-                let matched: Vec<&&EvCell> = refs
+                let matched: Vec<&&Cell> = refs
                     .iter()
                     .filter(|r| c.params.iter().all(|(k, v)| r.params.get(k).map(|rv| value_eq(rv, v)).unwrap_or(true)))
                     .collect();
                 if matched.is_empty() {
                     continue;
                 }
-                let rs: Vec<f64> = matched.iter().flat_map(|r| r.metrics[m].iter().copied()).collect();
+                let rs: Vec<f64> = matched.iter().flat_map(|r| r.metrics[m].samples.iter().copied()).collect();
                 let a = stats::median_ci(&rs).unwrap();
-                let b = stats::median_ci(&c.metrics[m]).unwrap();
+                let b = stats::median_ci(&c.metrics[m].samples).unwrap();
                 let label = cowbench_workloads::params_string(&c.params);
                 points.push(point(driver, None, label.clone(), &b));
                 points.push(point(&format!("{rd} ({rw})"), None, label.clone(), &a));
@@ -552,10 +555,11 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 inconclusive(why, range)
             })
         }
-        RuleKind::Rank { expect, higher_is_better, competitors, margin, min_competitors } => {
+        RuleKind::Rank { expect, competitors, margin, min_competitors } => {
+            let higher_is_better = &super::check::higher_is_better(rule);
             let x = need_x(rule)?;
             let own = select(run, &rule.workload, driver, m, &rule.filter, false)?;
-            let mut field: Vec<(String, Vec<&EvCell>)> = vec![(driver.to_string(), own)];
+            let mut field: Vec<(String, Vec<&Cell>)> = vec![(driver.to_string(), own)];
             let mut missing = Vec::new();
             for c in competitors.iter().filter(|c| *c != driver) {
                 match select(run, &rule.workload, c, m, &rule.filter, false) {
@@ -563,7 +567,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                     Err(_) => missing.push(c.clone()),
                 }
             }
-            let all: Vec<&EvCell> = field.iter().flat_map(|(_, c)| c.iter().copied()).collect();
+            let all: Vec<&Cell> = field.iter().flat_map(|(_, c)| c.iter().copied()).collect();
             *marks = marks_of(run, &all);
             // Rank only at an x every compared driver reached.
             let groups: Vec<(String, XGroups)> =
@@ -596,7 +600,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 })
                 .collect();
             for (d, ci) in &cis {
-                points.push(point(d, Some(xstar), fmt_param(x, xstar), ci));
+                points.push(point(d, Some(xstar), fmt_param(w, x, xstar), ci));
             }
             let better = |a: &MedianCi, b: &MedianCi| {
                 if *higher_is_better {
@@ -622,8 +626,8 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             });
             let key = format!(
                 "at {}: {} (beats {beats}/{k}, beaten by {loses}/{k})",
-                fmt_param(x, xstar),
-                order.iter().map(|(d, c)| format!("{d} {}", fmt_value(m, c.median))).collect::<Vec<_>>().join(" < ").replace(" < ", if *higher_is_better { " > " } else { " < " })
+                fmt_param(w, x, xstar),
+                order.iter().map(|(d, c)| format!("{d} {}", fmt_value(w, m, c.median))).collect::<Vec<_>>().join(" < ").replace(" < ", if *higher_is_better { " > " } else { " < " })
             );
             Ok(if conf {
                 Verdict::new(VerdictKind::Confirmed, key)
@@ -643,7 +647,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
             let groups = by_x(&cells, x, m);
-            push_points(driver, &groups, x, points);
+            push_points(w, driver, &groups, x, points);
             let g = match at {
                 At::Max => groups.last(),
                 At::Min => groups.first(),
@@ -655,10 +659,10 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let ci = stats::median_ci(&g.1).unwrap();
             let key = format!(
                 "median {} at {} (95% CI {}–{}, n={})",
-                fmt_value(m, ci.median),
-                fmt_param(x, g.0),
-                fmt_value(m, ci.lo),
-                fmt_value(m, ci.hi),
+                fmt_value(w, m, ci.median),
+                fmt_param(w, x, g.0),
+                fmt_value(w, m, ci.lo),
+                fmt_value(w, m, ci.hi),
                 ci.n
             );
             Ok(if ci.median <= *confirm_max && ci.hi < *refute_min {
@@ -669,7 +673,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 inconclusive(Why::Noise("the CI crosses both thresholds".into()), key)
             } else {
                 inconclusive(
-                    Why::BelowThreshold(format!("between {} and {}", fmt_value(m, *confirm_max), fmt_value(m, *refute_min))),
+                    Why::BelowThreshold(format!("between {} and {}", fmt_value(w, m, *confirm_max), fmt_value(w, m, *refute_min))),
                     key,
                 )
             })
@@ -680,17 +684,17 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             *marks = marks_of(run, &cells);
             let ok: Vec<f64> = cells
                 .iter()
-                .filter(|c| c.state == CellState::Ok && c.metrics.get(m).is_some_and(|s| !s.is_empty()))
+                .filter(|c| c.status == CellStatus::Ok && c.samples(m).is_some_and(|s| !s.is_empty()))
                 .filter_map(|c| c.param_f64(x))
                 .collect();
             let failed: Vec<f64> =
-                cells.iter().filter(|c| matches!(c.state, CellState::Failed(_))).filter_map(|c| c.param_f64(x)).collect();
+                cells.iter().filter(|c| c.status == CellStatus::Failed).filter_map(|c| c.param_f64(x)).collect();
             let best = ok.iter().copied().fold(0.0, f64::max);
             let first_fail = failed.iter().copied().filter(|f| *f > best).fold(f64::INFINITY, f64::min);
             let key = if first_fail.is_finite() {
-                format!("{} reached, {} failed", fmt_param(x, best), fmt_param(x, first_fail))
+                format!("{} reached, {} failed", fmt_param(w, x, best), fmt_param(w, x, first_fail))
             } else {
-                format!("{} reached (largest in the sweep)", fmt_param(x, best))
+                format!("{} reached (largest in the sweep)", fmt_param(w, x, best))
             };
             Ok(if best >= *min {
                 Verdict::new(VerdictKind::Confirmed, key)
@@ -702,14 +706,15 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 )));
             })
         }
-        RuleKind::BeforeAfter { param, before, after, higher_is_better, confirm_max_ratio, refute_min_ratio } => {
+        RuleKind::BeforeAfter { param, before, after, confirm_max_ratio, refute_min_ratio } => {
+            let higher_is_better = &super::check::higher_is_better(rule);
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
             let side = |v: &serde_json::Value| -> Vec<f64> {
                 cells
                     .iter()
                     .filter(|c| c.params.get(param).is_some_and(|p| value_eq(p, v)))
-                    .flat_map(|c| c.metrics[m].iter().copied())
+                    .flat_map(|c| c.metrics[m].samples.iter().copied())
                     .collect()
             };
             let (b0, a0) = (side(before), side(after));
@@ -730,8 +735,8 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             };
             let key = format!(
                 "{} → {} ({} of before)",
-                fmt_value(m, bc.median),
-                fmt_value(m, ac.median),
+                fmt_value(w, m, bc.median),
+                fmt_value(w, m, ac.median),
                 fmt_ratio(ac.median / bc.median)
             );
             Ok(if r <= *confirm_max_ratio && hi < *refute_min_ratio {
@@ -754,14 +759,14 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 for (xv, s) in &groups {
                     pts.extend(s.iter().map(|y| (*xv, *y)));
                 }
-                push_points(driver, &groups, x, points);
+                push_points(w, driver, &groups, x, points);
             } else {
                 // One cell holding the series: sample i is the value after cycle i+1.
-                let s = &cells[0].metrics[m];
+                let s = &cells[0].metrics[m].samples;
                 pts = s.iter().enumerate().map(|(i, y)| ((i + 1) as f64, *y)).collect();
                 for (xv, y) in &pts {
                     let ci = stats::median_ci(&[*y]).unwrap();
-                    points.push(point(driver, Some(*xv), fmt_param(x, *xv), &ci));
+                    points.push(point(driver, Some(*xv), fmt_param(w, x, *xv), &ci));
                 }
             }
             if pts.len() < *min_points {
@@ -774,9 +779,9 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let (f, flo, fhi) = (fit.slope / per, fit.slope_lo / per, fit.slope_hi / per);
             let key = format!(
                 "{} per cycle = {:.0}% of the {} written per cycle, over {} cycles",
-                fmt_value(m, fit.slope),
+                fmt_value(w, m, fit.slope),
                 f * 100.0,
-                crate::report::fmt::fmt_bytes(per),
+                fmt_bytes(per),
                 pts.iter().map(|p| p.0).fold(0.0, f64::max)
             );
             Ok(if f >= *confirm_min_fraction && flo > *refute_max_fraction {
@@ -792,10 +797,10 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
     }
 }
 
-fn push_points(driver: &str, groups: &[(f64, Vec<f64>)], x: &str, points: &mut Vec<Point>) {
+fn push_points(w: &str, driver: &str, groups: &[(f64, Vec<f64>)], x: &str, points: &mut Vec<Point>) {
     for (xv, s) in groups {
         if let Some(ci) = stats::median_ci(s) {
-            points.push(point(driver, Some(*xv), fmt_param(x, *xv), &ci));
+            points.push(point(driver, Some(*xv), fmt_param(w, x, *xv), &ci));
         }
     }
 }
@@ -807,16 +812,17 @@ fn fmt_interval(lo: f64, hi: f64) -> String {
 /// Ratio of the end points of a sweep, its interval and the log-log slope.
 #[allow(clippy::type_complexity)]
 fn sweep_ends(
+    w: &str,
     driver: &str,
     x: &str,
     metric: &str,
-    cells: &[&EvCell],
+    cells: &[&Cell],
     min_span: f64,
     fit: Fit,
     points: &mut Vec<Point>,
 ) -> Result<(MedianCi, MedianCi, f64, f64, f64, f64, String), Why> {
     let groups = by_x(cells, x, metric);
-    push_points(driver, &groups, x, points);
+    push_points(w, driver, &groups, x, points);
     if groups.len() < 2 {
         return Err(Why::ParameterNotInProfile(format!(
             "{x} has {} value(s) here; the rule needs a sweep",
@@ -828,8 +834,8 @@ fn sweep_ends(
     if span < min_span {
         return Err(Why::ParameterNotInProfile(format!(
             "{x} spans {}…{} (×{span:.0}); the rule needs ×{min_span}",
-            fmt_param(x, x0),
-            fmt_param(x, x1)
+            fmt_param(w, x, x0),
+            fmt_param(w, x, x1)
         )));
     }
     let a = stats::median_ci(&groups[0].1).unwrap();
@@ -845,14 +851,14 @@ fn sweep_ends(
     };
     let slope = stats::loglog_slope(&fit_pts).unwrap_or(0.0);
     if a.median <= 0.0 {
-        return Err(Why::CellsFailed(format!("{metric} median at {} is 0", fmt_param(x, x0))));
+        return Err(Why::CellsFailed(format!("{metric} median at {} is 0", fmt_param(w, x, x0))));
     }
     let (r, lo, hi) = stats::ratio_interval(&a, &b);
     let key = format!(
         "{} from {} to {}, slope {:.2}",
         fmt_ratio(r),
-        fmt_param(x, x0),
-        fmt_param(x, x1),
+        fmt_param(w, x, x0),
+        fmt_param(w, x, x1),
         slope
     );
     Ok((a, b, r, lo, hi, slope, key))
@@ -891,9 +897,9 @@ pub fn rule_text(rule: &Rule) -> String {
             refute_below.map(|b| format!("≤ ×{b}")).unwrap_or_default(),
             refute_above.map(|a| format!("{}≥ ×{a}", if refute_below.is_some() { " or " } else { "" })).unwrap_or_default(),
         ),
-        RuleKind::Rank { expect, higher_is_better, competitors, margin, min_competitors } => format!(
+        RuleKind::Rank { expect, competitors, margin, min_competitors } => format!(
             "rank at the largest `{x}` every compared driver reached, {} is better, against {} (≥ {min_competitors} measured). A clearly beats B when its median is better by ≥ {margin}× and the 95% CIs do not overlap. Expect {}: {}.",
-            if *higher_is_better { "higher" } else { "lower" },
+            if super::check::higher_is_better(rule) { "higher" } else { "lower" },
             competitors.join(", "),
             format!("{expect:?}").to_lowercase(),
             match expect {
@@ -906,16 +912,16 @@ pub fn rule_text(rule: &Rule) -> String {
         RuleKind::Threshold { at, stat, confirm_max, refute_min } => format!(
             "threshold on the {stat} at the {} `{x}`: confirmed when it is ≤ {} and its 95% CI stays below {}; refuted when it is ≥ {} and its CI stays above {}; inconclusive otherwise.",
             match at { At::Max => "largest", At::Min => "smallest" },
-            fmt_value(&rule.metric, *confirm_max), fmt_value(&rule.metric, *refute_min),
-            fmt_value(&rule.metric, *refute_min), fmt_value(&rule.metric, *confirm_max)
+            fmt_value(&rule.workload, &rule.metric, *confirm_max), fmt_value(&rule.workload, &rule.metric, *refute_min),
+            fmt_value(&rule.workload, &rule.metric, *refute_min), fmt_value(&rule.workload, &rule.metric, *confirm_max)
         ),
         RuleKind::Capacity { min } => format!(
             "capacity: confirmed when a cell with `{x}` ≥ {min} succeeded; refuted when the sweep failed before {min}; not measured when the sweep stops below {min}{}.",
             if rule.required { "" } else { " (optional part)" }
         ),
-        RuleKind::BeforeAfter { param, before, after, higher_is_better, confirm_max_ratio, refute_min_ratio } => format!(
+        RuleKind::BeforeAfter { param, before, after, confirm_max_ratio, refute_min_ratio } => format!(
             "before/after on `{param}` ({} → {}), {} is better: confirmed when after/before (as a degradation ratio) ≤ ×{confirm_max_ratio} with its interval below ×{refute_min_ratio}; refuted when ≥ ×{refute_min_ratio} with its interval above ×{confirm_max_ratio}.",
-            show(before), show(after), if *higher_is_better { "higher" } else { "lower" }
+            show(before), show(after), if super::check::higher_is_better(rule) { "higher" } else { "lower" }
         ),
         RuleKind::GrowthOverCycles { per_cycle_param, confirm_min_fraction, refute_max_fraction, min_points } => format!(
             "growth over `{x}` (≥ {min_points} points): least-squares slope with its 95% interval, divided by `{per_cycle_param}`. Confirmed when ≥ {:.0}% of each cycle's writes stays allocated with the interval above {:.0}%; refuted when ≤ {:.0}% with the interval below {:.0}%.",

@@ -11,6 +11,7 @@ mod probe;
 mod report;
 mod run;
 mod snapshot;
+pub mod workloads;
 
 /// Default cowbench root: every backing store, pool and layer cowbench makes lives below it.
 pub const DEFAULT_ROOT: &str = "/var/lib/cowbench";
@@ -36,7 +37,25 @@ pub enum Command {
     Clean(clean::CleanArgs),
     /// Import real images (`docker save` tarballs, OCI layouts) into a driver; list, remove.
     Image(image::ImageArgs),
+    /// List every workload: parameters (kind, values per profile), repetitions and metrics.
+    Workloads(workloads::WorkloadsArgs),
 }
+
+/// A command line that cannot be carried out as written (unknown name, bad value, bad claims
+/// file): the binary exits 2, as for clap's own usage errors.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Exit code of a usage error.
+pub const EXIT_USAGE: u8 = 2;
 
 /// Options every command that opens a driver takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -73,5 +92,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Clean(a) => clean::run(a),
         Command::Image(a) => image::run(a),
+        Command::Workloads(a) => workloads::run(a),
     }
 }

@@ -36,6 +36,16 @@ pub struct ReportArgs {
 }
 
 pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
+    // A claims file that cannot be read or names what does not exist is the caller's usage
+    // error (exit 2), reported before any run is read.
+    for d in a.run_dirs.iter().chain(&a.baseline) {
+        if !d.exists() {
+            return Err(super::UsageError(format!("report: no run directory or run.json at {}", d.display())).into());
+        }
+    }
+    if let Some(p) = &a.claims {
+        crate::claims::ClaimSet::load(p).map_err(|e| super::UsageError(format!("report --claims: {e:#}")))?;
+    }
     let opts = ReportOptions { out: a.out, baseline: a.baseline, formats: a.format, claims: a.claims };
     let paths = report::write_report(&a.run_dirs, &opts)?;
     if a.json {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cowbench_workloads::Profile;
+use cowbench_workloads::{ParamSet, Profile};
 
 use super::RootArgs;
 use crate::results::CellStatus;
@@ -34,6 +34,15 @@ pub struct RunArgs {
     /// Recorded repetitions per cell (default: the workload's, for the profile).
     #[arg(long)]
     pub repeat: Option<u32>,
+    /// Set a workload parameter to each of VALUES in every cell of the profile (repeatable;
+    /// later sets apply to the cells of earlier ones), e.g. copyup.file_bytes=4K,1M,256M or
+    /// density.containers=1..1024:x2. Sizes take binary suffixes; ranges are a..b (step 1),
+    /// a..b:xF (geometric) and a..b:+S. `cowbench workloads` lists every parameter.
+    #[arg(long = "set", value_name = "WORKLOAD.PARAM=VALUES")]
+    pub sets: Vec<ParamSet>,
+    /// List every workload with its parameters, values per profile and metrics, then exit.
+    #[arg(long)]
+    pub list: bool,
     /// Give a cell up after this many seconds (its backend is then considered hung and its
     /// remaining cells are not run). Default: 300 for quick, 7200 for full.
     #[arg(long)]
@@ -46,10 +55,14 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    // Unknown driver or workload names are usage errors (exit 2), found before anything starts.
-    if let Err(e) = runner::matrix::plan(args.drivers.as_deref(), args.workloads.as_deref(), args.profile, args.repeat) {
-        eprintln!("cowbench run: {e:#}");
-        return Ok(ExitCode::from(2));
+    if args.list {
+        print!("{}", super::workloads::text());
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Unknown driver or workload names and --set values no cell accepts are usage errors
+    // (exit 2), found before anything (run dir, root, ledger) is created.
+    if let Err(e) = runner::matrix::plan(args.drivers.as_deref(), args.workloads.as_deref(), args.profile, args.repeat, &args.sets) {
+        return Err(super::UsageError(format!("run: {e:#}")).into());
     }
     // A run owns its root (it cleans it at the end): one run per root at a time.
     let _lock = match crate::clean::lock_root(&args.root.root)? {
@@ -66,6 +79,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         runtime: args.runtime,
         out: args.out,
         repeat: args.repeat,
+        sets: args.sets,
         seed: args.seed,
         root: args.root.root.clone(),
         driver_options: args.root.driver_config().options,

@@ -12,7 +12,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::fmt::{fmt_value, sig3, unit_of, Unit};
+use cowbench_workloads::metric::sig3;
+use cowbench_workloads::{ParamKind, Unit};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SPoint {
@@ -40,6 +41,11 @@ pub struct ChartSpec {
     pub x_name: String,
     /// Metric on the y axis (unit in the name).
     pub metric: String,
+    /// The metric's unit (from its spec): y tick labels, axis label, log base. None: a metric
+    /// no workload declares, drawn as plain numbers.
+    pub y_unit: Option<Unit>,
+    /// The kind of the swept parameter (from its spec): x tick labels.
+    pub x_kind: Option<ParamKind>,
     /// Categorical x: point x values are indices into this.
     pub categories: Option<Vec<String>>,
     pub series: Vec<Series>,
@@ -112,10 +118,7 @@ fn axes(spec: &ChartSpec) -> Option<Axes> {
     } else {
         (xmin - 1.0, xmax + 1.0)
     };
-    let y_base = match unit_of(&spec.metric) {
-        Unit::Bytes | Unit::BytesPerS => 2.0,
-        _ => 10.0,
-    };
+    let y_base = spec.y_unit.map_or(10.0, |u| u.log_base());
     let (y0, y1) = if log_y {
         // Whole powers at both ends, so every tick is a round value.
         let (a, b) = (pos_min.log(y_base), ymax.log(y_base));
@@ -148,7 +151,7 @@ where
         .y_label_area_size(92)
         .build_cartesian_2d(ax.x0..ax.x1, ax.y0..ax.y1)
         .map_err(e)?;
-    let x_name = spec.x_name.clone();
+    let x_kind = spec.x_kind;
     let cats = spec.categories.clone();
     let log_x = ax.log_x;
     let fx = move |v: &f64| -> String {
@@ -164,13 +167,14 @@ where
         } else {
             *v
         };
-        match unit_of(&x_name) {
-            Unit::Other if (real - real.round()).abs() < 1e-9 => format!("{real:.0}"),
-            Unit::Other => sig3(real),
-            _ => fmt_value(&x_name, real),
+        match x_kind {
+            Some(k @ ParamKind::Bytes) => k.format(&serde_json::json!(real)),
+            _ if (real - real.round()).abs() < 1e-9 => format!("{real:.0}"),
+            _ => sig3(real),
         }
     };
-    let metric = spec.metric.clone();
+    let y_unit = spec.y_unit;
+    let fmt_y = move |v: f64| y_unit.map_or_else(|| sig3(v), |u| u.format(v));
     let log_y = ax.log_y;
     let y_base = ax.y_base;
     let fy = move |v: &f64| {
@@ -178,9 +182,9 @@ where
             if (v - v.round()).abs() > 1e-6 {
                 return String::new();
             }
-            trim_zeros(&fmt_value(&metric, y_base.powf(v.round())))
+            trim_zeros(&fmt_y(y_base.powf(v.round())))
         } else {
-            trim_zeros(&fmt_value(&metric, *v))
+            trim_zeros(&fmt_y(*v))
         }
     };
     let n_y_labels = if ax.log_y { ((ax.y1 - ax.y0).round() as usize + 1).min(14) } else { 8 };
@@ -188,7 +192,12 @@ where
         Some(_) => spec.x_name.clone(),
         None => format!("{}{}", spec.x_name, if ax.log_x { " (log scale)" } else { "" }),
     };
-    let y_desc = format!("{}{}", spec.metric, if ax.log_y { " (log)" } else { "" });
+    let y_desc = format!(
+        "{}{}{}",
+        spec.metric,
+        spec.y_unit.map(|u| format!(" — {}", u.axis_label())).unwrap_or_default(),
+        if ax.log_y { " (log)" } else { "" }
+    );
     let n_x_labels = match &spec.categories {
         Some(c) => c.len().max(2) * 4,
         None if ax.log_x => ((ax.x1 - ax.x0).ceil() as usize + 1).min(24),

@@ -4,9 +4,9 @@ use std::fmt::Write;
 
 use anyhow::Context;
 
-use super::fmt::{fmt_ratio, fmt_value};
-use super::{base64, CellVerdict, Report};
-use crate::claims::{ClaimVerdict, Verdict, VerdictKind};
+use super::table::{self, Span, Table, Tone};
+use super::{base64, Report};
+use crate::claims::{Verdict, VerdictKind};
 
 pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -72,58 +72,64 @@ fn verdict_html(v: &Verdict, compact: bool) -> String {
     s
 }
 
-/// Table cells: one line per run, tagged R1, R2 … (the legend is above the table); a verdict
-/// every run shares (e.g. "not a measurable claim") is printed once.
-fn cell_verdicts(vs: &[CellVerdict], multi: bool) -> String {
-    if multi && vs.windows(2).all(|w| w[0].verdict == w[1].verdict) {
-        return format!("<div class=\"cv\"><span class=\"run\">all runs</span> {}</div>", verdict_html(&vs[0].verdict, true));
+fn tone(t: Tone) -> &'static str {
+    match t {
+        Tone::Good => "confirmed",
+        Tone::Bad => "refuted",
+        Tone::Mixed => "inconclusive",
+        Tone::Neutral => "notmeasured",
     }
-    vs.iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let who = if multi { format!("<span class=\"run\" title=\"{}\">R{}</span> ", esc(&c.run), i + 1) } else { String::new() };
-            format!("<div class=\"cv\">{who}{}</div>", verdict_html(&c.verdict, true))
-        })
-        .collect::<Vec<_>>()
-        .join("")
 }
 
-fn numbers(cv: &ClaimVerdict) -> String {
-    let mut rows: Vec<String> = Vec::new();
-    for d in &cv.drivers {
-        for r in &d.rules {
-            for p in &r.points {
-                let cov = if p.ci_coverage < 0.95 {
-                    format!(" <span class=\"why\">(coverage {:.0}%)</span>", p.ci_coverage * 100.0)
-                } else {
-                    String::new()
-                };
-                let row = format!(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} – {}{}</td></tr>",
-                    esc(r.label.as_deref().unwrap_or(&r.metric)),
-                    esc(&p.driver),
-                    esc(&p.label),
-                    p.n,
-                    fmt_value(&r.metric, p.median),
-                    fmt_value(&r.metric, p.ci_lo),
-                    fmt_value(&r.metric, p.ci_hi),
-                    cov
-                );
-                if !rows.contains(&row) {
-                    rows.push(row);
-                }
-            }
+fn span(s: &Span) -> String {
+    match s {
+        Span::Text(t) => esc(t),
+        Span::Strong(t) => format!("<strong>{}</strong>", esc(t)),
+        Span::Muted(t) => format!("<span class=\"why\">{}</span>", esc(t)),
+        Span::Mark(t) => format!("<span class=\"mark\">{}</span>", esc(t)),
+        Span::Badge(t, text) => format!("<span class=\"badge {}\">{}</span>", tone(*t), esc(text)),
+        Span::ClaimIds(ids) => format!(
+            "<span class=\"ids\">{}</span>",
+            ids.iter().map(|id| format!("<a href=\"#{id}\">{id}</a>")).collect::<Vec<_>>().join(", ")
+        ),
+        Span::Anchor { text, id } => format!("<a href=\"#{id}\">{}</a>", esc(text)),
+        Span::Verdict(v) => verdict_html(v, true),
+        Span::RunVerdict { tag, run, verdict } => {
+            let who = tag.as_ref().map(|t| format!("<span class=\"run\" title=\"{}\">{}</span> ", esc(run), esc(t))).unwrap_or_default();
+            format!("<div class=\"cv\">{who}{}</div>", verdict_html(verdict, true))
         }
     }
-    if rows.is_empty() {
-        return String::new();
+}
+
+/// A table of the report model as HTML (ids, classes and `data-` attributes kept for scripts).
+fn table(t: &Table) -> String {
+    let mut o = String::from("<table");
+    if let Some(id) = t.id {
+        let _ = write!(o, " id=\"{id}\"");
     }
-    format!(
-        "<details{}><summary>Numbers ({} groups)</summary><table class=\"numbers\"><thead><tr><th>rule / metric</th><th>driver</th><th>parameters</th><th>n</th><th>median</th><th>95% CI</th></tr></thead><tbody>{}</tbody></table></details>",
-        if rows.len() <= 16 { " open" } else { "" },
-        rows.len(),
-        rows.join("")
-    )
+    if let Some(c) = t.class {
+        let _ = write!(o, " class=\"{c}\"");
+    }
+    o.push_str("><thead><tr>");
+    for c in &t.columns {
+        let _ = write!(o, "<th>{}</th>", esc(c));
+    }
+    o.push_str("</tr></thead><tbody>");
+    for row in &t.rows {
+        match &row.data {
+            Some((k, v)) => {
+                let _ = write!(o, "<tr data-{k}=\"{}\">", esc(v));
+            }
+            None => o.push_str("<tr>"),
+        }
+        for c in &row.cells {
+            let body: String = c.spans.iter().map(span).collect::<Vec<_>>().join(" ");
+            let _ = write!(o, "<td{}>{body}</td>", if c.numeric { " class=\"num\"" } else { "" });
+        }
+        o.push_str("</tr>");
+    }
+    o.push_str("</tbody></table>");
+    o
 }
 
 const CSS: &str = r#"
@@ -233,50 +239,7 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
     }
 
     // Host and reproducibility.
-    let head: String = r.runs.iter().map(|x| format!("<th>{}</th>", esc(&x.label))).collect();
-    let _ = write!(o, "<h2 id=\"host\">Host and reproducibility</h2><table class=\"facts\"><thead><tr><th></th>{head}</tr></thead><tbody>");
-    let mut keys: Vec<&String> = Vec::new();
-    for run in &r.runs {
-        for (k, _) in &run.facts {
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
-        }
-    }
-    for k in keys {
-        let vals: String = r
-            .runs
-            .iter()
-            .map(|x| format!("<td>{}</td>", x.facts.iter().find(|(fk, _)| fk == k).map(|(_, v)| esc(v)).unwrap_or_default()))
-            .collect();
-        let _ = write!(o, "<tr><td>{}</td>{vals}</tr>", esc(k));
-    }
-    let _ = write!(o, "</tbody></table><h3>Backends</h3><table class=\"facts\"><thead><tr><th>driver</th>{head}</tr></thead><tbody>");
-    let mut drivers: Vec<&String> =
-        r.runs.iter().flat_map(|x| x.backends.keys()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    drivers.sort_by_key(|d| (super::driver_rank(d), d.to_string()));
-    for d in drivers {
-        let vals: String = r
-            .runs
-            .iter()
-            .map(|x| match x.backends.get(d) {
-                Some(b) if b.available => format!(
-                    "<td><span class=\"badge confirmed\">available</span> {}{}{}{}</td>",
-                    esc(&b.implementation.clone().unwrap_or_default()),
-                    b.version.as_ref().map(|v| format!(" {}", esc(v))).unwrap_or_default(),
-                    if b.loop_backed { " <span class=\"mark\">loop-backed</span>" } else { "" },
-                    if x.drivers_in_run.contains(d) { "" } else { " <span class=\"why\">— not part of this run</span>" }
-                ),
-                Some(b) => format!(
-                    "<td><span class=\"badge notmeasured\">unavailable</span> <span class=\"why\">{}</span></td>",
-                    esc(&b.reason.clone().unwrap_or_default())
-                ),
-                None => "<td class=\"why\">not probed</td>".into(),
-            })
-            .collect();
-        let _ = write!(o, "<tr><td>{}</td>{vals}</tr>", esc(d));
-    }
-    o.push_str("</tbody></table>");
+    let _ = write!(o, "<h2 id=\"host\">Host and reproducibility</h2>{}<h3>Backends</h3>{}", table(&table::facts(r)), table(&table::backends(r)));
 
     // The table.
     o.push_str("<h2 id=\"table\">The trade-off table, measured</h2><p class=\"sub\">The table of the storage-driver documents, each cell with its measured verdict and the number that decided it. Claim ids link to their sections.</p>");
@@ -285,30 +248,10 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
             r.runs.iter().enumerate().map(|(i, x)| format!("<span class=\"run\">R{}</span> {}", i + 1, esc(&x.label))).collect();
         let _ = write!(o, "<p class=\"sub\">Runs: {}. Verdicts are never compared across runs.</p>", legend.join(" · "));
     }
-    o.push_str("<table class=\"tradeoffs\" id=\"tradeoffs\"><thead><tr><th>Driver</th><th>Traits</th><th>Advantage</th><th>Disadvantage</th><th>Suited for</th></tr></thead><tbody>");
-    for row in &r.table {
-        let _ = write!(o, "<tr data-driver=\"{}\"><td>{}</td>", esc(&row.driver), esc(&row.driver));
-        for c in &row.cells {
-            let ids: String = c.claims.iter().map(|id| format!("<a href=\"#{id}\">{id}</a>")).collect::<Vec<_>>().join(", ");
-            let _ = write!(
-                o,
-                "<td><div class=\"text\">{}</div>{}{}</td>",
-                esc(&c.text),
-                if ids.is_empty() { String::new() } else { format!("<span class=\"ids\">{ids}</span>") },
-                cell_verdicts(&c.verdicts, multi)
-            );
-        }
-        o.push_str("</tr>");
-    }
-    o.push_str("</tbody></table>");
+    o.push_str(&table(&table::tradeoffs(r)));
 
     // Claims summary.
-    let _ = write!(o, "<h2 id=\"claims\">Claims</h2><table class=\"claims\" id=\"claims-table\"><thead><tr><th>Claim</th>{head}</tr></thead><tbody>");
-    for c in &r.claims {
-        let vs: String = c.verdicts.iter().map(|v| format!("<td>{}</td>", verdict_html(&v.verdict, true))).collect();
-        let _ = write!(o, "<tr data-claim=\"{}\"><td><a href=\"#{}\">{}</a></td>{vs}</tr>", c.id, c.id, c.id);
-    }
-    o.push_str("</tbody></table>");
+    let _ = write!(o, "<h2 id=\"claims\">Claims</h2>{}", table(&table::claims(r)));
 
     for c in &r.claims {
         let _ = write!(o, "<section class=\"claim\" id=\"{}\"><h3>{}</h3><blockquote>{}</blockquote>", c.id, c.id, esc(&c.statement));
@@ -333,7 +276,16 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
             if let Some(Some(id)) = c.charts.get(i) {
                 o.push_str(&figure(id));
             }
-            o.push_str(&numbers(v));
+            let numbers = table::numbers(v);
+            if !numbers.rows.is_empty() {
+                let _ = write!(
+                    o,
+                    "<details{}><summary>Numbers ({} groups)</summary>{}</details>",
+                    if numbers.rows.len() <= 16 { " open" } else { "" },
+                    numbers.rows.len(),
+                    table(&numbers)
+                );
+            }
         }
         o.push_str("<div class=\"rule\"><strong>Decision rule</strong>");
         for rule in &c.rules {
@@ -364,29 +316,12 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
             cmp.regressions,
             super::compare::MIN_CHANGE * 100.0
         );
-        o.push_str("<table><thead><tr><th>cell</th><th>metric</th><th>baseline</th><th>this run</th><th>ratio</th><th>95% interval</th><th>change</th></tr></thead><tbody>");
-        for row in &cmp.rows {
-            let cls = match row.change {
-                super::Change::Faster | super::Change::Better => "confirmed",
-                super::Change::Slower | super::Change::Worse => "refuted",
-                super::Change::NoChange => "notmeasured",
-            };
-            let _ = write!(
-                o,
-                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} – {}</td><td><span class=\"badge {cls}\">{}</span></td></tr>",
-                esc(&row.cell),
-                esc(&row.metric),
-                fmt_value(&row.metric, row.baseline_median),
-                fmt_value(&row.metric, row.median),
-                fmt_ratio(row.ratio),
-                fmt_ratio(row.ratio_lo),
-                fmt_ratio(row.ratio_hi),
-                row.change.as_str()
-            );
-        }
-        o.push_str("</tbody></table>");
+        o.push_str(&table(&table::comparison(cmp)));
         for u in &cmp.unmatched {
             let _ = write!(o, "<p class=\"why\">unmatched: {}</p>", esc(u));
+        }
+        for m in &cmp.without_spec {
+            let _ = write!(o, "<p class=\"why\">{}: no workload declares this metric, so no direction is known; never counted as a regression</p>", esc(m));
         }
     }
     let _ = writeln!(o, "<h2 id=\"method\">Method</h2><p>{}</p><footer>{}</footer></main></body></html>", esc(&r.method), esc(&r.generated_by));

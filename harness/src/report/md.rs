@@ -3,9 +3,9 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::fmt::{fmt_ratio, fmt_value};
-use super::{CellVerdict, Report};
-use crate::claims::{ClaimVerdict, Verdict};
+use super::table::{self, Span, Table, Tone};
+use super::Report;
+use crate::claims::Verdict;
 
 fn esc(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
@@ -33,49 +33,48 @@ pub fn verdict_md_as(v: &Verdict, compact: bool) -> String {
     esc(&s)
 }
 
-/// One line per run, tagged R1, R2 …; a verdict every run shares is printed once.
-fn cell_verdicts(vs: &[CellVerdict], multi: bool) -> String {
-    if multi && vs.windows(2).all(|w| w[0].verdict == w[1].verdict) {
-        return format!("all runs: {}", verdict_md_as(&vs[0].verdict, true));
+fn span(s: &Span) -> String {
+    match s {
+        Span::Text(t) | Span::Muted(t) => esc(t),
+        Span::Strong(t) => format!("**{}**", esc(t)),
+        Span::Mark(t) => format!("({})", esc(t)),
+        Span::Badge(Tone::Bad, t) => format!("**{}**", esc(t)),
+        Span::Badge(_, t) => format!("*{}*", esc(t)),
+        Span::ClaimIds(ids) => format!("<sub>{}</sub>", esc(&ids.join(", "))),
+        Span::Anchor { text, id } => format!("[{}](#{id})", esc(text)),
+        Span::Verdict(v) => verdict_md_as(v, true),
+        Span::RunVerdict { tag: Some(t), verdict, .. } => format!("{t}: {}", verdict_md_as(verdict, true)),
+        Span::RunVerdict { tag: None, verdict, .. } => verdict_md_as(verdict, true),
     }
-    vs.iter()
-        .enumerate()
-        .map(|(i, c)| if multi { format!("R{}: {}", i + 1, verdict_md_as(&c.verdict, true)) } else { verdict_md_as(&c.verdict, true) })
-        .collect::<Vec<_>>()
-        .join("<br>")
 }
 
-pub fn numbers_md(out: &mut String, cv: &ClaimVerdict) {
-    let mut rows = Vec::new();
-    for d in &cv.drivers {
-        for r in &d.rules {
-            for p in &r.points {
-                let cov = if p.ci_coverage < 0.95 { format!(" (coverage {:.0}%)", p.ci_coverage * 100.0) } else { String::new() };
-                let row = format!(
-                    "| {} | {} | {} | {} | {} | {} – {}{} |",
-                    esc(r.label.as_deref().unwrap_or(&r.metric)),
-                    esc(&p.driver),
-                    esc(&p.label),
-                    p.n,
-                    fmt_value(&r.metric, p.median),
-                    fmt_value(&r.metric, p.ci_lo),
-                    fmt_value(&r.metric, p.ci_hi),
-                    cov
-                );
-                if !rows.contains(&row) {
-                    rows.push(row);
+/// A table of the report model as a GitHub-flavoured Markdown table.
+fn table(t: &Table) -> String {
+    let mut o = format!("| {} |\n|", t.columns.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | "));
+    for n in &t.numeric {
+        o.push_str(if *n { "---:|" } else { "---|" });
+    }
+    o.push('\n');
+    for row in &t.rows {
+        let cells: Vec<String> = row
+            .cells
+            .iter()
+            .map(|c| {
+                let mut out = String::new();
+                for (i, sp) in c.spans.iter().enumerate() {
+                    // Each run's verdict on its own line.
+                    let sep = if matches!(sp, Span::RunVerdict { .. }) { "<br>" } else { " " };
+                    if i > 0 {
+                        out.push_str(sep);
+                    }
+                    out.push_str(&span(sp));
                 }
-            }
-        }
+                out
+            })
+            .collect();
+        let _ = writeln!(o, "| {} |", cells.join(" | "));
     }
-    if rows.is_empty() {
-        return;
-    }
-    out.push_str("\n| rule / metric | driver | parameters | n | median | 95% CI |\n|---|---|---|---:|---:|---|\n");
-    for r in rows {
-        out.push_str(&r);
-        out.push('\n');
-    }
+    o
 }
 
 pub fn render(r: &Report, _dir: &Path) -> String {
@@ -96,48 +95,9 @@ pub fn render(r: &Report, _dir: &Path) -> String {
 
     // Host and reproducibility.
     let _ = writeln!(o, "## Host and reproducibility\n");
-    let _ = writeln!(o, "| | {} |", r.runs.iter().map(|x| esc(&x.label)).collect::<Vec<_>>().join(" | "));
-    let _ = writeln!(o, "|---|{}", "---|".repeat(r.runs.len()));
-    let mut keys: Vec<&String> = Vec::new();
-    for run in &r.runs {
-        for (k, _) in &run.facts {
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
-        }
-    }
-    for k in keys {
-        let vals: Vec<String> = r
-            .runs
-            .iter()
-            .map(|x| x.facts.iter().find(|(fk, _)| fk == k).map(|(_, v)| esc(v)).unwrap_or_default())
-            .collect();
-        let _ = writeln!(o, "| {k} | {} |", vals.join(" | "));
-    }
+    o.push_str(&table(&table::facts(r)));
     let _ = writeln!(o, "\n### Backends\n");
-    let _ = writeln!(o, "| driver | {} |", r.runs.iter().map(|x| esc(&x.label)).collect::<Vec<_>>().join(" | "));
-    let _ = writeln!(o, "|---|{}", "---|".repeat(r.runs.len()));
-    let drivers: std::collections::BTreeSet<&String> = r.runs.iter().flat_map(|x| x.backends.keys()).collect();
-    let mut drivers: Vec<&String> = drivers.into_iter().collect();
-    drivers.sort_by_key(|d| (super::driver_rank(d), d.to_string()));
-    for d in drivers {
-        let vals: Vec<String> = r
-            .runs
-            .iter()
-            .map(|x| match x.backends.get(d) {
-                Some(b) if b.available => esc(&format!(
-                    "yes — {}{}{}{}",
-                    b.implementation.clone().unwrap_or_default(),
-                    b.version.as_ref().map(|v| format!(" {v}")).unwrap_or_default(),
-                    if b.loop_backed { " (loop-backed)" } else { "" },
-                    if x.drivers_in_run.contains(d) { "" } else { " — not part of this run" }
-                )),
-                Some(b) => esc(&format!("no — {}", b.reason.clone().unwrap_or_default())),
-                None => "not probed".into(),
-            })
-            .collect();
-        let _ = writeln!(o, "| {d} | {} |", vals.join(" | "));
-    }
+    o.push_str(&table(&table::backends(r)));
 
     // The table.
     let _ = writeln!(o, "\n## The trade-off table, measured\n");
@@ -145,27 +105,11 @@ pub fn render(r: &Report, _dir: &Path) -> String {
         let legend: Vec<String> = r.runs.iter().enumerate().map(|(i, x)| format!("R{} = `{}`", i + 1, x.label)).collect();
         let _ = writeln!(o, "Runs: {}. Verdicts are never compared across runs.\n", legend.join(", "));
     }
-    let _ = writeln!(o, "| Driver | Traits | Advantage | Disadvantage | Suited for |\n|---|---|---|---|---|");
-    for row in &r.table {
-        let cells: Vec<String> = row
-            .cells
-            .iter()
-            .map(|c| {
-                let ids = if c.claims.is_empty() { String::new() } else { format!(" <sub>{}</sub>", c.claims.join(", ")) };
-                format!("{}{}<br>{}", esc(&c.text), ids, cell_verdicts(&c.verdicts, multi))
-            })
-            .collect();
-        let _ = writeln!(o, "| **{}** | {} |", row.driver, cells.join(" | "));
-    }
+    o.push_str(&table(&table::tradeoffs(r)));
 
     // Claims.
     let _ = writeln!(o, "\n## Claims\n");
-    let _ = writeln!(o, "| Claim | {} |", r.runs.iter().map(|x| esc(&x.label)).collect::<Vec<_>>().join(" | "));
-    let _ = writeln!(o, "|---|{}", "---|".repeat(r.runs.len()));
-    for c in &r.claims {
-        let vs: Vec<String> = c.verdicts.iter().map(|v| verdict_md_as(&v.verdict, true)).collect();
-        let _ = writeln!(o, "| [{}](#{}) | {} |", c.id, c.id, vs.join(" | "));
-    }
+    o.push_str(&table(&table::claims(r)));
     for c in &r.claims {
         let _ = writeln!(o, "\n### {}\n", c.id);
         let _ = writeln!(o, "> {}\n", c.statement);
@@ -189,7 +133,11 @@ pub fn render(r: &Report, _dir: &Path) -> String {
             if let Some(Some(id)) = c.charts.get(i) {
                 let _ = writeln!(o, "![{} chart](charts/{id}.png)\n", c.id);
             }
-            numbers_md(&mut o, v);
+            let numbers = table::numbers(v);
+            if !numbers.rows.is_empty() {
+                o.push('\n');
+                o.push_str(&table(&numbers));
+            }
         }
         let _ = writeln!(o, "\n**Rule:**\n");
         for rule in &c.rules {
@@ -212,23 +160,12 @@ pub fn render(r: &Report, _dir: &Path) -> String {
     if let Some(cmp) = &r.comparison {
         let _ = writeln!(o, "\n## Comparison: {} against baseline {}\n", cmp.run, cmp.baseline);
         let _ = writeln!(o, "{} regression(s) beyond noise.\n", cmp.regressions);
-        let _ = writeln!(o, "| cell | metric | baseline | this run | ratio | 95% interval | change |\n|---|---|---:|---:|---:|---|---|");
-        for row in &cmp.rows {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {} | {} | {} – {} | {} |",
-                esc(&row.cell),
-                row.metric,
-                fmt_value(&row.metric, row.baseline_median),
-                fmt_value(&row.metric, row.median),
-                fmt_ratio(row.ratio),
-                fmt_ratio(row.ratio_lo),
-                fmt_ratio(row.ratio_hi),
-                if row.change.is_regression() { format!("**{}**", row.change.as_str()) } else { row.change.as_str().into() }
-            );
-        }
+        o.push_str(&table(&table::comparison(cmp)));
         for u in &cmp.unmatched {
             let _ = writeln!(o, "\n- unmatched: {}", esc(u));
+        }
+        for m in &cmp.without_spec {
+            let _ = writeln!(o, "\n- {}: no workload declares this metric, so no direction is known; never counted as a regression", esc(m));
         }
     }
     let _ = writeln!(o, "\n## Method\n\n{}", r.method);

@@ -21,13 +21,13 @@ use crate::claims::{
 
 pub mod charts;
 pub mod compare;
-pub mod fmt;
 mod html;
 mod md;
+pub mod table;
 
 pub use charts::{ChartFiles, ChartSpec};
 pub use compare::{compare_runs, Change, CompareRow, Comparison};
-pub use fmt::fmt_bytes;
+pub use cowbench_workloads::metric::fmt_bytes;
 
 /// Bumped when report.json changes in a way a reader must know about.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
@@ -567,6 +567,8 @@ fn claim_chart(claim: &claims::Claim, verdict: &ClaimVerdict, run: &RunEvidence)
             title: format!("{}: {} vs {}", claim.id, rule.metric, x),
             x_name: x.to_string(),
             metric: rule.metric.clone(),
+            y_unit: y_unit(&rule.workload, &rule.metric),
+            x_kind: x_kind(&rule.workload, x),
             categories: None,
             series,
         });
@@ -614,9 +616,21 @@ fn claim_chart(claim: &claims::Claim, verdict: &ClaimVerdict, run: &RunEvidence)
         title: format!("{}: {}", claim.id, rule.metric),
         x_name,
         metric: rule.metric.clone(),
+        y_unit: y_unit(&rule.workload, &rule.metric),
+        x_kind: None,
         categories: Some(cats.iter().map(|c| shorten(c)).collect()),
         series,
     })
+}
+
+/// The y unit of a chart of `metric`, from the workload's spec.
+fn y_unit(workload: &str, metric: &str) -> Option<cowbench_workloads::Unit> {
+    cowbench_workloads::metric_spec(workload, metric).map(|m| m.unit)
+}
+
+/// The kind of a swept parameter, from the workload's spec.
+fn x_kind(workload: &str, x: &str) -> Option<cowbench_workloads::ParamKind> {
+    cowbench_workloads::params::param_spec(workload, x).map(|p| p.kind)
 }
 
 fn shorten(s: &str) -> String {
@@ -643,8 +657,8 @@ const SWEEP_PREFERENCE: [&str; 8] = ["file_bytes", "containers", "depth", "cycle
 /// Generic charts of a workload: every metric over its main swept parameter, one chart per
 /// combination of the other parameters (at most four per metric), a line per backend.
 pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
-    let cells: Vec<&claims::EvCell> =
-        run.cells.iter().filter(|c| c.workload == workload && c.state == claims::CellState::Ok).collect();
+    let cells: Vec<&crate::results::Cell> =
+        run.cells.iter().filter(|c| c.workload == workload && c.status == crate::results::CellStatus::Ok).collect();
     let metrics: BTreeSet<&String> = cells.iter().flat_map(|c| c.metrics.keys()).collect();
     // Numeric parameters and their distinct values.
     let mut numeric: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
@@ -662,18 +676,20 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
         .max_by_key(|k| (numeric[k].len(), SWEEP_PREFERENCE.iter().rev().position(|p| p == k).map_or(0, |p| p + 1)));
     let mut out = Vec::new();
     for m in metrics {
-        let with_m: Vec<&claims::EvCell> = cells.iter().copied().filter(|c| c.metrics.get(m).is_some_and(|s| !s.is_empty())).collect();
+        let with_m: Vec<&crate::results::Cell> = cells.iter().copied().filter(|c| c.samples(m).is_some_and(|s| !s.is_empty())).collect();
         match x {
             Some(x) => {
                 // The main sweep, one chart per combination of the other parameters.
                 out.extend(sweep_charts(run, workload, m, x, &with_m, 4, ""));
-                if m.ends_with("start_latency_ns") {
+                // A presentation choice, not a unit guess: the start-latency tail is what a
+                // user feels at scale (density's claims are about it).
+                if m == "start_latency_ns" {
                     out.extend(percentile_chart(run, workload, m, x, &with_m));
                 }
                 // Every other sweep (copy-up vs layer depth …) at the largest value of the
                 // remaining swept parameters.
                 for s in swept.iter().copied().filter(|s| *s != x) {
-                    let at_max: Vec<&claims::EvCell> = with_m
+                    let at_max: Vec<&crate::results::Cell> = with_m
                         .iter()
                         .copied()
                         .filter(|c| {
@@ -704,7 +720,7 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
                             .iter()
                             .filter(|c| &c.driver == d)
                             .filter_map(|c| {
-                                let ci = claims::stats::median_ci(&c.metrics[m])?;
+                                let ci = claims::stats::median_ci(&c.metrics[m].samples)?;
                                 let x = cats.iter().position(|k| *k == cowbench_workloads::params_string(&c.params))? as f64;
                                 Some(charts::SPoint { x, median: ci.median, lo: ci.lo, hi: ci.hi })
                             })
@@ -718,6 +734,8 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
                         title: format!("{workload}: {m}"),
                         x_name: "parameters".into(),
                         metric: m.clone(),
+                        y_unit: y_unit(workload, m),
+                        x_kind: None,
                         categories: Some(cats.iter().map(|c| if c.is_empty() { "all".into() } else { shorten(c) }).collect()),
                         series,
                     });
@@ -729,10 +747,10 @@ pub fn workload_charts(run: &RunEvidence, workload: &str) -> Vec<ChartSpec> {
 }
 
 /// Median and p99 of a latency over `x`, per backend: the tail a user feels at scale.
-fn percentile_chart(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&claims::EvCell]) -> Option<ChartSpec> {
+fn percentile_chart(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&crate::results::Cell]) -> Option<ChartSpec> {
     let mut series = Vec::new();
     for d in sorted_drivers(cells.iter().map(|c| c.driver.as_str())) {
-        let mine: Vec<&claims::EvCell> = cells.iter().copied().filter(|c| c.driver == d).collect();
+        let mine: Vec<&crate::results::Cell> = cells.iter().copied().filter(|c| c.driver == d).collect();
         let groups = claims::rules::by_x(&mine, x, m);
         if groups.len() < 2 {
             continue;
@@ -750,14 +768,16 @@ fn percentile_chart(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: 
         title: format!("{workload}: {m} p50 (solid) and p99 (dashed) vs {x}"),
         x_name: x.to_string(),
         metric: m.to_string(),
+        y_unit: y_unit(workload, m),
+        x_kind: x_kind(workload, x),
         categories: None,
         series,
     })
 }
 
 /// Charts of `metric` over `x`, one per combination of the other parameters (at most `limit`).
-fn sweep_charts(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&claims::EvCell], limit: usize, tag: &str) -> Vec<ChartSpec> {
-    let mut combos: BTreeMap<String, Vec<&claims::EvCell>> = BTreeMap::new();
+fn sweep_charts(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&crate::results::Cell], limit: usize, tag: &str) -> Vec<ChartSpec> {
+    let mut combos: BTreeMap<String, Vec<&crate::results::Cell>> = BTreeMap::new();
     for c in cells {
         let mut rest = c.params.clone();
         rest.remove(x);
@@ -769,7 +789,7 @@ fn sweep_charts(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&c
         let series: Vec<charts::Series> = drivers
             .iter()
             .filter_map(|d| {
-                let mine: Vec<&claims::EvCell> = cs.iter().copied().filter(|c| &c.driver == d).collect();
+                let mine: Vec<&crate::results::Cell> = cs.iter().copied().filter(|c| &c.driver == d).collect();
                 let pts: Vec<charts::SPoint> = claims::rules::by_x(&mine, x, m)
                     .into_iter()
                     .filter_map(|(xv, s)| claims::stats::median_ci(&s).map(|c| charts::SPoint { x: xv, median: c.median, lo: c.lo, hi: c.hi }))
@@ -786,6 +806,8 @@ fn sweep_charts(run: &RunEvidence, workload: &str, m: &str, x: &str, cells: &[&c
             title: format!("{workload}: {m} vs {x}{suffix}"),
             x_name: x.to_string(),
             metric: m.to_string(),
+            y_unit: y_unit(workload, m),
+            x_kind: x_kind(workload, x),
             categories: None,
             series,
         });

@@ -66,6 +66,9 @@ pub struct RunParameters {
     pub driver_options: BTreeMap<String, String>,
     /// The command line, for copy-paste.
     pub command_line: Vec<String>,
+    /// `--set WORKLOAD.PARAM=VALUES`, resolved (sizes in bytes), in the order they applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<cowbench_workloads::ParamSet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The run plan: which cells, in which order, with how many repetitions.
 
 use cowbench_drivers::registry;
-use cowbench_workloads::{Params, Profile, Workload};
+use cowbench_workloads::{ParamSet, Params, Profile, Workload};
 
 #[derive(Clone)]
 pub struct Planned {
@@ -34,8 +34,16 @@ impl Plan {
     }
 }
 
-/// Build the plan; unknown driver or workload names are an error naming the known ones.
-pub fn plan(drivers: Option<&[String]>, workloads: Option<&[String]>, profile: Profile, repeat: Option<u32>) -> anyhow::Result<Plan> {
+/// Build the plan; unknown driver or workload names are an error naming the known ones, and so
+/// is a `--set` for a workload not in the run or that yields a cell its workload rejects. All of
+/// these are the caller's usage errors, found before anything is created.
+pub fn plan(
+    drivers: Option<&[String]>,
+    workloads: Option<&[String]>,
+    profile: Profile,
+    repeat: Option<u32>,
+    sets: &[ParamSet],
+) -> anyhow::Result<Plan> {
     let drivers: Vec<String> = match drivers {
         Some(d) => d.to_vec(),
         None => registry::DRIVERS.iter().map(|s| s.to_string()).collect(),
@@ -63,10 +71,26 @@ pub fn plan(drivers: Option<&[String]>, workloads: Option<&[String]>, profile: P
     if repeat == Some(0) {
         anyhow::bail!("--repeat must be at least 1");
     }
+    for s in sets {
+        if !workloads.iter().any(|w| w.id() == s.workload) {
+            anyhow::bail!(
+                "--set {}.{}: workload '{}' is not part of this run (--workloads {})",
+                s.workload,
+                s.param,
+                s.workload,
+                workloads.iter().map(|w| w.id()).collect::<Vec<_>>().join(",")
+            );
+        }
+    }
+    // Cells per workload, computed once: the same for every driver.
+    let per_workload: Vec<Vec<Params>> = workloads
+        .iter()
+        .map(|w| cowbench_workloads::params::apply_sets(*w, w.cells(profile), sets))
+        .collect::<Result<_, _>>()?;
     let mut cells = Vec::new();
     for d in &drivers {
-        for w in &workloads {
-            for params in w.cells(profile) {
+        for (w, wcells) in workloads.iter().zip(&per_workload) {
+            for params in wcells.iter().cloned() {
                 cells.push(Planned {
                     driver: d.clone(),
                     workload: *w,
@@ -87,7 +111,7 @@ mod tests {
 
     #[test]
     fn same_repetitions_for_every_driver() {
-        let p = plan(Some(&["overlay".into(), "vfs".into()]), None, Profile::Quick, None).unwrap();
+        let p = plan(Some(&["overlay".into(), "vfs".into()]), None, Profile::Quick, None, &[]).unwrap();
         assert_eq!(p.drivers, vec!["overlay", "vfs"]);
         let n = p.cells.len();
         assert!(n >= 2);
@@ -95,14 +119,28 @@ mod tests {
         for (a, b) in p.cells[..n / 2].iter().zip(&p.cells[n / 2..]) {
             assert_eq!((a.workload.id(), &a.params, a.repetitions, a.warmup), (b.workload.id(), &b.params, b.repetitions, b.warmup));
         }
-        let r = plan(Some(&["vfs".into()]), Some(&["copyup".into()]), Profile::Quick, Some(7)).unwrap();
+        let r = plan(Some(&["vfs".into()]), Some(&["copyup".into()]), Profile::Quick, Some(7), &[]).unwrap();
         assert!(r.cells.iter().all(|c| c.repetitions == 7 && c.workload.id() == "copyup"));
     }
 
     #[test]
     fn unknown_names_are_errors() {
-        assert!(plan(Some(&["ext9".into()]), None, Profile::Quick, None).is_err());
-        assert!(plan(None, Some(&["nope".into()]), Profile::Quick, None).is_err());
-        assert!(plan(None, None, Profile::Quick, Some(0)).is_err());
+        assert!(plan(Some(&["ext9".into()]), None, Profile::Quick, None, &[]).is_err());
+        assert!(plan(None, Some(&["nope".into()]), Profile::Quick, None, &[]).is_err());
+        assert!(plan(None, None, Profile::Quick, Some(0), &[]).is_err());
+    }
+
+    #[test]
+    fn sets_change_the_cells_of_every_driver() {
+        let sets: Vec<ParamSet> =
+            ["copyup.file_bytes=4K,1M,256M", "density.containers=1,100,1000"].iter().map(|s| s.parse().unwrap()).collect();
+        let p = plan(Some(&["overlay".into(), "vfs".into()]), Some(&["copyup".into(), "density".into()]), Profile::Quick, None, &sets).unwrap();
+        let of = |w: &str, d: &str, k: &str| -> Vec<u64> {
+            p.cells.iter().filter(|c| c.workload.id() == w && c.driver == d).map(|c| c.params[k].as_u64().unwrap()).collect()
+        };
+        assert_eq!(of("copyup", "vfs", "file_bytes"), vec![4096, 1 << 20, 256 << 20]);
+        assert_eq!(of("density", "overlay", "containers"), vec![1, 100, 1000]);
+        // A set for a workload outside the run is a usage error, not silently dropped.
+        assert!(plan(None, Some(&["copyup".into()]), Profile::Quick, None, &sets).is_err());
     }
 }

@@ -36,6 +36,8 @@ pub struct RunConfig {
     pub runtime: String,
     pub out: PathBuf,
     pub repeat: Option<u32>,
+    /// `--set WORKLOAD.PARAM=VALUES` (checked by the plan).
+    pub sets: Vec<cowbench_workloads::ParamSet>,
     pub seed: u64,
     pub root: PathBuf,
     pub driver_options: BTreeMap<String, String>,
@@ -61,7 +63,7 @@ fn snapshot(lab: &HostLab) -> Snapshot {
 /// Run the matrix. Errors only for what prevents a run at all (bad selection, unwritable
 /// output); a failing cell is recorded and the run goes on.
 pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
-    let plan = matrix::plan(cfg.drivers.as_deref(), cfg.workloads.as_deref(), cfg.profile, cfg.repeat)?;
+    let plan = matrix::plan(cfg.drivers.as_deref(), cfg.workloads.as_deref(), cfg.profile, cfg.repeat, &cfg.sets)?;
     signals::install();
     std::fs::create_dir_all(&cfg.root).with_context(|| format!("create root {}", cfg.root.display()))?;
 
@@ -94,6 +96,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
             root: cfg.root.display().to_string(),
             driver_options: cfg.driver_options.clone(),
             command_line: cfg.command_line.clone(),
+            sets: cfg.sets.clone(),
         },
         counts: Counts::default(),
         ci_method: stats::CI_METHOD.into(),
