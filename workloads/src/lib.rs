@@ -24,7 +24,8 @@ pub mod randio;
 pub mod baremetal;
 pub mod layers;
 pub mod parallel_append;
-pub mod probe;
+/// The in-container probe (crate `cowbench-probe`, workloads/probe/): its protocol and operations.
+pub use cowbench_probe as probe;
 pub mod lab;
 pub mod images;
 pub mod kit;

@@ -4,8 +4,8 @@
 //! present, build it (cargo makes that a no-op when it is up to date):
 //!
 //! ```text
-//! RUSTFLAGS="-C target-feature=+crt-static -L native=<target>/<triple>/probe-link-stubs" \
-//!   cargo build -p cowbench-workloads --release --bin cowbench-probe --target x86_64-unknown-linux-gnu
+//! RUSTFLAGS="-C target-feature=+crt-static" \
+//!   cargo build -p cowbench-probe --release --bin cowbench-probe --target x86_64-unknown-linux-gnu
 //! ```
 //!
 //! An explicit `--target` keeps the static build in its own directory, so an ordinary
@@ -144,12 +144,11 @@ pub fn build() -> Result<PathBuf> {
     let target = target_dir().unwrap_or_else(|| ws.join("target"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     log::info!("building the static {NAME} in {}", ws.display());
-    let stubs = link_stubs(&target)?;
     let out = Command::new(cargo)
         .current_dir(&ws)
-        .env("RUSTFLAGS", format!("-C target-feature=+crt-static -L native={}", stubs.display()))
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .args(["build", "-p", "cowbench-workloads", "--release", "--bin", NAME, "--target", &triple(), "--target-dir"])
+        .args(["build", "-p", "cowbench-probe", "--release", "--bin", NAME, "--target", &triple(), "--target-dir"])
         .arg(&target)
         .output()
         .map_err(|e| Error::Probe(format!("run cargo to build {NAME}: {e}")))?;
@@ -161,27 +160,6 @@ pub fn build() -> Result<PathBuf> {
         return Err(Error::Probe(format!("{} was built but is not statically linked", p.display())));
     }
     Ok(p)
-}
-
-/// Native libraries the workloads crate's dependencies ask the linker for although the probe
-/// never calls them: the probe's crate depends on `cowbench-drivers` (for the `Lab` trait's
-/// types), whose devicemapper bindings link `libdevmapper`, of which distributions ship no
-/// static archive. An empty archive satisfies `-ldevmapper` in the static link; nothing of it
-/// is needed, since no object of the probe refers to a devmapper symbol (a reference would
-/// fail the link as an undefined symbol, not go unnoticed).
-const UNUSED_NATIVE_LIBS: &[&str] = &["devmapper"];
-
-/// A directory of empty static archives for [`UNUSED_NATIVE_LIBS`], under the target dir.
-fn link_stubs(target: &Path) -> Result<PathBuf> {
-    let dir = target.join(triple()).join("probe-link-stubs");
-    fs::create_dir_all(&dir).map_err(|e| Error::Probe(format!("create {}: {e}", dir.display())))?;
-    for lib in UNUSED_NATIVE_LIBS {
-        let a = dir.join(format!("lib{lib}.a"));
-        if !a.is_file() {
-            fs::write(&a, b"!<arch>\n").map_err(|e| Error::Probe(format!("write {}: {e}", a.display())))?;
-        }
-    }
-    Ok(dir)
 }
 
 /// The static busybox for the base layer: `$COWBENCH_BUSYBOX`, else `/bin/busybox`

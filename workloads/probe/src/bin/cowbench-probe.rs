@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-use cowbench_workloads::probe::{ops, Request};
+use cowbench_probe::{ops, Request};
 
 fn main() -> ExitCode {
     let arg = std::env::args().nth(1);
