@@ -30,7 +30,7 @@ use crate::fileio::{self, IoOps};
 use crate::images::content::Pattern;
 use crate::lab::{Lab, Notes};
 use crate::probe::{Op, Request, Response, Sample};
-use crate::seqio::{full_cells, quick_cells, repetitions, IoParams, Target, METRICS};
+use crate::fileio::{full_cells, quick_cells, repetitions, IoParams, Target, METRICS};
 use crate::{CellExec, MetricSpec, ParamKind, ParamSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload};
 
 /// Where a baremetal cell ran.
@@ -57,12 +57,12 @@ const SITE: ParamSpec = ParamSpec {
     description: "where the probe ran: directly on the host",
 };
 
-/// The parameters of a cell: seqio's ([`crate::seqio::PARAMS`]), plus where it ran.
-pub const PARAMS: [ParamSpec; crate::seqio::PARAMS.len() + 1] = {
-    let mut all = [SITE; crate::seqio::PARAMS.len() + 1];
+/// The parameters of a cell: seqio's ([`crate::fileio::PARAMS`]), plus where it ran.
+pub const PARAMS: [ParamSpec; crate::fileio::PARAMS.len() + 1] = {
+    let mut all = [SITE; crate::fileio::PARAMS.len() + 1];
     let mut i = 0;
-    while i < crate::seqio::PARAMS.len() {
-        all[i] = crate::seqio::PARAMS[i];
+    while i < crate::fileio::PARAMS.len() {
+        all[i] = crate::fileio::PARAMS[i];
         i += 1;
     }
     all
@@ -90,7 +90,7 @@ impl Workload for Baremetal {
         BaremetalParams::from_params(p).map(drop)
     }
     fn derive_params(&self, p: &mut Params) {
-        crate::seqio::derive_ios(p);
+        crate::fileio::derive_ios(p);
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         // Quick: the seqio cells (what near-bare-metal compares); full: seqio's and randio's.

@@ -11,13 +11,161 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::images::content::Pattern;
+use crate::images::content::Pattern as Content;
 use crate::images::synth::TarWriter;
 use crate::images::{CustomLayer, ImageSpec, Shape};
 use crate::lab::{Container, ContainerSpec, Image, Lab, Notes};
 use crate::probe::{Op, Request, Response, Sample};
-use crate::seqio::{IoParams, Pattern as Access, Target, IMAGE_FILE, NEW_FILE};
-use crate::{CellExec, Params, RepSamples, SetupError, MIB};
+use serde::{Deserialize, Serialize};
+
+use crate::{Better, CellExec, MetricSpec, ParamKind, ParamSpec, Params, Profile, RepSamples, SetupError, TypedParams, Unit, GIB, KIB, MIB};
+
+/// `Pattern` as the executor reads it: which access pattern a cell does.
+use Pattern as Access;
+
+// --- Parameters and metrics of the IO workloads (seqio, randio; baremetal adds its site) ---
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// `/data/io`, a file of the image.
+    Image,
+    /// A file created in the container layer.
+    New,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pattern {
+    Seq,
+    Rand,
+}
+
+/// Parameters of one seqio / randio / baremetal cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoParams {
+    pub pattern: Pattern,
+    pub target: Target,
+    /// O_DIRECT on every open.
+    pub direct: bool,
+    /// fsync before close of the written file (included in the write time).
+    pub fsync: bool,
+    pub file_bytes: u64,
+    pub block_bytes: u64,
+    /// Concurrent jobs (containers), each on its own file copy.
+    pub jobs: u32,
+    /// IOs of one read pass and of one write pass: every block once for `seq`; for `rand`
+    /// that many random block-aligned offsets anywhere in the file (which is never extended).
+    pub ios: u64,
+}
+
+impl TypedParams for IoParams {}
+
+impl IoParams {
+    pub fn ios(&self) -> u64 {
+        self.ios.max(1)
+    }
+    pub fn seq(target: Target, direct: bool, fsync: bool, file_bytes: u64, jobs: u32) -> Self {
+        let ios = file_bytes.div_ceil(SEQ_BLOCK).max(1);
+        IoParams { pattern: Pattern::Seq, target, direct, fsync, file_bytes, block_bytes: SEQ_BLOCK, jobs, ios }
+    }
+    /// Random IO: `ios` 4 KiB IOs per pass (at most one per block of the file).
+    pub fn rand(target: Target, direct: bool, fsync: bool, file_bytes: u64, jobs: u32, ios: u64) -> Self {
+        let ios = ios.min(file_bytes / RAND_BLOCK).max(1);
+        IoParams { pattern: Pattern::Rand, target, direct, fsync, file_bytes, block_bytes: RAND_BLOCK, jobs, ios }
+    }
+}
+
+pub const SEQ_BLOCK: u64 = 128 * KIB;
+pub const RAND_BLOCK: u64 = 4 * KIB;
+/// Random IOs per pass in the quick profile (8 MiB of 4 KiB IOs, spread over the whole file);
+/// the full profile does one per 4 blocks of the file, at least this many.
+pub const RAND_IOS_QUICK: u64 = 2048;
+pub const QUICK_FILE: u64 = 64 * MIB;
+pub const FULL_FILES: [u64; 3] = [64 * MIB, 256 * MIB, GIB];
+pub const FULL_JOBS: [u32; 2] = [1, 4];
+
+/// Path of the image file inside the container.
+pub const IMAGE_FILE: &str = "/data/io";
+/// Path of the new file inside the container.
+pub const NEW_FILE: &str = "/var/tmp/cowbench-io";
+
+pub const METRICS: [MetricSpec; 4] = [
+    MetricSpec { name: "read_bytes_per_s", unit: Unit::BytesPerSecond, better: Better::Higher, description: "bytes read over the probe's read time (all jobs: sum over the slowest)" },
+    MetricSpec { name: "write_bytes_per_s", unit: Unit::BytesPerSecond, better: Better::Higher, description: "bytes written over the probe's write time, open to close, fsync included" },
+    MetricSpec { name: "read_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "mean time of one read IO (read time / IOs), one sample per job" },
+    MetricSpec { name: "write_latency_ns", unit: Unit::Nanoseconds, better: Better::Lower, description: "mean time of one write IO (write time / IOs), one sample per job" },
+];
+
+/// Quick cells, one 64 MiB file and one job: buffered and direct on the image file (what
+/// dm-io-intensive compares), and on a new file buffered + fsync (seqio) or direct + fsync
+/// (randio). The full profile has every combination.
+pub fn quick_cells(rand: bool) -> Vec<IoParams> {
+    if rand {
+        let mk = |t, d, f| IoParams::rand(t, d, f, QUICK_FILE, 1, RAND_IOS_QUICK);
+        vec![mk(Target::Image, false, false), mk(Target::Image, true, false), mk(Target::New, true, true)]
+    } else {
+        let mk = |t, d, f| IoParams::seq(t, d, f, QUICK_FILE, 1);
+        vec![mk(Target::Image, false, false), mk(Target::Image, true, false), mk(Target::New, false, true)]
+    }
+}
+
+/// Full cells: every target × buffered/direct × fsync × size × jobs.
+pub fn full_cells(rand: bool) -> Vec<IoParams> {
+    let mk = |t, d, f, b: u64, j| {
+        if rand {
+            IoParams::rand(t, d, f, b, j, (b / RAND_BLOCK / 4).max(RAND_IOS_QUICK))
+        } else {
+            IoParams::seq(t, d, f, b, j)
+        }
+    };
+    let mut v = Vec::new();
+    for &jobs in &FULL_JOBS {
+        for &size in &FULL_FILES {
+            for target in [Target::Image, Target::New] {
+                for direct in [false, true] {
+                    for fsync in [false, true] {
+                        v.push(mk(target, direct, fsync, size, jobs));
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// `ios` from the other parameters after a `--set` (shared by seqio, randio and baremetal):
+/// one IO per block for a sequential pass, at most one per block for a random one.
+pub fn derive_ios(p: &mut Params) {
+    let Ok(io) = IoParams::from_params(p) else { return };
+    let blocks = io.file_bytes.div_ceil(io.block_bytes.max(1)).max(1);
+    let ios = match io.pattern {
+        Pattern::Seq => blocks,
+        Pattern::Rand => io.ios.min(io.file_bytes / io.block_bytes.max(1)).max(1),
+    };
+    p.insert("ios".into(), ios.into());
+}
+
+pub fn repetitions(profile: Profile) -> u32 {
+    match profile {
+        Profile::Quick => 2,
+        Profile::Full => 10,
+    }
+}
+
+/// The parameters of a seqio or randio cell (`cowbench run --set seqio.NAME=…`).
+pub const PARAMS: [ParamSpec; 8] = [
+    ParamSpec { name: "pattern", kind: ParamKind::Choice(&["seq", "rand"]), description: "sequential 128 KiB or random 4 KiB IO" },
+    ParamSpec { name: "target", kind: ParamKind::Choice(&["image", "new"]), description: "a file of the image, or a new file of the container layer" },
+    ParamSpec { name: "direct", kind: ParamKind::Bool, description: "O_DIRECT on every open" },
+    ParamSpec { name: "fsync", kind: ParamKind::Bool, description: "fsync before close of the written file" },
+    ParamSpec { name: "file_bytes", kind: ParamKind::Bytes, description: "size of the file" },
+    ParamSpec { name: "block_bytes", kind: ParamKind::Bytes, description: "size of one IO" },
+    ParamSpec { name: "jobs", kind: ParamKind::Count, description: "concurrent jobs (containers), each on its own file copy" },
+    ParamSpec { name: "ios", kind: ParamKind::Count, description: "IOs of one read pass and of one write pass" },
+];
+
+// --- The executor ---
 
 /// The probe operations of one job on `file` (the image file or a new one), with the index of
 /// the `hold` and of the recorded read and write.
@@ -215,7 +363,7 @@ pub fn io_image(lab: &dyn Lab, file_bytes: u64) -> anyhow::Result<Image> {
     let seed = lab.seed();
     let layer = CustomLayer::new(format!("{IMAGE_FILE} of {file_bytes} bytes, content::Pattern(seed {seed}, salt 0)"), move |w| {
         let mut t = TarWriter::new(w);
-        t.file(IMAGE_FILE, 0o644, file_bytes, Pattern::new(seed, 0, file_bytes))?;
+        t.file(IMAGE_FILE, 0o644, file_bytes, Content::new(seed, 0, file_bytes))?;
         t.finish()?.flush()
     });
     lab.image(&ImageSpec::new(&format!("io-b{file_bytes}-s{seed}"), seed, Shape::Custom(vec![layer])))

@@ -381,12 +381,12 @@ mod tests {
         let w = crate::by_id("seqio").unwrap();
         let s: ParamSet = "seqio.file_bytes=256M".parse().unwrap();
         let cells = apply_sets(w, w.cells(Profile::Quick), &[s]).unwrap();
-        assert!(cells.iter().all(|c| c["ios"] == serde_json::json!(256 * MIB / crate::seqio::SEQ_BLOCK)), "{cells:?}");
+        assert!(cells.iter().all(|c| c["ios"] == serde_json::json!(256 * MIB / crate::fileio::SEQ_BLOCK)), "{cells:?}");
         // Random IO: at most one IO per block of the file.
         let w = crate::by_id("randio").unwrap();
         let s: ParamSet = "randio.file_bytes=4M".parse().unwrap();
         let cells = apply_sets(w, w.cells(Profile::Quick), &[s]).unwrap();
-        assert!(cells.iter().all(|c| c["ios"] == serde_json::json!(4 * MIB / crate::seqio::RAND_BLOCK)), "{cells:?}");
+        assert!(cells.iter().all(|c| c["ios"] == serde_json::json!(4 * MIB / crate::fileio::RAND_BLOCK)), "{cells:?}");
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! `randio`: random 4 KiB reads and writes in a container, on a file of the image and on a new
 //! file, buffered and O_DIRECT, with and without fsync. Same procedure, parameters
-//! ([`crate::seqio::IoParams`]) and metrics as `seqio` (see there); a pass does as many IOs as
+//! ([`crate::fileio::IoParams`]) and metrics as `seqio` (see there); a pass does as many IOs as
 //! the file has blocks, at random offsets (fio's randread/randwrite with size = file).
 //! Answers dm-io-intensive and near-bare-metal.
 
-use crate::seqio::{full_cells, quick_cells, repetitions, IoParams, METRICS, PARAMS};
+use crate::fileio::{full_cells, quick_cells, repetitions, IoParams, METRICS, PARAMS};
 use crate::{MetricSpec, ParamSpec, Params, Profile, TypedParams, Workload};
 
 pub struct Randio;
@@ -29,7 +29,7 @@ impl Workload for Randio {
         IoParams::from_params(p).map(drop)
     }
     fn derive_params(&self, p: &mut Params) {
-        crate::seqio::derive_ios(p);
+        crate::fileio::derive_ios(p);
     }
     fn cells(&self, profile: Profile) -> Vec<Params> {
         let c = match profile {
@@ -55,7 +55,7 @@ impl Workload for Randio {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seqio::Pattern;
+    use crate::fileio::Pattern;
 
     #[test]
     fn cells_are_random_4k() {
