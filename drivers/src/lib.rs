@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod meta;
 pub mod registry;
 pub mod rollback;
+pub mod status;
 pub mod sys;
 
 pub mod aufs;
@@ -28,4 +29,5 @@ pub use driver::{
     ApplyStats, Capabilities, Change, ChangeKind, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo,
     MountGuard, ProbeReport, Usage,
 };
+pub use status::{Backing, BackingKind, CacheSource, CacheUsage, PoolUsage, SpaceSource, SpaceUsage, Status};
 pub use error::{Error, IoContext, Result};

@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::archive::{self, DiffSource, Whiteouts};
 use crate::driver::{
-    ApplyStats, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo, ProbeReport,
-    Usage,
+    ApplyStats, Backing, BackingKind, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels,
+    LayerInfo, ProbeReport, Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::Ledger;
@@ -570,6 +570,9 @@ impl Driver for Overlay {
             loop_backed: false,
             discard: false,
             o_direct: self.o_direct,
+            native_fs_layer: false,
+            own_read_cache: false,
+            deferred_free: false,
         }
     }
 
@@ -640,22 +643,20 @@ impl Driver for Overlay {
         self.meta.list()
     }
 
-    fn status(&self) -> Result<BTreeMap<String, String>> {
-        let mut s = BTreeMap::new();
-        s.insert("implementation".into(), implementation().to_string());
-        s.insert("root".into(), self.root.display().to_string());
-        s.insert("backing_filesystem".into(), self.backing_fs.clone());
+    fn status(&self) -> Result<Status> {
+        let mut s = Status::new(implementation().to_string(), self.meta.list()?.len());
+        s.backing = Some(Backing::new(BackingKind::Directory, &self.root));
+        s.fact("backing_filesystem", &self.backing_fs);
         if let Ok(m) = mounts::fstype_of(&self.root) {
-            s.insert("backing_device".into(), m.source);
-            s.insert("backing_mount_options".into(), format!("{},{}", m.options, m.super_options));
+            s.fact("backing_device", m.source);
+            s.fact("backing_mount_options", format!("{},{}", m.options, m.super_options));
         }
-        s.insert("layers".into(), self.meta.list()?.len().to_string());
         for (k, v) in &self.params {
-            s.insert(format!("param.{k}"), v.clone());
+            s.fact(format!("param.{k}"), v);
         }
-        s.insert("max_lower_layers".into(), max_stack().to_string());
-        s.insert(
-            "mounts".into(),
+        s.fact("max_lower_layers", max_stack());
+        s.fact(
+            "mounts",
             format!(
                 "{} absolute, {} relative to l/, {} lowerdir+, {} bind",
                 self.mounts_by.absolute.load(Ordering::Relaxed),
@@ -664,8 +665,12 @@ impl Driver for Overlay {
                 self.mounts_by.bind.load(Ordering::Relaxed)
             ),
         );
-        s.insert("o_direct".into(), self.o_direct.to_string());
+        s.fact("o_direct", self.o_direct);
         Ok(s)
+    }
+
+    fn sync(&self) -> Result<String> {
+        Ok(String::new())
     }
 
     fn teardown(&self) -> Result<()> {

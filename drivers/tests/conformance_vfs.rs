@@ -21,10 +21,10 @@ fn every_layer_is_a_full_copy() {
     let base = d.usage("base").unwrap();
     let child = d.usage("child").unwrap();
     assert!(base.bytes >= 2 << 20, "{base:?}");
-    assert!(child.bytes >= base.bytes * 9 / 10 || d.status().unwrap()["copy_method"].starts_with("reflink"), "child {child:?} vs base {base:?}");
+    assert!(child.bytes >= base.bytes * 9 / 10 || d.status().unwrap().facts["copy_method"].starts_with("reflink"), "child {child:?} vs base {base:?}");
     assert_eq!(child.inodes, base.inodes);
     let status = d.status().unwrap();
-    assert!(status.contains_key("copy_method") && status.contains_key("last_copy"), "{status:?}");
+    assert!(status.facts.contains_key("copy_method") && status.facts.contains_key("last_copy"), "{status:?}");
     eprintln!("vfs status: {status:?}");
     let a = util::mounted(&fx, "base");
     let b = util::mounted(&fx, "child");

@@ -17,7 +17,6 @@
 pub mod kernel;
 pub mod unionfs;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,7 +26,8 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::{self, DiffSource, Whiteouts};
 use crate::driver::{
-    ApplyStats, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo, ProbeReport, Usage,
+    ApplyStats, Backing, BackingKind, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo,
+    ProbeReport, Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
@@ -415,6 +415,9 @@ impl Driver for Aufs {
             loop_backed: false,
             discard: false,
             o_direct: true,
+            native_fs_layer: false,
+            own_read_cache: false,
+            deferred_free: false,
         }
     }
 
@@ -509,32 +512,31 @@ impl Driver for Aufs {
         self.meta.list()
     }
 
-    fn status(&self) -> Result<BTreeMap<String, String>> {
+    fn status(&self) -> Result<Status> {
         let imp = self.implementation();
-        let mut s = BTreeMap::new();
-        s.insert("implementation".into(), imp.name.clone());
-        s.insert("version".into(), imp.version.clone().unwrap_or_default());
-        s.insert("root".into(), self.root.display().to_string());
-        s.insert("layers".into(), self.meta.list()?.len().to_string());
+        let mut s = Status::new(imp.to_string(), self.meta.list()?.len());
+        s.backing = Some(Backing::new(BackingKind::Directory, &self.root));
         let live: Vec<MountRecord> =
             self.records().into_iter().map(|(_, r)| r).filter(|r| mounts::is_mountpoint(&r.target)).collect();
-        s.insert("mounts".into(), live.len().to_string());
-        s.insert("max_depth".into(), self.max_depth().to_string());
+        s.fact("mounts", live.len());
+        s.fact("max_depth", self.max_depth());
         if let Ok(m) = mounts::fstype_of(&self.root) {
-            s.insert("backing_fs".into(), m.fstype);
+            s.fact("backing_fs", m.fstype);
         }
         match &self.backend {
-            Backend::Kernel => {
-                s.insert("stand_in".into(), "false".into());
-            }
+            Backend::Kernel => s.fact("stand_in", false),
             Backend::UnionFs { bin, .. } => {
-                s.insert("stand_in".into(), "true".into());
-                s.insert("tool".into(), bin.display().to_string());
-                s.insert("daemons".into(), live.iter().filter(|r| r.pid.is_some()).count().to_string());
-                s.insert("max_files".into(), self.max_files.to_string());
+                s.fact("stand_in", true);
+                s.fact("tool", bin.display());
+                s.fact("daemons", live.iter().filter(|r| r.pid.is_some()).count());
+                s.fact("max_files", self.max_files);
             }
         }
         Ok(s)
+    }
+
+    fn sync(&self) -> Result<String> {
+        Ok(String::new())
     }
 
     fn teardown(&self) -> Result<()> {
@@ -616,7 +618,7 @@ mod tests {
         if !hostinfo::kernel_has_fs("aufs") {
             assert_eq!(d.implementation().name, STAND_IN);
             assert!(d.capabilities().stand_in);
-            assert_eq!(d.status().unwrap()["implementation"], STAND_IN);
+            assert!(d.status().unwrap().implementation.starts_with(STAND_IN));
         }
         d.prepare("base-w", None, &no_labels()).unwrap();
         let t = fx.dir("t");
@@ -780,11 +782,11 @@ mod tests {
         let pids = unionfs::daemons_for(&t);
         assert_eq!(pids.len(), 1);
         let other = crate::registry::open(NAME, &DriverConfig::new(fx.root().join("root"))).unwrap();
-        assert_eq!(other.status().unwrap()["mounts"], "1");
+        assert_eq!(other.status().unwrap().facts["mounts"], "1");
         other.unmount(&t).unwrap();
         assert!(!mounts::is_mountpoint(&t));
         assert!(!unionfs::alive(pids[0]), "daemon {} still running after unmount", pids[0]);
-        assert_eq!(other.status().unwrap()["mounts"], "0");
+        assert_eq!(other.status().unwrap().facts["mounts"], "0");
     }
 
     #[test]

@@ -29,7 +29,6 @@
 
 pub mod ioctl;
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -43,8 +42,8 @@ use sha2::Digest;
 
 use crate::archive::{self, DiffSource, Whiteouts};
 use crate::driver::{
-    ApplyStats, Capabilities, Change, ChangeKind, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo,
-    ProbeReport, Usage,
+    ApplyStats, Backing, BackingKind, Capabilities, Change, ChangeKind, Driver, DriverConfig, Implementation, Kind,
+    Labels, LayerInfo, ProbeReport, SpaceSource, SpaceUsage, Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
@@ -449,15 +448,6 @@ fn extent_walk(key: &str, path: &Path) -> Result<u64> {
 
 // The casts: statvfs field types differ between architectures (u32 on some 32-bit targets).
 #[allow(clippy::unnecessary_cast)]
-fn statvfs_facts(path: &Path, out: &mut BTreeMap<String, String>) {
-    if let Ok(s) = nix::sys::statvfs::statvfs(path) {
-        let f = s.fragment_size() as u64;
-        out.insert("fs_size_bytes".into(), (s.blocks() as u64 * f).to_string());
-        out.insert("fs_used_bytes".into(), ((s.blocks() - s.blocks_free()) as u64 * f).to_string());
-        out.insert("fs_avail_bytes".into(), (s.blocks_available() as u64 * f).to_string());
-    }
-}
-
 impl Driver for Btrfs {
     fn name(&self) -> &'static str {
         NAME
@@ -490,6 +480,9 @@ impl Driver for Btrfs {
             loop_backed: matches!(self.store, Store::Loop { .. }),
             discard: opts.split(',').any(|o| o.starts_with("discard")),
             o_direct: true,
+            native_fs_layer: true,
+            own_read_cache: false,
+            deferred_free: true,
         }
     }
 
@@ -580,50 +573,67 @@ impl Driver for Btrfs {
         self.meta.list()
     }
 
-    fn status(&self) -> Result<BTreeMap<String, String>> {
-        let mut out = BTreeMap::new();
-        out.insert("implementation".into(), implementation().to_string());
-        out.insert("store".into(), self.store.base().display().to_string());
-        match &self.store {
-            Store::Loop { image, .. } => {
-                out.insert("mode".into(), "loop-backed file".into());
-                out.insert("loop_file".into(), image.display().to_string());
-                if let Ok(md) = fs::metadata(image) {
-                    out.insert("loop_file_apparent_bytes".into(), md.len().to_string());
-                    out.insert("loop_file_allocated_bytes".into(), (md.blocks() * 512).to_string());
-                }
+    fn status(&self) -> Result<Status> {
+        let mut s = Status::new(implementation().to_string(), self.meta.list()?.len());
+        let base = self.store.base();
+        let mut backing = match &self.store {
+            Store::Loop { image, mnt } => {
+                let mut b = Backing::new(BackingKind::LoopFile, image).with_file_sizes();
+                b.mount_point = Some(mnt.clone());
                 if let Ok(devs) = loopdev::find_by_file(image) {
-                    let names: Vec<String> = devs.iter().map(|d| d.display().to_string()).collect();
-                    out.insert("loop_device".into(), names.join(","));
-                    if let Some(d) = devs.first() {
-                        if let Ok(dio) = loopdev::direct_io(d) {
-                            out.insert("loop_direct_io".into(), dio.to_string());
-                        }
-                    }
+                    b.loop_direct_io = devs.first().and_then(|d| loopdev::direct_io(d).ok());
+                    b.loop_devices = devs;
                 }
+                b
             }
             Store::Existing { fs_root, .. } => {
-                out.insert("mode".into(), "existing filesystem".into());
-                out.insert("fs_root".into(), fs_root.display().to_string());
+                let mut b = Backing::new(BackingKind::ExistingFilesystem, fs_root);
+                b.mount_point = Some(fs_root.clone());
+                b
             }
+        };
+        if backing.mount_point.is_none() {
+            backing.mount_point = Some(base.to_path_buf());
         }
-        let m = mounts::mount_at(self.store.base()).ok().flatten().or_else(|| mounts::fstype_of(self.store.base()).ok());
+        s.backing = Some(backing);
+        s.fact("store", base.display());
+        let m = mounts::mount_at(base).ok().flatten().or_else(|| mounts::fstype_of(base).ok());
         if let Some(m) = m {
-            out.insert("device".into(), m.source);
-            out.insert("mount_options".into(), format!("{},{}", m.options, m.super_options));
+            s.fact("device", m.source);
+            s.fact("mount_options", format!("{},{}", m.options, m.super_options));
         }
-        statvfs_facts(self.store.base(), &mut out);
-        out.insert("btrfs_progs".into(), progs_version().unwrap_or_else(|| "not found".into()));
-        out.insert(
-            "quota".into(),
-            self.quota.map(|q| format!("qgroups, {q} exclusive bytes per layer")).unwrap_or_else(|| "off".into()),
+        if let Ok(v) = nix::sys::statvfs::statvfs(base) {
+            let f = v.fragment_size() as u64;
+            s.space = Some(SpaceUsage {
+                used_bytes: (v.blocks() - v.blocks_free()) as u64 * f,
+                total_bytes: v.blocks() as u64 * f,
+                source: SpaceSource::FilesystemStatvfs,
+            });
+            s.fact("fs_avail_bytes", v.blocks_available() as u64 * f);
+        }
+        s.fact("btrfs_progs", progs_version().unwrap_or_else(|| "not found".into()));
+        s.fact("quota", self.quota.map(|q| format!("qgroups, {q} exclusive bytes per layer")).unwrap_or_else(|| "off".into()));
+        s.fact(
+            "usage_method",
+            if self.quota.is_some() { "qgroup exclusive bytes" } else { "FIEMAP extent walk (non-shared extents)" },
         );
-        out.insert(
-            "usage_method".into(),
-            if self.quota.is_some() { "qgroup exclusive bytes" } else { "FIEMAP extent walk (non-shared extents)" }.into(),
-        );
-        out.insert("layers".into(), self.meta.list()?.len().to_string());
-        Ok(out)
+        Ok(s)
+    }
+
+    fn sync(&self) -> Result<String> {
+        // Deleted subvolumes free their extents in the cleaner thread at a later transaction
+        // commit: commit now (what `btrfs filesystem sync` does). A commit can wait behind a
+        // long writeback, so it runs on a thread of its own and is waited for 3 s at most.
+        let base = self.store.base().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(ioctl::sync(&base));
+        });
+        match rx.recv_timeout(Duration::from_secs(3)) {
+            Ok(Ok(())) => Ok("btrfs transaction committed (BTRFS_IOC_SYNC)".into()),
+            Ok(Err(e)) => Err(Error::io(NAME, None, format!("BTRFS_IOC_SYNC on {}", self.store.base().display()), e)),
+            Err(_) => Ok("btrfs transaction commit still running after 3 s".into()),
+        }
     }
 
     fn teardown(&self) -> Result<()> {
@@ -822,8 +832,10 @@ mod tests {
         assert!(d.list().unwrap().is_empty());
         assert_eq!(fs::read_dir(d.store.base().join("layers")).unwrap().count(), 0);
         let st = d.status().unwrap();
-        assert_eq!(st["mode"], "loop-backed file");
-        assert!(st["device"].starts_with("/dev/loop"), "{st:?}");
+        let b = st.backing.as_ref().unwrap();
+        assert_eq!(b.kind, BackingKind::LoopFile);
+        assert!(b.loop_devices.first().is_some_and(|d| d.to_string_lossy().starts_with("/dev/loop")), "{st:?}");
+        assert!(st.space.is_some_and(|s| s.used_bytes > 0 && s.total_bytes >= s.used_bytes), "{st:?}");
         assert!(d.capabilities().loop_backed && d.capabilities().block_level_cow);
     }
 
@@ -1006,7 +1018,7 @@ mod tests {
         let t = env.target("y");
         d.mount("y", &t).unwrap();
         assert_eq!(fs::read(t.join("f")).unwrap(), b"1");
-        assert_eq!(d.status().unwrap()["mode"], "existing filesystem");
+        assert_eq!(d.status().unwrap().backing.unwrap().kind, BackingKind::ExistingFilesystem);
         // Teardown deletes its own subvolumes (the mount of one included) and nothing else.
         d.teardown().unwrap();
         assert!(!mounts::is_mountpoint(&t));

@@ -13,7 +13,6 @@
 
 pub mod tree;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -21,8 +20,8 @@ use std::sync::Mutex;
 
 use crate::archive::{self, DiffSource, Whiteouts};
 use crate::driver::{
-    ApplyStats, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo, ProbeReport,
-    Usage,
+    ApplyStats, Backing, BackingKind, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels,
+    LayerInfo, ProbeReport, Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::Ledger;
@@ -134,6 +133,9 @@ impl Driver for Vfs {
             loop_backed: false,
             discard: false,
             o_direct: self.o_direct,
+            native_fs_layer: false,
+            own_read_cache: false,
+            deferred_free: false,
         }
     }
 
@@ -211,29 +213,31 @@ impl Driver for Vfs {
         self.meta.list()
     }
 
-    fn status(&self) -> Result<BTreeMap<String, String>> {
-        let mut s = BTreeMap::new();
-        s.insert("implementation".into(), implementation().to_string());
-        s.insert("root".into(), self.root.display().to_string());
+    fn status(&self) -> Result<Status> {
+        let mut s = Status::new(implementation().to_string(), self.meta.list()?.len());
+        s.backing = Some(Backing::new(BackingKind::Directory, &self.root));
         if let Ok(m) = mounts::fstype_of(&self.root) {
-            s.insert("backing_filesystem".into(), m.fstype);
-            s.insert("backing_device".into(), m.source);
-            s.insert("backing_mount_options".into(), format!("{},{}", m.options, m.super_options));
+            s.fact("backing_filesystem", m.fstype);
+            s.fact("backing_device", m.source);
+            s.fact("backing_mount_options", format!("{},{}", m.options, m.super_options));
         }
-        s.insert("layers".into(), self.meta.list()?.len().to_string());
         let method = if self.reflink { tree::CopyMethod::Reflink } else { tree::CopyMethod::CopyFileRange };
-        s.insert("copy_method".into(), format!("{} (falls back to read/write where refused)", method.as_str()));
+        s.fact("copy_method", format!("{} (falls back to read/write where refused)", method.as_str()));
         if let Some(st) = *self.last_copy.lock().unwrap() {
-            s.insert(
-                "last_copy".into(),
+            s.fact(
+                "last_copy",
                 format!(
                     "{} files, {} bytes: {} reflinked, {} copy_file_range, {} read/write",
                     st.files, st.bytes, st.reflinked, st.copy_file_range, st.read_write
                 ),
             );
         }
-        s.insert("o_direct".into(), self.o_direct.to_string());
+        s.fact("o_direct", self.o_direct);
         Ok(s)
+    }
+
+    fn sync(&self) -> Result<String> {
+        Ok(String::new())
     }
 
     fn teardown(&self) -> Result<()> {

@@ -49,8 +49,8 @@ use sha2::Digest;
 
 use crate::archive::{self, DiffSource, Whiteouts};
 use crate::driver::{
-    ApplyStats, Capabilities, Change, ChangeKind, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo,
-    ProbeReport, Usage,
+    ApplyStats, Backing, BackingKind, CacheSource, CacheUsage, Capabilities, Change, ChangeKind, Driver, DriverConfig,
+    Implementation, Kind, Labels, LayerInfo, ProbeReport, SpaceSource, SpaceUsage, Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
@@ -612,37 +612,51 @@ impl Zfs {
         v
     }
 
-    fn arc_facts(&self, out: &mut BTreeMap<String, String>) {
+    /// The ARC: its size as [`Status::cache`], the rest as facts. zfs-fuse without its kstat
+    /// mount exposes no ARC figure; the daemon's resident memory (which holds the ARC) stands in.
+    fn arc_facts(&self, s: &mut Status) {
         let wanted = ["size", "c", "c_max", "hits", "misses"];
-        match self.flavor {
-            Flavor::Kernel(_) => match fs::read_to_string("/proc/spl/kstat/zfs/arcstats") {
-                Ok(t) => {
+        let mut found: BTreeMap<String, String> = BTreeMap::new();
+        let source = match self.flavor {
+            Flavor::Kernel(_) => {
+                if let Ok(t) = fs::read_to_string("/proc/spl/kstat/zfs/arcstats") {
                     for l in t.lines() {
                         let f: Vec<&str> = l.split_whitespace().collect();
                         if f.len() == 3 && wanted.contains(&f[0]) {
-                            out.insert(format!("arc_{}", f[0]), f[2].into());
+                            found.insert(f[0].to_string(), f[2].to_string());
                         }
                     }
                 }
-                Err(_) => {
-                    out.insert("arc".into(), "not exposed (/proc/spl/kstat/zfs/arcstats unreadable)".into());
-                }
-            },
+                CacheSource::KernelArcstats
+            }
             Flavor::Fuse(_) => {
                 // zfs-fuse mounts its kstats (one file per counter) at /zfs-kstat unless
                 // started with --no-kstat-mount.
                 let dir = Path::new("/zfs-kstat/zfs/arcstats");
-                let mut any = false;
                 for w in wanted {
                     if let Ok(v) = fs::read_to_string(dir.join(w)) {
-                        out.insert(format!("arc_{w}"), v.trim().into());
-                        any = true;
+                        found.insert(w.to_string(), v.trim().to_string());
                     }
                 }
-                if !any {
-                    out.insert("arc".into(), "not exposed (no /zfs-kstat: daemon started with --no-kstat-mount?)".into());
-                }
+                CacheSource::ZfsFuseKstat
             }
+        };
+        if let Some(bytes) = found.get("size").and_then(|v| v.parse().ok()) {
+            s.cache = Some(CacheUsage { bytes, source });
+        } else if let Some(pid) = s.daemon_pid {
+            if let Some(bytes) = daemon::rss_bytes(pid) {
+                s.cache = Some(CacheUsage { bytes, source: CacheSource::DaemonRss { pid } });
+            }
+        }
+        if found.is_empty() {
+            let why = match source {
+                CacheSource::KernelArcstats => "not exposed (/proc/spl/kstat/zfs/arcstats unreadable)",
+                _ => "not exposed (no /zfs-kstat: daemon started with --no-kstat-mount?)",
+            };
+            s.fact("arc", why);
+        }
+        for (k, v) in found {
+            s.fact(format!("arc_{k}"), v);
         }
     }
 }
@@ -674,6 +688,11 @@ impl Driver for Zfs {
             discard: false,
             // OpenZFS before 2.3 and zfs-fuse accept O_DIRECT opens and serve them cached.
             o_direct: true,
+            // A parentless layer is a dataset of its own.
+            native_fs_layer: true,
+            // The ARC, which dropping the page cache leaves as it is.
+            own_read_cache: true,
+            deferred_free: false,
         }
     }
 
@@ -787,63 +806,50 @@ impl Driver for Zfs {
         self.meta.list()
     }
 
-    fn status(&self) -> Result<BTreeMap<String, String>> {
-        let mut out = BTreeMap::new();
-        out.insert("implementation".into(), self.flavor.implementation().to_string());
+    fn status(&self) -> Result<Status> {
+        let mut s = Status::new(self.flavor.implementation().to_string(), self.meta.list()?.len());
         let pool = self.store.pool().to_string();
-        out.insert("pool".into(), pool.clone());
-        out.insert("layers_dataset".into(), self.store.base().into());
-        match &self.store {
-            Store::Pool { image, .. } => {
-                out.insert("mode".into(), "pool on a sparse file".into());
-                out.insert("vdev_file".into(), image.display().to_string());
-                if let Ok(md) = fs::metadata(image) {
-                    use std::os::unix::fs::MetadataExt;
-                    out.insert("vdev_file_apparent_bytes".into(), md.len().to_string());
-                    out.insert("vdev_file_allocated_bytes".into(), (md.blocks() * 512).to_string());
-                }
-            }
-            Store::Dataset { dataset, .. } => {
-                out.insert("mode".into(), "existing dataset".into());
-                out.insert("dataset".into(), dataset.clone());
-            }
-        }
+        s.fact("pool", &pool);
+        s.fact("layers_dataset", self.store.base());
+        s.backing = Some(match &self.store {
+            Store::Pool { image, .. } => Backing::new(BackingKind::VdevFile, image).with_file_sizes(),
+            Store::Dataset { dataset, .. } => Backing::new(BackingKind::ExistingDataset, dataset),
+        });
         // zfs-fuse's zpool has no -p (exact numbers): the pool line is as zpool prints it; the
         // exact figures come from the pool's root dataset.
         let cols = ["size", "allocated", "free", "capacity", "health", "dedupratio"];
         let line = zpool(&["list", "-H", "-o", &cols.join(","), &pool])?;
         for (k, v) in cols.iter().zip(line.trim().split('\t')) {
-            out.insert(format!("pool_{k}"), v.to_string());
+            s.fact(format!("pool_{k}"), v);
         }
         match zpool(&["get", "-H", "-o", "value", "fragmentation", &pool]) {
-            Ok(v) => {
-                out.insert("pool_fragmentation".into(), v.trim().into());
-            }
-            Err(_) => {
-                out.insert("pool_fragmentation".into(), "not exposed by this pool version".into());
-            }
+            // "12%", or "-" where the pool cannot tell
+            Ok(v) => s.fragmentation_percent = v.trim().trim_end_matches('%').parse().ok(),
+            Err(_) => s.fact("pool_fragmentation", "not exposed by this pool version"),
         }
         if let Ok(v) = zfs(None, &["get", "-Hp", "-o", "value", "used,available", &pool]) {
-            let mut it = v.lines();
-            if let (Some(u), Some(a)) = (it.next(), it.next()) {
-                out.insert("pool_used_bytes".into(), u.trim().into());
-                out.insert("pool_available_bytes".into(), a.trim().into());
+            let mut it = v.lines().map(|l| l.trim().parse::<u64>());
+            if let (Some(Ok(used)), Some(Ok(avail))) = (it.next(), it.next()) {
+                s.space = Some(SpaceUsage { used_bytes: used, total_bytes: used + avail, source: SpaceSource::PoolRootDataset });
             }
         }
         if let Ok(v) = zpool(&["get", "-H", "-o", "value", "version", &pool]) {
-            out.insert("pool_version".into(), v.trim().into());
+            s.fact("pool_version", v.trim());
         }
-        self.arc_facts(&mut out);
         if self.flavor.is_fuse() {
-            out.insert("daemon_pid".into(), daemon::running_pid().map(|p| p.to_string()).unwrap_or_default());
-            out.insert("daemon_started_by_cowbench".into(), daemon::started_by_us().to_string());
-            out.insert("mounts".into(), "FUSE mounts by zfs-fuse at mnt/<id>, bind-mounted to targets".into());
+            s.daemon_pid = daemon::running_pid().and_then(|p| u32::try_from(p).ok());
+            s.fact("daemon_started_by_cowbench", daemon::started_by_us());
+            s.fact("mounts", "FUSE mounts by zfs-fuse at mnt/<id>, bind-mounted to targets");
         } else {
-            out.insert("mounts".into(), "mountpoint=legacy, mount(2) at mnt/<id>, bind-mounted to targets".into());
+            s.fact("mounts", "mountpoint=legacy, mount(2) at mnt/<id>, bind-mounted to targets");
         }
-        out.insert("usage_method".into(), "zfs used property after a txg sync".into());
-        out.insert("layers".into(), self.meta.list()?.len().to_string());
-        Ok(out)
+        self.arc_facts(&mut s);
+        s.fact("usage_method", "zfs used property after a txg sync");
+        Ok(s)
+    }
+
+    fn sync(&self) -> Result<String> {
+        Ok(String::new())
     }
 
     fn teardown(&self) -> Result<()> {
@@ -1057,11 +1063,14 @@ mod tests {
         d.remove("base").unwrap();
         assert!(!exists(&base_ds));
         let st = d.status().unwrap();
-        assert!(st.contains_key("pool_size") && st.contains_key("pool_free"), "{st:?}");
-        assert_eq!(st["implementation"], d.implementation().to_string());
+        assert!(st.facts.contains_key("pool_size") && st.facts.contains_key("pool_free"), "{st:?}");
+        assert!(st.space.is_some_and(|s| s.used_bytes > 0 && s.total_bytes > s.used_bytes), "{st:?}");
+        assert_eq!(st.implementation, d.implementation().to_string());
+        assert_eq!(st.backing.as_ref().map(|b| b.kind), Some(BackingKind::VdevFile));
         if d.flavor.is_fuse() {
             assert!(d.capabilities().stand_in);
-            assert!(st.contains_key("arc_size") || st.contains_key("arc"), "{st:?}");
+            assert!(st.daemon_pid.is_some(), "{st:?}");
+            assert!(st.cache.is_some_and(|c| c.bytes > 0), "{st:?}");
         }
     }
 

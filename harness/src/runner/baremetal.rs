@@ -30,8 +30,8 @@ struct Site<'a> {
 fn site<'a>(s: &'a Session) -> anyhow::Result<Site<'a>> {
     let base = s.cfg.root.join("baremetal").join(&s.name);
     std::fs::create_dir_all(&base)?;
-    match s.name.as_str() {
-        "btrfs" | "zfs" => {
+    match s.driver.capabilities().native_fs_layer {
+        true => {
             // The driver's own filesystem without image or container: a parentless layer
             // (a plain subvolume / dataset of the loop-backed store).
             let key = format!("baremetal-{}", std::process::id());
@@ -51,7 +51,7 @@ fn site<'a>(s: &'a Session) -> anyhow::Result<Site<'a>> {
             let fs = cowbench_drivers::sys::mounts::fstype_of(&mnt).map(|m| m.fstype).unwrap_or_else(|_| "?".into());
             Ok(Site { dir: mnt, what: format!("a parentless {} layer mounted on the host ({fs})", s.name), layer: Some((key, g)) })
         }
-        _ => {
+        false => {
             let fs = cowbench_drivers::sys::mounts::fstype_of(&base).map(|m| format!("{} {}", m.fstype, m.source)).unwrap_or_else(|_| "?".into());
             Ok(Site { dir: base, what: format!("a directory on the cowbench root's filesystem ({fs})"), layer: None })
         }

@@ -34,7 +34,7 @@ pub fn setup<'a>(s: &'a Session, params: &Params) -> Result<Box<dyn CellExec + '
     let mut discard_note = "as the run opened the backend".to_string();
     if let Some(v) = p.discard_option() {
         let st = s.driver.status()?;
-        match st.get("discard") {
+        match st.discard.map(|d| d.to_string()) {
             None => return Err(SetupError::Skip(format!("{} has no discard option", s.name))),
             Some(cur) if cur == v => discard_note = format!("discard={v} (the run's driver)"),
             Some(_) => {

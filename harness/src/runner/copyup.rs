@@ -26,7 +26,7 @@ const TARGET: &str = "/data/copyup";
 
 /// The backend's pool-level allocation (bytes), if its status has one.
 fn pool_data_used(d: &dyn cowbench_drivers::Driver) -> Option<u64> {
-    d.status().ok()?.get("data_used_bytes")?.parse().ok()
+    d.status().ok()?.pool.map(|p| p.data_used_bytes)
 }
 
 pub fn setup<'a>(s: &'a Session, params: &Params) -> Result<Box<dyn CellExec + 'a>, SetupError> {

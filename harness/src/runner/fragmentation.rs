@@ -84,8 +84,8 @@ impl Fragmentation<'_> {
 
     fn note_status(&mut self, when: &str) {
         if let Ok(st) = self.s.driver.status() {
-            if let Some(v) = st.get("pool_fragmentation") {
-                self.status.push((format!("pool_fragmentation_{when}"), v.clone()));
+            if let Some(v) = st.fragmentation_percent {
+                self.status.push((format!("pool_fragmentation_{when}"), format!("{v}%")));
             }
         }
     }
@@ -157,7 +157,7 @@ impl CellExec for Fragmentation<'_> {
         if let Some(why) = &self.fell_back {
             n.insert("o_direct_refused".into(), why.clone());
         }
-        if self.s.name == "zfs" {
+        if self.s.driver.capabilities().own_read_cache {
             n.insert(
                 "arc_caveat".into(),
                 "dropping the page cache does not empty the ZFS ARC: reads of a file smaller than the ARC may be served from it (full profile: 256 MiB and 1 GiB files)".into(),

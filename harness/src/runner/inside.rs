@@ -2,7 +2,7 @@
 //! request inside a running container (`<runtime> exec`, so the container's init keeps its
 //! layer and cgroup between requests), host memory and backend space snapshots.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -147,58 +147,42 @@ pub struct Space {
     pub allocated_source: String,
 }
 
-fn num(st: &BTreeMap<String, String>, k: &str) -> Option<u64> {
-    st.get(k).and_then(|v| v.trim().parse().ok())
-}
-
-/// Backend space: thin-pool data used (devicemapper), zpool used (zfs), the btrfs filesystem's
-/// used blocks, else the blocks under the driver root; allocation of the data / vdev / loop
-/// file where there is one, else the driver root's blocks again.
+/// Backend space: what the backend's own store reports used (thin-pool data, zpool root
+/// dataset, the btrfs filesystem), else the blocks under the driver root; allocation of the
+/// backing file where there is one, else the driver root's blocks again.
 pub fn space(driver: &dyn Driver, driver_root: &Path) -> anyhow::Result<Space> {
-    let st = driver.status()?;
     // syncfs(2) of the backend's own filesystems only: a host-wide sync(2) would wait for
     // every other writer on the host.
     syncfs(driver_root);
-    if let Some(store) = st.get("store") {
-        syncfs(Path::new(store));
+    let mut st = driver.status()?;
+    // The backend's own filesystem (btrfs): synced, then its figures read again.
+    if let Some(m) = st.backing.as_ref().and_then(|b| b.mount_point.clone()) {
+        syncfs(&m);
+        st = driver.status()?;
     }
-    let (used, used_source) = if let Some(v) = num(&st, "data_used_bytes") {
-        (v, "thin-pool data used (status data_used_bytes)".to_string())
-    } else if let Some(v) = num(&st, "pool_used_bytes") {
-        (v, "zpool root dataset used (status pool_used_bytes)".to_string())
-    } else if let Some(v) = st.get("store").filter(|_| driver.name() == "btrfs").and_then(|p| statvfs_used(Path::new(p))) {
-        (v, "statvfs used of the btrfs filesystem".to_string())
-    } else {
-        (du_bytes(driver_root), "blocks under the driver root".to_string())
+    let (used, used_source) = match st.space {
+        Some(s) => (s.used_bytes, s.source.to_string()),
+        None => (du_bytes(driver_root), "blocks under the driver root".to_string()),
     };
-    let mut alloc = None;
-    for k in ["data_file_allocated_bytes", "vdev_file_allocated_bytes", "loop_file_allocated_bytes"] {
-        if let Some(v) = num(&st, k) {
-            alloc = Some((v, format!("status {k}")));
-            break;
-        }
-    }
-    let (allocated, allocated_source) = alloc.unwrap_or_else(|| (du_bytes(driver_root), "blocks under the driver root".into()));
+    let (allocated, allocated_source) = match st.backing.as_ref().and_then(|b| Some((b.file_allocated_bytes?, b))) {
+        Some((v, b)) => (v, format!("blocks allocated to {} ({})", b.path.display(), b.kind)),
+        None => (du_bytes(driver_root), "blocks under the driver root".into()),
+    };
     Ok(Space { used, used_source, allocated, allocated_source })
 }
 
-/// Backend space once deferred frees have landed: btrfs deletes subvolumes in a background
-/// cleaner and frees their extents at a later transaction commit, so for btrfs the executor
-/// commits (`btrfs filesystem sync`, 3 s at most); then the backend's used space is read
-/// every 500 ms until two readings agree, for `max` at most. Returns the last reading and how
-/// it settled. (The host-side allocation of a loop file may go on changing: it is not waited
-/// for.)
+/// Backend space once deferred frees have landed: a backend that frees space in the
+/// background (btrfs deletes subvolumes in a cleaner thread) is synced first
+/// (`Driver::sync`); then the backend's used space is read every 500 ms until two readings
+/// agree, for `max` at most. Returns the last reading and how it settled. (The host-side
+/// allocation of a loop file may go on changing: it is not waited for.)
 pub fn settled_space(driver: &dyn Driver, driver_root: &Path, max: std::time::Duration) -> anyhow::Result<(Space, String)> {
     let t0 = std::time::Instant::now();
     let mut how = String::new();
-    if driver.name() == "btrfs" {
-        if let Some(store) = driver.status()?.get("store").cloned() {
-            let out = std::process::Command::new("timeout").args(["3", "btrfs", "filesystem", "sync"]).arg(&store).output();
-            match out {
-                Ok(o) if o.status.success() => how.push_str("btrfs filesystem sync; "),
-                Ok(o) => how.push_str(&format!("btrfs filesystem sync failed ({}); ", o.status)),
-                Err(e) => how.push_str(&format!("btrfs filesystem sync: {e}; ")),
-            }
+    if driver.capabilities().deferred_free {
+        match driver.sync() {
+            Ok(done) => how.push_str(&format!("{done}; ")),
+            Err(e) => how.push_str(&format!("sync failed ({e}); ")),
         }
     }
     let mut last = space(driver, driver_root)?;

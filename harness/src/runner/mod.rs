@@ -78,7 +78,7 @@ fn snapshot(session: Option<&Session>) -> Snapshot {
     Snapshot {
         unix: now_unix(),
         meminfo_bytes: crate::results::schema::meminfo(),
-        backend_status: session.and_then(|s| s.driver.status().ok()).unwrap_or_default(),
+        backend_status: session.and_then(|s| s.driver.status().ok()).map(crate::results::BackendStatus::Typed),
     }
 }
 

@@ -197,7 +197,7 @@ pub fn o_direct_refused(s: &Session) -> anyhow::Result<Option<String>> {
 pub fn o_direct_note(s: &Session) -> String {
     let caps = s.driver.capabilities();
     if caps.loop_backed {
-        let dio = s.driver.status().ok().and_then(|m| m.get("loop_direct_io").cloned()).unwrap_or_else(|| "unknown".into());
+        let dio = s.driver.status().ok().and_then(|m| m.backing?.loop_direct_io).map_or_else(|| "unknown".into(), |d| d.to_string());
         format!("accepted; storage is loop-backed (loop direct IO: {dio}): without it the loop device serves O_DIRECT from the host page cache")
     } else {
         "accepted".into()

@@ -48,18 +48,11 @@ struct SharedCache<'a> {
 
 /// ARC figure of a zfs session and where it came from; None for other backends.
 fn arc_bytes(s: &Session) -> Option<(u64, String)> {
-    if s.name != "zfs" {
+    if !s.driver.capabilities().own_read_cache {
         return None;
     }
-    let st = s.driver.status().ok()?;
-    if let Some(v) = st.get("arc_size").and_then(|v| v.trim().parse().ok()) {
-        let src = if s.driver.capabilities().stand_in { "zfs-fuse kstat arcstats size" } else { "/proc/spl/kstat/zfs/arcstats size" };
-        return Some((v, src.into()));
-    }
-    let pid = st.get("daemon_pid").filter(|p| !p.is_empty())?;
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = cowbench_workloads::probe::ops::parse_status(&text).get("vm_rss_bytes").copied()?;
-    Some((rss, format!("zfs-fuse daemon RSS (pid {pid}; ARC not exposed)")))
+    let cache = s.driver.status().ok()?.cache?;
+    Some((cache.bytes, cache.source.to_string()))
 }
 
 /// Attempts at a measurement that another process's cache drop did not disturb.
