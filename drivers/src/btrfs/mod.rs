@@ -50,7 +50,8 @@ use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, loopdev, mounts};
 use crate::vfs::tree;
-use crate::zfs::cmd::{parse_size, run};
+use crate::sys::units;
+use crate::zfs::cmd::run;
 
 pub const NAME: &str = "btrfs";
 
@@ -175,9 +176,7 @@ impl Btrfs {
             }
         }
         let size_opt = |k: &str| -> Result<Option<u64>> {
-            cfg.option(k)
-                .map(|v| parse_size(v).ok_or_else(|| Error::config(NAME, format!("option {k}={v}: not a size"))))
-                .transpose()
+            cfg.option(k).map(|v| units::size_option(NAME, k, v)).transpose()
         };
         let size = size_opt("size")?.unwrap_or(DEFAULT_SIZE);
         if size < MIN_SIZE {

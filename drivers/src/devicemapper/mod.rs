@@ -153,27 +153,6 @@ struct Opts {
     thinpool: Option<String>,
 }
 
-/// `8G`, `256M`, `512K`, `1T` (powers of 1024) or plain bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last()? {
-        (i, c) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                'B' => 1,
-                _ => return None,
-            };
-            (&s[..i], m)
-        }
-        _ => (s, 1),
-    };
-    let n: u64 = num.trim_end_matches(['i', 'I']).parse().ok()?;
-    n.checked_mul(mult)
-}
-
 fn parse_opts(cfg: &DriverConfig) -> Result<Opts> {
     let mut o = Opts {
         data_size: 8 << 30,
@@ -184,7 +163,7 @@ fn parse_opts(cfg: &DriverConfig) -> Result<Opts> {
         min_free_pct: 10,
         thinpool: None,
     };
-    let size = |k: &str, v: &str| parse_size(v).ok_or_else(|| Error::config(NAME, format!("{k}={v}: not a size (e.g. 8G)")));
+    let size = |k: &str, v: &str| crate::sys::units::size_option(NAME, k, v);
     for (k, v) in &cfg.options {
         match k.as_str() {
             "data_size" => o.data_size = size(k, v)?,
@@ -1257,16 +1236,6 @@ impl Driver for DeviceMapper {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("8G"), Some(8 << 30));
-        assert_eq!(parse_size("256M"), Some(256 << 20));
-        assert_eq!(parse_size("64k"), Some(64 << 10));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size("12Q"), None);
-    }
 
     #[test]
     fn options() {

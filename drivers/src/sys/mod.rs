@@ -1,4 +1,5 @@
-//! Small wrappers over the kernel calls the backends share: loop devices, mounts, host facts.
+//! Small wrappers over the kernel calls the backends share: loop devices, mounts, host facts,
+//! and the size parser and units every backend and the harness use.
 //! Each is a thin, documented layer over `nix`/`libc` so backends stay about storage logic.
 
 pub mod child;
@@ -6,3 +7,4 @@ pub mod daemon;
 pub mod hostinfo;
 pub mod loopdev;
 pub mod mounts;
+pub mod units;

@@ -57,7 +57,7 @@ use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, loopdev, mounts};
 use crate::vfs::tree;
-use cmd::{parse_size, run};
+use cmd::run;
 
 pub const NAME: &str = "zfs";
 
@@ -348,7 +348,7 @@ impl Zfs {
             }
         }
         let size = match cfg.option("size") {
-            Some(v) => parse_size(v).ok_or_else(|| Error::config(NAME, format!("option size={v}: not a size")))?,
+            Some(v) => crate::sys::units::size_option(NAME, "size", v)?,
             None => DEFAULT_SIZE,
         };
         if size < MIN_SIZE {
