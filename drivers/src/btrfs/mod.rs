@@ -51,7 +51,7 @@ use crate::meta::MetaStore;
 use crate::sys::{hostinfo, loopdev, mounts};
 use crate::vfs::tree;
 use crate::sys::units;
-use crate::zfs::cmd::run;
+use crate::sys::cmd::run;
 
 pub const NAME: &str = "btrfs";
 

@@ -3,6 +3,7 @@
 //! Each is a thin, documented layer over `nix`/`libc` so backends stay about storage logic.
 
 pub mod child;
+pub mod cmd;
 pub mod daemon;
 pub mod hostinfo;
 pub mod loopdev;

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::cmd::run;
+use crate::sys::cmd::run;
 use super::NAME;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};

@@ -32,7 +32,6 @@
 //! with their origin), read after a pool sync: properties are updated when a transaction group
 //! syncs, and setting a property is a sync task that returns only after one has.
 
-pub mod cmd;
 pub mod daemon;
 pub mod openzfs;
 
@@ -57,7 +56,7 @@ use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, loopdev, mounts};
 use crate::vfs::tree;
-use cmd::run;
+use crate::sys::cmd::run;
 
 pub const NAME: &str = "zfs";
 

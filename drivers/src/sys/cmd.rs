@@ -1,6 +1,6 @@
-//! External commands with a deadline. Used by the zfs backend (which drives
-//! the `zfs`/`zpool` CLI like moby does) and by the btrfs backend for its set-up tools
-//! (`mkfs.btrfs`, `btrfs --version`).
+//! External commands with a deadline. Used by the zfs backend (which drives the `zfs`/`zpool`
+//! CLI like moby does) and by the btrfs backend for its set-up tools (`mkfs.btrfs`,
+//! `btrfs --version`).
 
 use std::io::Read;
 use std::process::{Command, Stdio};
