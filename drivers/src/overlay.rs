@@ -40,7 +40,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::ledger::Ledger;
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, mounts};
-use crate::vfs::tree;
+use crate::sys::tree;
 
 pub const NAME: &str = "overlay";
 

@@ -49,7 +49,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, loopdev, mounts};
-use crate::vfs::tree;
+use crate::sys::tree;
 use crate::sys::units;
 use crate::sys::cmd::run;
 

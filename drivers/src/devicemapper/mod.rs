@@ -41,7 +41,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, loopdev, mounts};
-use crate::vfs::tree::mount_id;
+use crate::sys::tree::mount_id;
 
 pub const NAME: &str = "devicemapper";
 pub const IMPLEMENTATION: &str = "kernel dm-thin";

@@ -1,5 +1,6 @@
-//! Small wrappers over the kernel calls the backends share: loop devices, mounts, host facts,
-//! and the size parser and units every backend and the harness use.
+//! What the backends share: loop devices, mounts, host facts, whole-tree operations (copy,
+//! usage, bind mounts), external commands, and the size parser and units every backend and
+//! the harness use.
 //! Each is a thin, documented layer over `nix`/`libc` so backends stay about storage logic.
 
 pub mod child;
@@ -8,4 +9,5 @@ pub mod daemon;
 pub mod hostinfo;
 pub mod loopdev;
 pub mod mounts;
+pub mod tree;
 pub mod units;

@@ -11,8 +11,6 @@
 //! Mounting is a bind mount (read-only for views and committed layers). Diffs come from
 //! comparing a layer's tree with its parent's.
 
-pub mod tree;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,7 +24,7 @@ use crate::driver::{
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::Ledger;
 use crate::meta::MetaStore;
-use crate::sys::{hostinfo, mounts};
+use crate::sys::{hostinfo, mounts, tree};
 
 pub const NAME: &str = "vfs";
 

@@ -55,7 +55,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
 use crate::meta::MetaStore;
 use crate::sys::{hostinfo, loopdev, mounts};
-use crate::vfs::tree;
+use crate::sys::tree;
 use crate::sys::cmd::run;
 
 pub const NAME: &str = "zfs";
