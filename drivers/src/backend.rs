@@ -43,6 +43,13 @@ pub trait Backend: Send + Sync {
     /// Delete the storage of `layer`, which has no children and is not mounted.
     fn destroy(&self, layer: &LayerInfo) -> Result<()>;
 
+    /// After `layer` is gone from the metadata, outside its lock: wait for what the backend
+    /// frees in the background (btrfs: the cleaner), so the space is usable when `remove`
+    /// returns.
+    fn destroyed(&self, _layer: &LayerInfo) -> Result<()> {
+        Ok(())
+    }
+
     /// Apply an OCI layer tar to active layer `chain[0]`, all or nothing (see
     /// [`crate::rollback`]), whiteouts converted to the backend's native form.
     fn apply(&self, chain: &[LayerInfo], tar: &mut dyn Read) -> Result<ApplyStats>;

@@ -137,7 +137,8 @@ impl<B: Backend> Driver for Snapshotter<B> {
         if let Some(t) = self.mounts_of(key).first() {
             return Err(Error::invalid(self.name(), key, format!("is mounted at {}; unmount it first", t.display())));
         }
-        self.meta.remove_with(key, |info| self.backend.destroy(info))
+        let info = self.meta.remove_with(key, |info| self.backend.destroy(info).map(|()| info.clone()))?;
+        self.backend.destroyed(&info)
     }
 
     fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
@@ -192,8 +193,11 @@ impl<B: Backend> Driver for Snapshotter<B> {
     }
 
     fn teardown(&self) -> Result<()> {
-        self.backend.teardown()?;
+        // The layers are gone or unreachable either way: forget them even when part of the
+        // storage could not be released (the error says what is left for `cowbench clean`).
+        let released = self.backend.teardown();
         self.mounted.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.meta.clear()
+        let forgotten = self.meta.clear();
+        released.and(forgotten)
     }
 }
