@@ -13,6 +13,7 @@ use std::path::Path;
 use crate::archive::DiffSource;
 use crate::driver::{ApplyStats, Capabilities, Implementation, LayerInfo, Status, Usage};
 use crate::error::Result;
+use crate::ledger::ResourceKind;
 
 pub trait Backend: Send + Sync {
     /// Short name: `overlay`, `aufs`, `btrfs`, `devicemapper`, `zfs`, `vfs`.
@@ -39,6 +40,12 @@ pub trait Backend: Send + Sync {
 
     /// Undo [`Backend::mount`] on `target`.
     fn unmount(&self, target: &Path) -> Result<()>;
+
+    /// How a layer mount is recorded in the root's ledger: a plain mount, or a FUSE daemon
+    /// (so that `cowbench clean` also stops the daemon behind it).
+    fn mount_resource(&self) -> ResourceKind {
+        ResourceKind::Mount
+    }
 
     /// Delete the storage of `layer`, which has no children and is not mounted.
     fn destroy(&self, layer: &LayerInfo) -> Result<()>;
@@ -69,7 +76,8 @@ pub trait Backend: Send + Sync {
     }
 
     /// Release the backing store created under the driver root (mounts of layers, loop
-    /// devices, pools). Storage the user named is left as it is. The snapshotter forgets the
-    /// layers afterwards.
-    fn teardown(&self) -> Result<()>;
+    /// devices, pools); `layers` are every layer the metadata knows. Storage the user named is
+    /// left as it is (only what was made in it goes). The snapshotter forgets the layers
+    /// afterwards.
+    fn teardown(&self, layers: &[LayerInfo]) -> Result<()>;
 }

@@ -625,7 +625,7 @@ impl Backend for Overlay {
         Ok(s)
     }
 
-    fn teardown(&self) -> Result<()> {
+    fn teardown(&self, _layers: &[LayerInfo]) -> Result<()> {
         mounts::unmount_all_under(&self.root).ctx(NAME, None, || format!("unmount under {}", self.root.display()))?;
         for d in ["layers", "l"] {
             let p = self.root.join(d);

@@ -21,7 +21,7 @@ use crate::archive;
 use crate::backend::Backend;
 use crate::driver::{ApplyStats, Capabilities, Change, Driver, Implementation, Kind, Labels, LayerInfo, Status, Usage};
 use crate::error::{Error, IoContext, Result};
-use crate::ledger::{Ledger, ResourceKind};
+use crate::ledger::Ledger;
 use crate::meta::MetaStore;
 
 pub struct Snapshotter<B: Backend> {
@@ -42,6 +42,10 @@ impl<B: Backend> Snapshotter<B> {
 
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
     }
 
     pub fn meta(&self) -> &MetaStore {
@@ -117,20 +121,25 @@ impl<B: Backend> Driver for Snapshotter<B> {
 
     fn mount(&self, key: &str, target: &Path) -> Result<()> {
         let chain = self.meta.chain(key)?;
-        self.ledger.tracked_mount(self.name(), key, target, || self.backend.mount(&chain, target))?;
-        let t = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
-        self.mounted.lock().unwrap_or_else(|p| p.into_inner()).insert(t, key.to_string());
+        // In the ledger before it exists, so `cowbench clean` finds it after a crash; forgotten
+        // again when the mount fails.
+        let (kind, id) = (self.backend.mount_resource(), crate::sys::tree::mount_id(target));
+        self.ledger
+            .record(kind, &id, &format!("{} layer {key}", self.name()))
+            .ctx(self.name(), Some(key), || format!("record the mount on {id} in the ledger"))?;
+        if let Err(e) = self.backend.mount(&chain, target) {
+            let _ = self.ledger.forget(kind, &id);
+            return Err(e);
+        }
+        self.mounted.lock().unwrap_or_else(|p| p.into_inner()).insert(PathBuf::from(&id), key.to_string());
         Ok(())
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        let t = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+        let (kind, id) = (self.backend.mount_resource(), crate::sys::tree::mount_id(target));
         self.backend.unmount(target)?;
-        self.mounted.lock().unwrap_or_else(|p| p.into_inner()).remove(&t);
-        let id = crate::sys::tree::mount_id(target);
-        self.ledger
-            .forget(ResourceKind::Mount, &id)
-            .ctx(self.name(), None, || format!("forget the mount on {id} in the ledger"))
+        self.mounted.lock().unwrap_or_else(|p| p.into_inner()).remove(Path::new(&id));
+        self.ledger.forget(kind, &id).ctx(self.name(), None, || format!("forget the mount on {id} in the ledger"))
     }
 
     fn remove(&self, key: &str) -> Result<()> {
@@ -195,7 +204,8 @@ impl<B: Backend> Driver for Snapshotter<B> {
     fn teardown(&self) -> Result<()> {
         // The layers are gone or unreachable either way: forget them even when part of the
         // storage could not be released (the error says what is left for `cowbench clean`).
-        let released = self.backend.teardown();
+        let layers = self.meta.list().unwrap_or_default();
+        let released = self.backend.teardown(&layers);
         self.mounted.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let forgotten = self.meta.clear();
         released.and(forgotten)

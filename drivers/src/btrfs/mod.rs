@@ -604,7 +604,7 @@ impl Backend for Btrfs {
         }
     }
 
-    fn teardown(&self) -> Result<()> {
+    fn teardown(&self, _layers: &[LayerInfo]) -> Result<()> {
         let _lock = FileLock::acquire(&self.root.join("setup.lock"))?;
         let mut first: Option<Error> = None;
         let mut note = |r: Result<()>| {

@@ -191,7 +191,7 @@ impl Backend for Vfs {
         Ok(s)
     }
 
-    fn teardown(&self) -> Result<()> {
+    fn teardown(&self, _layers: &[LayerInfo]) -> Result<()> {
         // Nothing but directories and bind mounts: unmount whatever is still mounted from the
         // layers, then drop the trees (the snapshotter drops the metadata).
         mounts::unmount_all_under(&self.root).ctx(NAME, None, || format!("unmount under {}", self.root.display()))?;
