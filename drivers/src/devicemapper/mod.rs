@@ -24,7 +24,7 @@
 
 pub mod dm;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use devicemapper::{ThinPoolStatus, ThinPoolStatusSummary, DM};
@@ -33,13 +33,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::archive::{self, DiffSource, Whiteouts};
+use crate::backend::Backend;
 use crate::driver::{
-    ApplyStats, Backing, BackingKind, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo,
+    ApplyStats, Backing, BackingKind, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, LayerInfo,
     PoolUsage, ProbeReport, SpaceSource, SpaceUsage, Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
-use crate::meta::MetaStore;
+use crate::snapshotter::Snapshotter;
 use crate::sys::{hostinfo, loopdev, mounts};
 use crate::sys::tree::mount_id;
 
@@ -239,7 +240,6 @@ struct MountRecord {
 
 pub struct DeviceMapper {
     root: PathBuf,
-    meta: MetaStore,
     dm: DM,
     imp: Implementation,
     opts: Opts,
@@ -261,7 +261,9 @@ fn allocated_bytes(p: &Path) -> u64 {
 }
 
 impl DeviceMapper {
-    pub fn open(cfg: &DriverConfig) -> Result<Self> {
+    /// Set up or adopt the thin pool of `cfg.root/devicemapper`, behind the generic
+    /// snapshotter.
+    pub fn open(cfg: &DriverConfig) -> Result<Snapshotter<DeviceMapper>> {
         let opts = parse_opts(cfg)?;
         let (ctl, imp) = detect().map_err(|(r, _)| Error::unavailable(NAME, r))?;
         let root = cfg.driver_root(NAME);
@@ -269,7 +271,6 @@ impl DeviceMapper {
         std::fs::create_dir_all(root.join("mounts")).ctx(NAME, None, || format!("create {}", root.display()))?;
         let canon = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
         let prefix = format!("cowbench-{}", &hex::encode(Sha256::digest(canon.as_os_str().as_encoded_bytes()))[..8]);
-        let meta = MetaStore::open(NAME, &root)?;
         let state_path = root.join("pool.json");
         let saved: Option<PoolState> = match std::fs::read(&state_path) {
             Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::Metadata {
@@ -289,7 +290,6 @@ impl DeviceMapper {
         };
         let mut me = DeviceMapper {
             root,
-            meta,
             dm: ctl,
             imp,
             opts,
@@ -309,7 +309,8 @@ impl DeviceMapper {
             None => me.create_pool()?,
         }
         me.remove_stale();
-        Ok(me)
+        let meta_dir = me.root.clone();
+        Snapshotter::new(me, &meta_dir, &cfg.root)
     }
 
     fn data_file(&self) -> PathBuf {
@@ -732,17 +733,6 @@ impl DeviceMapper {
         r.map_err(|e| dmerr(Some(key), format!("create_snap {new_id} {origin_id}"), e))
     }
 
-    fn create_layer(&self, key: &str, parent: Option<&str>, kind: Kind, labels: &Labels) -> Result<LayerInfo> {
-        self.check_free(key)?;
-        let (info, ()) = self.meta.create_with(key, parent, kind, labels, |info, parents| {
-            let (origin_id, origin_name) = match parents.first() {
-                Some(p) => (self.thin_id(p), self.thin_name(p)),
-                None => (self.state.base_thin_id, self.base_name()),
-            };
-            self.snapshot(key, self.thin_id(info), origin_id, &origin_name)
-        })?;
-        Ok(info)
-    }
 
     fn mount_flags(&self, writable: bool) -> (MsFlags, String) {
         let mut data = Vec::new();
@@ -757,15 +747,15 @@ impl DeviceMapper {
         (flags, data.join(","))
     }
 
+    /// Activate layer `info`'s thin device and mount its filesystem at `target`; returns the
+    /// device name. The caller has recorded the mount in the ledger.
     fn mount_device(&self, info: &LayerInfo, writable: bool, target: &Path) -> Result<String> {
         let name = self.thin_name(info);
         let node = self.activate(&name, self.thin_id(info), Some(&info.key))?;
         let (flags, data) = self.mount_flags(writable);
-        let r = self.ledger.tracked_mount(NAME, &info.key, target, || {
-            let fs = self.state.fs.name();
-            mounts::mount(&node.to_string_lossy(), target, fs, flags, Some(&data).filter(|d| !d.is_empty()).map(|d| d.as_str()))
-                .map_err(|e| dmerr(Some(&info.key), format!("mount {} ({fs}) at {}", node.display(), target.display()), e))
-        });
+        let fs = self.state.fs.name();
+        let r = mounts::mount(&node.to_string_lossy(), target, fs, flags, Some(&data).filter(|d| !d.is_empty()).map(|d| d.as_str()))
+            .map_err(|e| dmerr(Some(&info.key), format!("mount {} ({fs}) at {}", node.display(), target.display()), e));
         if let Err(e) = r {
             self.deactivate_if_unused(&name);
             return Err(e);
@@ -793,7 +783,16 @@ impl DeviceMapper {
                 None => {
                     std::fs::create_dir_all(&dir).ctx(NAME, Some(&info.key), || format!("create {}", dir.display()))?;
                     // Mounted there by another process: use it, leave it.
-                    let name = if mounts::is_mountpoint(&dir) { None } else { Some(self.mount_device(info, writable, &dir)?) };
+                    let name = if mounts::is_mountpoint(&dir) {
+                        None
+                    } else {
+                        let mut name = None;
+                        self.ledger.tracked_mount(NAME, &info.key, &dir, || {
+                            name = Some(self.mount_device(info, writable, &dir)?);
+                            Ok(())
+                        })?;
+                        name
+                    };
                     users.insert(info.id, (1, name));
                 }
             }
@@ -848,10 +847,9 @@ impl DeviceMapper {
     /// its parent (their allocated blocks), found by comparing the two mounted snapshots.
     /// The pool's own counters cannot say it: a thin device's mapped blocks include those it
     /// shares with its origin, and an overwrite remaps a block without changing the count.
-    fn layer_usage(&self, info: &LayerInfo) -> Result<Usage> {
+    fn layer_usage(&self, chain: &[LayerInfo]) -> Result<Usage> {
         use std::os::unix::fs::MetadataExt;
-        let key = info.key.as_str();
-        let chain = self.meta.chain(key)?;
+        let key = chain[0].key.as_str();
         let sum = |upper: &Path, changes: Vec<Change>| -> Usage {
             let mut u = Usage::default();
             for c in changes.into_iter().filter(|c| c.kind != crate::driver::ChangeKind::Deleted) {
@@ -974,7 +972,7 @@ impl DeviceMapper {
     }
 }
 
-impl Driver for DeviceMapper {
+impl Backend for DeviceMapper {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -1002,30 +1000,29 @@ impl Driver for DeviceMapper {
         }
     }
 
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<LayerInfo> {
-        self.create_layer(key, parent, Kind::Active, labels)
+    fn create(&self, chain: &[LayerInfo]) -> Result<()> {
+        let (info, key) = (&chain[0], chain[0].key.as_str());
+        self.check_free(key)?;
+        let (origin_id, origin_name) = match chain.get(1) {
+            Some(p) => (self.thin_id(p), self.thin_name(p)),
+            None => (self.state.base_thin_id, self.base_name()),
+        };
+        self.snapshot(key, self.thin_id(info), origin_id, &origin_name)
     }
 
-    fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<LayerInfo> {
-        self.create_layer(key, Some(parent), Kind::View, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
+    fn freeze(&self, _active: &LayerInfo, _committed: &LayerInfo) -> Result<()> {
         // The thin device keeps its id; it is simply never mounted writable again.
-        let (info, ()) = self.meta.commit_with(name, key, labels, |_, _| Ok(()))?;
-        Ok(info)
+        Ok(())
     }
 
-    fn mount(&self, key: &str, target: &Path) -> Result<()> {
-        let info = self.meta.get(key)?;
+    fn mount(&self, chain: &[LayerInfo], target: &Path) -> Result<()> {
+        let (info, key) = (&chain[0], chain[0].key.as_str());
         let target = std::fs::canonicalize(target).ctx(NAME, Some(key), || format!("mount target {}", target.display()))?;
-        let device = self.mount_device(&info, info.kind == Kind::Active, &target)?;
+        let device = self.mount_device(info, info.kind == Kind::Active, &target)?;
         let rec = MountRecord { target: target.clone(), key: key.into(), device };
         let p = self.record_path(&target);
         if let Err(e) = serde_json::to_vec(&rec).map_err(std::io::Error::other).and_then(|b| std::fs::write(&p, b)) {
-            if mounts::unmount(&target).is_ok() {
-                let _ = self.ledger.forget(ResourceKind::Mount, &mount_id(&target));
-            }
+            let _ = mounts::unmount(&target);
             self.deactivate_if_unused(&rec.device);
             return Err(dmerr(Some(key), format!("record mount in {}", p.display()), e));
         }
@@ -1037,7 +1034,6 @@ impl Driver for DeviceMapper {
         let p = self.record_path(&target);
         let rec: Option<MountRecord> = std::fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok());
         mounts::unmount(&target).ctx(NAME, rec.as_ref().map(|r| r.key.as_str()), || format!("unmount {}", target.display()))?;
-        let _ = self.ledger.forget(ResourceKind::Mount, &mount_id(&target));
         if let Some(rec) = rec {
             self.deactivate_if_unused(&rec.device);
             let _ = std::fs::remove_file(&p);
@@ -1045,70 +1041,44 @@ impl Driver for DeviceMapper {
         Ok(())
     }
 
-    fn remove(&self, key: &str) -> Result<()> {
-        let info = self.meta.get(key)?;
-        let name = self.thin_name(&info);
+    fn destroy(&self, info: &LayerInfo) -> Result<()> {
+        let key = info.key.as_str();
+        let name = self.thin_name(info);
+        // Mounted by any process (the device is open): the pool would refuse to delete it.
         if self.in_use(&name) {
             return Err(Error::invalid(NAME, key, format!("is in use (mounted): {}", dm::node(&name).display())));
         }
-        self.meta.remove_with(key, |info| {
-            if self.opts.discard {
-                // Return the blocks to the loop file before the pool forgets the device.
-                let node = self.activate(&name, self.thin_id(info), Some(key))?;
-                dm::discard_all(&node).map_err(|e| dmerr(Some(key), format!("discard {}", node.display()), e))?;
-            }
-            dm::remove(&self.dm, &name).map_err(|e| dmerr(Some(key), format!("deactivate {name}"), e))?;
-            dm::message(&self.dm, &self.state.pool, &format!("delete {}", self.thin_id(info)))
-                .map_err(|e| dmerr(Some(key), format!("delete thin device {}", self.thin_id(info)), e))?;
-            let _ = std::fs::remove_dir(self.mnt_dir(info));
-            Ok(())
-        })
-    }
-
-    fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
-        let info = self.meta.get(key)?;
-        if info.kind != Kind::Active {
-            return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", info.kind)));
+        if self.opts.discard {
+            // Return the blocks to the loop file before the pool forgets the device.
+            let node = self.activate(&name, self.thin_id(info), Some(key))?;
+            dm::discard_all(&node).map_err(|e| dmerr(Some(key), format!("discard {}", node.display()), e))?;
         }
-        let cp = ThinCheckpoint::take(self, &info)?;
-        crate::rollback::apply_atomically(NAME, key, cp, || self.apply_mounted(&info, tar))
+        dm::remove(&self.dm, &name).map_err(|e| dmerr(Some(key), format!("deactivate {name}"), e))?;
+        dm::message(&self.dm, &self.state.pool, &format!("delete {}", self.thin_id(info)))
+            .map_err(|e| dmerr(Some(key), format!("delete thin device {}", self.thin_id(info)), e))?;
+        let _ = std::fs::remove_dir(self.mnt_dir(info));
+        Ok(())
     }
 
-    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
-        let chain = self.meta.chain(key)?;
+    fn apply(&self, chain: &[LayerInfo], tar: &mut dyn Read) -> Result<ApplyStats> {
+        let info = &chain[0];
+        let cp = ThinCheckpoint::take(self, info)?;
+        crate::rollback::apply_atomically(NAME, &info.key, cp, || self.apply_mounted(info, tar))
+    }
+
+    fn diff_source(&self, chain: &[LayerInfo], f: &mut dyn FnMut(&DiffSource) -> Result<()>) -> Result<()> {
         self.with_own_mount(&chain[0], false, |upper| match chain.get(1) {
-            Some(p) => self.with_own_mount(p, false, |lower| {
-                archive::write_diff(NAME, key, &DiffSource::Compare { lower: Some(lower), upper }, out)
-            }),
-            None => archive::write_diff(NAME, key, &DiffSource::Compare { lower: None, upper }, out),
+            Some(p) => self.with_own_mount(p, false, |lower| f(&DiffSource::Compare { lower: Some(lower), upper })),
+            None => f(&DiffSource::Compare { lower: None, upper }),
         })
     }
 
-    fn changes(&self, key: &str) -> Result<Vec<Change>> {
-        let chain = self.meta.chain(key)?;
-        self.with_own_mount(&chain[0], false, |upper| match chain.get(1) {
-            Some(p) => self.with_own_mount(p, false, |lower| {
-                archive::changes(NAME, key, &DiffSource::Compare { lower: Some(lower), upper })
-            }),
-            None => archive::changes(NAME, key, &DiffSource::Compare { lower: None, upper }),
-        })
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        let info = self.meta.get(key)?;
-        self.layer_usage(&info)
-    }
-
-    fn stat(&self, key: &str) -> Result<LayerInfo> {
-        self.meta.get(key)
-    }
-
-    fn list(&self) -> Result<Vec<LayerInfo>> {
-        self.meta.list()
+    fn usage(&self, chain: &[LayerInfo]) -> Result<Usage> {
+        self.layer_usage(chain)
     }
 
     fn status(&self) -> Result<Status> {
-        let mut s = Status::new(self.imp.to_string(), self.meta.list()?.len());
+        let mut s = Status::new(self.imp.to_string(), 0);
         let pool_dev = PathBuf::from(format!("/dev/mapper/{}", self.state.pool));
         s.discard = Some(self.opts.discard);
         s.fact("pool", pool_dev.display());
@@ -1163,11 +1133,7 @@ impl Driver for DeviceMapper {
         Ok(s)
     }
 
-    fn sync(&self) -> Result<String> {
-        Ok(String::new())
-    }
-
-    fn teardown(&self) -> Result<()> {
+    fn teardown(&self, layers: &[LayerInfo]) -> Result<()> {
         for (p, r) in self.records() {
             if mounts::unmount(&r.target).is_ok() || !mounts::is_mountpoint(&r.target) {
                 let _ = self.ledger.forget(ResourceKind::Mount, &mount_id(&r.target));
@@ -1215,7 +1181,7 @@ impl Driver for DeviceMapper {
             }
         } else {
             // The user's pool stays; only the thin devices made here go.
-            let mut ids: Vec<u64> = self.meta.list()?.iter().map(|l| self.thin_id(l)).collect();
+            let mut ids: Vec<u64> = layers.iter().map(|l| self.thin_id(l)).collect();
             ids.push(self.state.base_thin_id);
             for id in ids {
                 if let Err(e) = dm::message(&self.dm, &self.state.pool, &format!("delete {id}")) {
@@ -1229,13 +1195,15 @@ impl Driver for DeviceMapper {
             return Err(e);
         }
         let _ = std::fs::remove_file(self.root.join("pool.json"));
-        self.meta.clear()
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::Labels;
+    use std::io::Write;
 
     #[test]
     fn options() {
