@@ -5,6 +5,7 @@
 
 use crate::driver::{Driver, DriverConfig, ProbeReport};
 use crate::error::{Error, Result};
+use crate::ledger::ResourceKind;
 
 /// One backend: how to probe it and how to open it.
 struct Entry {
@@ -58,6 +59,28 @@ pub fn open(name: &str, cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
         return Err(Error::unavailable(name, report.reason.unwrap_or_else(|| "unknown reason".into())));
     }
     (e.open)(cfg)
+}
+
+/// A host-wide object a backend left behind and [`release_named`] released (or failed to).
+#[derive(Debug)]
+pub struct Released {
+    pub kind: ResourceKind,
+    /// Pool or device-mapper name.
+    pub id: String,
+    pub result: Result<()>,
+}
+
+/// Release the host-wide objects named for one root that no open of a backend adopts (a
+/// process died between creating them and saving its state): zpools (`kind` Pool) or
+/// device-mapper devices (`kind` Dm) whose names start with one of `prefixes`, through the
+/// backend that makes them. Other kinds have nothing host-wide to release.
+pub fn release_named(kind: ResourceKind, prefixes: &[String]) -> Vec<Released> {
+    let found = match kind {
+        ResourceKind::Pool => crate::zfs::release_pools(prefixes),
+        ResourceKind::Dm => crate::devicemapper::release_devices(prefixes),
+        _ => Vec::new(),
+    };
+    found.into_iter().map(|(id, result)| Released { kind, id, result }).collect()
 }
 
 fn unknown(name: &str) -> Error {

@@ -103,6 +103,27 @@ fn detect() -> std::result::Result<(DM, Implementation), (String, Option<&'stati
     Ok((ctl, imp))
 }
 
+/// Remove every device-mapper device whose name starts with one of `prefixes` (thin devices
+/// before their pool: longer names first): what a process that died before saving its state
+/// left behind, which no open of the backend adopts. Returns each device found and how its
+/// removal went. No device-mapper: nothing to find.
+pub fn release_devices(prefixes: &[String]) -> Vec<(String, Result<()>)> {
+    if !Path::new("/dev/mapper/control").exists() {
+        return Vec::new();
+    }
+    let Ok(ctl) = DM::new() else { return Vec::new() };
+    let Ok(all) = dm::list(&ctl) else { return Vec::new() };
+    let mut names: Vec<String> = all.into_iter().map(|(n, _)| n).filter(|n| prefixes.iter().any(|p| n.starts_with(p.as_str()))).collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    names
+        .into_iter()
+        .map(|n| {
+            let r = dm::remove(&ctl, &n).map_err(|e| dmerr(None, format!("remove {n}"), e));
+            (n, r)
+        })
+        .collect()
+}
+
 pub fn probe() -> ProbeReport {
     match detect() {
         Ok((ctl, imp)) => {

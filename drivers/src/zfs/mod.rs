@@ -333,6 +333,19 @@ impl crate::rollback::Checkpoint for SnapshotCheckpoint<'_> {
     }
 }
 
+/// Destroy every imported pool named `<prefix>` or `<prefix>-...` for one of `prefixes`: what a
+/// process that died between creating a pool and saving its state left behind, which no open
+/// of the backend adopts. Returns each pool found and how its destroy went. No zpool tool or
+/// no daemon answering: nothing to find.
+pub fn release_pools(prefixes: &[String]) -> Vec<(String, Result<()>)> {
+    let Ok(list) = zpool(&["list", "-H", "-o", "name"]) else { return Vec::new() };
+    list.lines()
+        .map(str::trim)
+        .filter(|n| prefixes.iter().any(|p| n == p || n.starts_with(&format!("{p}-"))))
+        .map(|n| (n.to_string(), zpool(&["destroy", "-f", n]).map(|_| ())))
+        .collect()
+}
+
 /// Open (set up or adopt) the backend under `cfg.root/zfs`.
 pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
     Ok(Box::new(Zfs::open(cfg)?))
