@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+pub use crate::status::{Backing, BackingKind, CacheSource, CacheUsage, PoolUsage, SpaceSource, SpaceUsage, Status};
 
 /// Free-form labels stored with a layer (e.g. `cowbench.image=alpine`).
 pub type Labels = BTreeMap<String, String>;
@@ -113,13 +114,14 @@ pub struct Capabilities {
     /// O_DIRECT opens succeed on a mounted layer.
     pub o_direct: bool,
     /// A parentless empty layer is a plain filesystem of the backend's own kind (a btrfs
-    /// subvolume, a zfs dataset): the bare-metal baseline measures there.
-    #[serde(default)]
+    /// subvolume, a zfs dataset), so it can stand for "the filesystem without containers".
     pub native_fs_layer: bool,
     /// The backend keeps a read cache of its own that dropping the page cache does not empty
-    /// (the ZFS ARC): cold-cache timings must say so.
-    #[serde(default)]
+    /// (the ZFS ARC); its size is in [`crate::Status::cache`].
     pub own_read_cache: bool,
+    /// Space of removed layers is freed later, in the background (btrfs deletes subvolumes in
+    /// its cleaner thread): call [`Driver::sync`] before reading space figures.
+    pub deferred_free: bool,
 }
 
 /// Which code actually runs a backend. Never report a stand-in as the kernel driver.
@@ -153,7 +155,12 @@ pub struct ProbeReport {
     pub hint: Option<String>,
     /// Whether this is a stand-in for the kernel driver.
     pub stand_in: bool,
-    /// Further facts: kernel module, tool paths, backing filesystem ...
+    /// Unless given storage of the user's (a device, dataset or thin pool), the backend
+    /// builds its store in a file under its root (a loop device or a file vdev): O_DIRECT and
+    /// device effects may be hidden by the host filesystem under it.
+    #[serde(default)]
+    pub loop_backed_by_default: bool,
+    /// Further facts for display: kernel module, tool paths ... Nothing parses them.
     #[serde(default)]
     pub details: BTreeMap<String, String>,
 }
@@ -168,6 +175,7 @@ impl ProbeReport {
             reason: None,
             hint: None,
             stand_in: false,
+            loop_backed_by_default: false,
             details: BTreeMap::new(),
         }
     }
@@ -181,8 +189,15 @@ impl ProbeReport {
             reason: Some(reason.into()),
             hint: None,
             stand_in: false,
+            loop_backed_by_default: false,
             details: BTreeMap::new(),
         }
+    }
+
+    /// Mark a backend that builds its store in a file under its root unless told otherwise.
+    pub fn loop_backed_by_default(mut self) -> Self {
+        self.loop_backed_by_default = true;
+        self
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -279,8 +294,14 @@ pub trait Driver: Send + Sync {
     /// Every layer.
     fn list(&self) -> Result<Vec<LayerInfo>>;
 
-    /// Facts about the backend: backing device, pool usage, implementation in use ...
-    fn status(&self) -> Result<BTreeMap<String, String>>;
+    /// The backend's state: space and pool usage, read cache, backing store, daemon,
+    /// implementation in use.
+    fn status(&self) -> Result<Status>;
+
+    /// Make space figures current: commit what the backend frees or writes in the background
+    /// (btrfs: a filesystem sync, so deleted subvolumes release their extents). Returns what
+    /// was done, for notes.
+    fn sync(&self) -> Result<String>;
 
     /// Release the backing store this driver created under its root (unmount the loop-backed
     /// filesystem, detach loop devices, destroy the pool). Layers are lost. Storage the user

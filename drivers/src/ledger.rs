@@ -159,7 +159,7 @@ impl Ledger {
         mount: impl FnOnce() -> crate::Result<()>,
     ) -> crate::Result<()> {
         use crate::error::IoContext;
-        let id = crate::vfs::tree::mount_id(target);
+        let id = crate::sys::tree::mount_id(target);
         self.record(ResourceKind::Mount, &id, &format!("{driver} layer {key}"))
             .ctx(driver, Some(key), || format!("record the mount on {id} in the ledger"))?;
         let r = mount();
@@ -172,7 +172,7 @@ impl Ledger {
     /// Unmount what [`Ledger::tracked_mount`] mounted on `target` and forget it.
     pub fn tracked_unmount(&self, driver: &str, target: &Path) -> crate::Result<()> {
         use crate::error::IoContext;
-        let id = crate::vfs::tree::mount_id(target);
+        let id = crate::sys::tree::mount_id(target);
         crate::sys::mounts::unmount(target).ctx(driver, None, || format!("unmount {}", target.display()))?;
         self.forget(ResourceKind::Mount, &id).ctx(driver, None, || format!("forget the mount on {id} in the ledger"))
     }

@@ -2,12 +2,15 @@
 //!
 //! - [`Driver`]: containerd-snapshotter semantics (prepare, view, commit, mount, remove,
 //!   apply, diff, changes, usage, list, status, capabilities).
+//! - [`backend::Backend`]: the storage work of one backend; [`snapshotter::Snapshotter`]
+//!   implements `Driver` once over any backend (metadata, mount ledger, busy checks).
 //! - [`archive`]: OCI layer tars in and out, whiteouts converted to each backend's native form,
 //!   safe against hostile entries.
 //! - one module per backend; [`registry`] probes and opens them by name.
 //! - [`conformance`]: the one test suite every backend must pass.
 
 pub mod archive;
+pub mod backend;
 pub mod conformance;
 pub mod driver;
 pub mod error;
@@ -15,6 +18,8 @@ pub mod ledger;
 pub mod meta;
 pub mod registry;
 pub mod rollback;
+pub mod snapshotter;
+pub mod status;
 pub mod sys;
 
 pub mod aufs;
@@ -28,4 +33,5 @@ pub use driver::{
     ApplyStats, Capabilities, Change, ChangeKind, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo,
     MountGuard, ProbeReport, Usage,
 };
+pub use status::{Backing, BackingKind, CacheSource, CacheUsage, PoolUsage, SpaceSource, SpaceUsage, Status};
 pub use error::{Error, IoContext, Result};

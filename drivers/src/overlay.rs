@@ -26,21 +26,21 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::archive::{self, DiffSource, Whiteouts};
+use crate::backend::Backend;
 use crate::driver::{
-    ApplyStats, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo, ProbeReport,
-    Usage,
+    ApplyStats, Backing, BackingKind, Capabilities, Driver, DriverConfig, Implementation, Kind, LayerInfo, ProbeReport,
+    Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::ledger::Ledger;
-use crate::meta::MetaStore;
+use crate::snapshotter::Snapshotter;
 use crate::sys::{hostinfo, mounts};
-use crate::vfs::tree;
+use crate::sys::tree;
 
 pub const NAME: &str = "overlay";
 
@@ -134,18 +134,10 @@ pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
         ));
     }
     check_mount(&root)?;
-    let meta = MetaStore::open(NAME, &root)?;
     let o_direct = tree::supports_o_direct(&root);
     let params = module_params();
-    Ok(Box::new(Overlay {
-        root,
-        meta,
-        ledger: Ledger::open(&cfg.root),
-        o_direct,
-        params,
-        backing_fs: backing.fstype,
-        mounts_by: Default::default(),
-    }))
+    let overlay = Overlay { root: root.clone(), o_direct, params, backing_fs: backing.fstype, mounts_by: Default::default() };
+    Ok(Box::new(Snapshotter::new(overlay, &root, &cfg.root)?))
 }
 
 /// Whether `readdir` on the filesystem of `dir` reports file types (overlayfs needs it to
@@ -194,9 +186,6 @@ fn check_mount(root: &Path) -> Result<()> {
 
 pub struct Overlay {
     root: PathBuf,
-    meta: MetaStore,
-    /// Mounts are recorded before they are made, so `cowbench clean` finds them after a crash.
-    ledger: Ledger,
     o_direct: bool,
     params: BTreeMap<String, String>,
     backing_fs: String,
@@ -396,20 +385,6 @@ impl Overlay {
         Ok(s.trim().to_string())
     }
 
-    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, labels: &Labels) -> Result<LayerInfo> {
-        let (info, ()) = self.meta.create_with(key, parent, kind, labels, |info, parents| {
-            let dir = self.layer_dir(info.id);
-            // A directory left by a crash before the metadata was saved is not a layer.
-            self.remove_storage(key, info.id)?;
-            let made = self.make_layer(key, &dir, parents);
-            if made.is_err() {
-                let _ = self.remove_storage(key, info.id);
-            }
-            made
-        })?;
-        Ok(info)
-    }
-
     fn make_layer(&self, key: &str, dir: &Path, parents: &[LayerInfo]) -> Result<()> {
         let io = |what: &str, e: io::Error| Error::io(NAME, Some(key), format!("{what} in {}", dir.display()), e);
         fs::create_dir(dir).map_err(|e| io("create layer dir", e))?;
@@ -455,9 +430,9 @@ impl Overlay {
         tree::remove_tree(&dir).ctx(NAME, Some(key), || format!("remove {}", dir.display()))
     }
 
-    /// What mounting `key` takes.
-    fn plan(&self, key: &str) -> Result<Plan> {
-        let chain = self.meta.chain(key)?;
+    /// What mounting `chain[0]` takes.
+    fn plan(&self, chain: &[LayerInfo]) -> Result<Plan> {
+        let key = chain[0].key.as_str();
         let me = &chain[0];
         // Lower layers, topmost first. A committed layer's own diff is its top lower.
         let lower_layers: &[LayerInfo] = match me.kind {
@@ -542,13 +517,12 @@ impl Overlay {
         }
     }
 
-    fn lower_diffs(&self, info: &LayerInfo) -> Result<Vec<PathBuf>> {
-        let chain = self.meta.chain(&info.key)?;
-        Ok(chain[1..].iter().map(|l| self.diff_dir(l.id)).collect())
+    fn lower_diffs(&self, chain: &[LayerInfo]) -> Vec<PathBuf> {
+        chain[1..].iter().map(|l| self.diff_dir(l.id)).collect()
     }
 }
 
-impl Driver for Overlay {
+impl Backend for Overlay {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -572,92 +546,73 @@ impl Driver for Overlay {
             o_direct: self.o_direct,
             native_fs_layer: false,
             own_read_cache: false,
+            deferred_free: false,
         }
     }
 
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<LayerInfo> {
-        self.create(key, parent, Kind::Active, labels)
+    fn create(&self, chain: &[LayerInfo]) -> Result<()> {
+        let (key, id) = (chain[0].key.as_str(), chain[0].id);
+        // A directory left by a crash before the metadata was saved is not a layer.
+        self.remove_storage(key, id)?;
+        let made = self.make_layer(key, &self.layer_dir(id), &chain[1..]);
+        if made.is_err() {
+            let _ = self.remove_storage(key, id);
+        }
+        made
     }
 
-    fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<LayerInfo> {
-        self.create(key, Some(parent), Kind::View, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
+    fn freeze(&self, _active: &LayerInfo, _committed: &LayerInfo) -> Result<()> {
         // diff/ stays where it is: the committed layer keeps the id and the link, so children
         // find it under the same short name. Nothing to move (as overlay2).
-        let (info, ()) = self.meta.commit_with(name, key, labels, |_, _| Ok(()))?;
-        Ok(info)
+        Ok(())
     }
 
-    fn mount(&self, key: &str, target: &Path) -> Result<()> {
-        let plan = self.plan(key)?;
-        self.ledger.tracked_mount(NAME, key, target, || self.mount_plan(key, plan, target))
+    fn mount(&self, chain: &[LayerInfo], target: &Path) -> Result<()> {
+        let plan = self.plan(chain)?;
+        self.mount_plan(&chain[0].key, plan, target)
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        self.ledger.tracked_unmount(NAME, target)
+        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))
     }
 
-    fn remove(&self, key: &str) -> Result<()> {
-        self.meta.remove_with(key, |info| self.remove_storage(key, info.id))
+    fn destroy(&self, layer: &LayerInfo) -> Result<()> {
+        self.remove_storage(&layer.key, layer.id)
     }
 
-    fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
-        let info = self.meta.get(key)?;
-        if info.kind != Kind::Active {
-            return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be written", info.kind)));
-        }
-        let diff = self.diff_dir(info.id);
-        let cp = crate::rollback::TreeCheckpoint::take(NAME, key, &diff, &self.layer_dir(info.id).join("diff.pre-apply"))?;
+    fn apply(&self, chain: &[LayerInfo], tar: &mut dyn Read) -> Result<ApplyStats> {
+        let (key, id) = (chain[0].key.as_str(), chain[0].id);
+        let diff = self.diff_dir(id);
+        let cp = crate::rollback::TreeCheckpoint::take(NAME, key, &diff, &self.layer_dir(id).join("diff.pre-apply"))?;
         crate::rollback::apply_atomically(NAME, key, cp, || archive::apply(NAME, key, tar, &diff, Whiteouts::Overlay))
     }
 
-    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
-        let info = self.meta.get(key)?;
-        let lowers = self.lower_diffs(&info)?;
-        let upper = self.diff_dir(info.id);
-        archive::write_diff(NAME, key, &DiffSource::OverlayUpper { upper: &upper, lowers: &lowers }, out)
+    fn diff_source(&self, chain: &[LayerInfo], f: &mut dyn FnMut(&DiffSource) -> Result<()>) -> Result<()> {
+        let lowers = self.lower_diffs(chain);
+        let upper = self.diff_dir(chain[0].id);
+        f(&DiffSource::OverlayUpper { upper: &upper, lowers: &lowers })
     }
 
-    fn changes(&self, key: &str) -> Result<Vec<Change>> {
-        let info = self.meta.get(key)?;
-        let lowers = self.lower_diffs(&info)?;
-        let upper = self.diff_dir(info.id);
-        archive::changes(NAME, key, &DiffSource::OverlayUpper { upper: &upper, lowers: &lowers })
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
+    fn usage(&self, chain: &[LayerInfo]) -> Result<Usage> {
         // The layer's own diff/ (allocated bytes, inodes once each); parents are not counted.
-        let info = self.meta.get(key)?;
-        let diff = self.diff_dir(info.id);
-        tree::usage(&diff).ctx(NAME, Some(key), || format!("walk {}", diff.display()))
+        let diff = self.diff_dir(chain[0].id);
+        tree::usage(&diff).ctx(NAME, Some(&chain[0].key), || format!("walk {}", diff.display()))
     }
 
-    fn stat(&self, key: &str) -> Result<LayerInfo> {
-        self.meta.get(key)
-    }
-
-    fn list(&self) -> Result<Vec<LayerInfo>> {
-        self.meta.list()
-    }
-
-    fn status(&self) -> Result<BTreeMap<String, String>> {
-        let mut s = BTreeMap::new();
-        s.insert("implementation".into(), implementation().to_string());
-        s.insert("root".into(), self.root.display().to_string());
-        s.insert("backing_filesystem".into(), self.backing_fs.clone());
+    fn status(&self) -> Result<Status> {
+        let mut s = Status::new(implementation().to_string(), 0);
+        s.backing = Some(Backing::new(BackingKind::Directory, &self.root));
+        s.fact("backing_filesystem", &self.backing_fs);
         if let Ok(m) = mounts::fstype_of(&self.root) {
-            s.insert("backing_device".into(), m.source);
-            s.insert("backing_mount_options".into(), format!("{},{}", m.options, m.super_options));
+            s.fact("backing_device", m.source);
+            s.fact("backing_mount_options", format!("{},{}", m.options, m.super_options));
         }
-        s.insert("layers".into(), self.meta.list()?.len().to_string());
         for (k, v) in &self.params {
-            s.insert(format!("param.{k}"), v.clone());
+            s.fact(format!("param.{k}"), v);
         }
-        s.insert("max_lower_layers".into(), max_stack().to_string());
-        s.insert(
-            "mounts".into(),
+        s.fact("max_lower_layers", max_stack());
+        s.fact(
+            "mounts",
             format!(
                 "{} absolute, {} relative to l/, {} lowerdir+, {} bind",
                 self.mounts_by.absolute.load(Ordering::Relaxed),
@@ -666,17 +621,17 @@ impl Driver for Overlay {
                 self.mounts_by.bind.load(Ordering::Relaxed)
             ),
         );
-        s.insert("o_direct".into(), self.o_direct.to_string());
+        s.fact("o_direct", self.o_direct);
         Ok(s)
     }
 
-    fn teardown(&self) -> Result<()> {
+    fn teardown(&self, _layers: &[LayerInfo]) -> Result<()> {
         mounts::unmount_all_under(&self.root).ctx(NAME, None, || format!("unmount under {}", self.root.display()))?;
         for d in ["layers", "l"] {
             let p = self.root.join(d);
             tree::remove_tree(&p).ctx(NAME, None, || format!("remove {}", p.display()))?;
         }
-        self.meta.clear()
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::driver::ApplyStats;
 use crate::error::{Error, IoContext, Result};
-use crate::vfs::tree;
+use crate::sys::tree;
 
 /// The state of one layer before an apply.
 pub trait Checkpoint {

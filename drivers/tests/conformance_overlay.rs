@@ -9,7 +9,7 @@ use cowbench_drivers::{overlay, Driver, DriverConfig, Error, Labels, MountGuard}
 cowbench_drivers::conformance_tests!("overlay");
 
 fn mount_counts(d: &dyn Driver) -> String {
-    d.status().unwrap().get("mounts").cloned().unwrap_or_default()
+    d.status().unwrap().facts.get("mounts").cloned().unwrap_or_default()
 }
 
 /// The deepest stack the kernel allows (500 with lowerdir+, else a page of relative short links) mounts and reads; one more is refused with a
@@ -108,9 +108,12 @@ fn capabilities_and_status() {
     assert_eq!(c.max_depth, Some(overlay::max_stack()));
     assert_eq!(d.implementation().name, "kernel overlayfs");
     let s = d.status().unwrap();
-    for k in ["backing_filesystem", "backing_mount_options", "layers", "param.index", "param.redirect_dir", "param.metacopy"] {
-        assert!(s.contains_key(k), "status lacks {k}: {s:?}");
+    for k in ["backing_filesystem", "backing_mount_options", "param.index", "param.redirect_dir", "param.metacopy"] {
+        assert!(s.facts.contains_key(k), "status lacks {k}: {s:?}");
     }
+    assert_eq!(s.implementation, d.implementation().to_string());
+    assert_eq!(s.backing.map(|b| b.kind), Some(cowbench_drivers::BackingKind::Directory));
+    assert!(s.space.is_none() && s.pool.is_none() && s.cache.is_none() && s.discard.is_none(), "a directory backend has no store figures");
 }
 
 /// Mounts are recorded in the root's resource ledger while they exist (for `cowbench clean`).

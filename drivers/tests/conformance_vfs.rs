@@ -21,10 +21,10 @@ fn every_layer_is_a_full_copy() {
     let base = d.usage("base").unwrap();
     let child = d.usage("child").unwrap();
     assert!(base.bytes >= 2 << 20, "{base:?}");
-    assert!(child.bytes >= base.bytes * 9 / 10 || d.status().unwrap()["copy_method"].starts_with("reflink"), "child {child:?} vs base {base:?}");
+    assert!(child.bytes >= base.bytes * 9 / 10 || d.status().unwrap().facts["copy_method"].starts_with("reflink"), "child {child:?} vs base {base:?}");
     assert_eq!(child.inodes, base.inodes);
     let status = d.status().unwrap();
-    assert!(status.contains_key("copy_method") && status.contains_key("last_copy"), "{status:?}");
+    assert!(status.facts.contains_key("copy_method") && status.facts.contains_key("last_copy"), "{status:?}");
     eprintln!("vfs status: {status:?}");
     let a = util::mounted(&fx, "base");
     let b = util::mounted(&fx, "child");
@@ -51,4 +51,23 @@ fn mounts_are_in_the_ledger() {
     );
     util::unmount(g);
     assert!(ledger.entries().unwrap().is_empty(), "{:?}", ledger.entries());
+}
+
+/// The snapshotter refuses to remove a layer while it is mounted (its tree would go from
+/// under the mount), refuses keys with control characters, and follows a commit of a mounted
+/// active layer (the mount then blocks removal of the committed layer).
+#[test]
+fn snapshotter_busy_and_key_checks() {
+    let Some(fx) = fixture("vfs", &[]) else { return };
+    let d = fx.driver();
+    assert!(matches!(d.prepare("bad\nkey", None, &Labels::new()), Err(cowbench_drivers::Error::InvalidState { .. })));
+    d.prepare("a", None, &Labels::new()).unwrap();
+    let g = util::mounted(&fx, "a");
+    let e = d.remove("a").unwrap_err().to_string();
+    assert!(e.contains("vfs") && e.contains("'a'") && e.contains("mounted at"), "{e}");
+    d.commit("a-c", "a", &Labels::new()).unwrap();
+    assert!(d.remove("a-c").is_err(), "the mount of the committed layer blocks its removal");
+    util::unmount(g);
+    d.remove("a-c").unwrap();
+    assert!(d.list().unwrap().is_empty());
 }

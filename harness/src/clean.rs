@@ -7,9 +7,10 @@
 //!    plus the ledger's), processes killed, removed deepest first;
 //! 3. every mount under the root, deepest first (FUSE daemons serving them exit; any left are
 //!    killed);
-//! 4. each backend whose directory exists: `registry::open(name).teardown()`; then, whether or
-//!    not that worked, its equivalents: zpools named `cowbench-<tag>`, dm devices with that
-//!    prefix, FUSE daemons whose command line names a path under the root, mounts, loop
+//! 4. each backend whose directory exists: `registry::open(name).teardown()` (open adopts the
+//!    backend's store, teardown releases it); then, whether or not that worked, what no open
+//!    adopts, released by the backend that makes it (`registry::release_named`): zpools named
+//!    `cowbench-<tag>`, dm devices with that prefix; then FUSE daemons whose command line names a path under the root, mounts, loop
 //!    devices whose backing file is under the root; then the backend's directory;
 //! 5. the ledger (`<root>/ledger.jsonl`) as a second safety net for anything still live — a
 //!    zfs-fuse daemon (host-wide) only when the root's run started it (pid in the ledger) and
@@ -255,8 +256,8 @@ pub fn clean(root: &Path, opts: &CleanOptions) -> CleanReport {
     let tags = [root_tag(&root), registry::DRIVERS.iter().map(|n| root_tag(&root.join(n))).collect::<Vec<_>>().join(",")];
     let prefixes: Vec<String> =
         tags.iter().flat_map(|t| t.split(',').map(|t| format!("cowbench-{t}")).collect::<Vec<_>>()).collect();
-    destroy_pools(&prefixes, &mut rep, q);
-    remove_dm(&prefixes, &mut rep, q);
+    release_named(ResourceKind::Pool, &prefixes, &mut rep, q);
+    release_named(ResourceKind::Dm, &prefixes, &mut rep, q);
     stop_root_daemons(&root, &mut rep, q);
     unmount_under(&root, &mut rep, q);
     detach_loops_under(&root, &mut rep, q);
@@ -636,36 +637,13 @@ fn detach_loops_under(root: &Path, rep: &mut CleanReport, q: bool) {
     }
 }
 
-fn destroy_pools(prefixes: &[String], rep: &mut CleanReport, q: bool) {
-    let Some(zpool) = hostinfo::which("zpool") else { return };
-    let Ok(list) = run_quiet(Command::new(&zpool).args(["list", "-H", "-o", "name"])) else { return };
-    for name in list.lines().map(str::trim) {
-        if prefixes.iter().any(|p| name == p || name.starts_with(&format!("{p}-"))) {
-            match run_quiet(Command::new(&zpool).args(["destroy", "-f", name])) {
-                Ok(_) => rep.removed(q, "pool", name),
-                Err(e) => rep.error(q, e),
-            }
-        }
-    }
-}
-
-fn remove_dm(prefixes: &[String], rep: &mut CleanReport, q: bool) {
-    let Some(dmsetup) = hostinfo::which("dmsetup") else { return };
-    if !Path::new("/dev/mapper/control").exists() {
-        return;
-    }
-    let Ok(list) = run_quiet(Command::new(&dmsetup).args(["ls"])) else { return };
-    // Thin devices before their pool: remove longer names (children) first.
-    let mut names: Vec<&str> = list
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| prefixes.iter().any(|p| n.starts_with(p.as_str())))
-        .collect();
-    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    for n in names {
-        match run_quiet(Command::new(&dmsetup).args(["remove", "-f", n])) {
-            Ok(_) => rep.removed(q, "dm", n),
-            Err(e) => rep.error(q, e),
+/// Pools or dm devices named for this root that the backend's teardown did not reach,
+/// released by the backend that makes them (`registry::release_named`).
+fn release_named(kind: ResourceKind, prefixes: &[String], rep: &mut CleanReport, q: bool) {
+    for r in registry::release_named(kind, prefixes) {
+        match r.result {
+            Ok(()) => rep.removed(q, kind.as_str(), r.id),
+            Err(e) => rep.error(q, e.to_string()),
         }
     }
 }
@@ -697,8 +675,7 @@ fn ledger_entry(root: &Path, e: &Entry, rep: &mut CleanReport, q: bool) {
                 detach_loop(&dev, Path::new(&e.id), rep, q);
             }
         }
-        ResourceKind::Pool => destroy_pools(std::slice::from_ref(&e.id), rep, q),
-        ResourceKind::Dm => remove_dm(std::slice::from_ref(&e.id), rep, q),
+        ResourceKind::Pool | ResourceKind::Dm => release_named(e.kind, std::slice::from_ref(&e.id), rep, q),
         ResourceKind::Cgroup => {
             let rel = e.id.trim_matches('/');
             if !rel.is_empty() && !rel.split('/').any(|c| c == "..") {

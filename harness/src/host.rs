@@ -91,9 +91,6 @@ pub struct BackendInfo {
     pub storage: Storage,
 }
 
-/// Backends that, unless given a device or an existing pool, build their store in a loop-backed
-/// file under their root.
-const LOOP_BACKED_BY_DEFAULT: [&str; 3] = ["btrfs", "devicemapper", "zfs"];
 /// Options that point a backend at real storage instead.
 const REAL_STORAGE_OPTIONS: [&str; 4] = ["device", "dataset", "thinpool", "pool"];
 
@@ -105,10 +102,7 @@ pub fn probe(root: &Path, runtime: &str, options: &std::collections::BTreeMap<St
         .map(|probe| {
             let dir = root.join(&probe.name);
             let user_storage = REAL_STORAGE_OPTIONS.iter().any(|o| options.contains_key(*o));
-            let loop_backed = match probe.details.get("loop_backed") {
-                Some(v) => v == "true",
-                None => LOOP_BACKED_BY_DEFAULT.contains(&probe.name.as_str()) && !user_storage,
-            };
+            let loop_backed = probe.loop_backed_by_default && !user_storage;
             let mut storage = storage_of(&dir);
             storage.loop_backed = loop_backed;
             BackendInfo { probe, storage }

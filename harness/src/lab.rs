@@ -4,10 +4,9 @@
 //! [`crate::image::build`]), containers through [`crate::container::Runtime`], cache drops,
 //! host memory, backend space and cache, scratch directories and second driver instances.
 //!
-//! Every read of the driver's status map is in this file (a typed status replaces the map);
-//! each such line is marked `typed Status at merge:`.
+//! Backend facts come from the driver's typed status and capabilities, never from its name.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -92,10 +91,9 @@ impl HostLab {
         self.cfg.driver_root(&self.name)
     }
 
-    /// The backend's status for a result snapshot (free-form until the status is typed).
-    pub fn status_snapshot(&self) -> BTreeMap<String, String> {
-        // typed Status at merge:
-        self.driver.status().unwrap_or_default()
+    /// The backend's status for a result snapshot.
+    pub fn status_snapshot(&self) -> Option<crate::results::BackendStatus> {
+        self.driver.status().ok().map(crate::results::BackendStatus::Typed)
     }
 
     /// Release everything of the run on this driver: containers a failed cell left behind,
@@ -254,17 +252,8 @@ impl Lab for HostLab {
         if !caps.own_read_cache {
             return None;
         }
-        // typed Status at merge:
-        let st = self.driver.status().ok()?;
-        if let Some(v) = st.get("arc_size").and_then(|v| v.trim().parse().ok()) {
-            let src = if caps.stand_in { "zfs-fuse kstat arcstats size" } else { "/proc/spl/kstat/zfs/arcstats size" };
-            return Some((v, src.into()));
-        }
-        // The stand-in's ARC lives in its daemon's heap.
-        let pid = st.get("daemon_pid").filter(|p| !p.is_empty())?;
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss = cowbench_workloads::probe::ops::parse_status(&text).get("vm_rss_bytes").copied()?;
-        Some((rss, format!("{} daemon RSS (pid {pid}; cache size not exposed)", self.probe.implementation.as_deref().unwrap_or(&self.name))))
+        let cache = self.driver.status().ok()?.cache?;
+        Some((cache.bytes, cache.source.to_string()))
     }
 
     fn variant<'a>(&'a self, options: &[(&str, &str)]) -> anyhow::Result<Box<dyn Lab + 'a>> {
@@ -426,11 +415,6 @@ pub fn du_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// Used bytes of the filesystem holding `p` (statvfs: (blocks - free) × fragment size).
-fn statvfs_used(p: &Path) -> Option<u64> {
-    let v = nix::sys::statvfs::statvfs(p).ok()?;
-    Some((v.blocks() as u64).saturating_sub(v.blocks_free() as u64) * v.fragment_size() as u64)
-}
 
 /// `syncfs(2)` of the filesystem holding `p`; best effort (a FUSE filesystem may ignore it).
 fn syncfs(p: &Path) {
@@ -441,68 +425,42 @@ fn syncfs(p: &Path) {
     }
 }
 
-fn num(st: &BTreeMap<String, String>, k: &str) -> Option<u64> {
-    st.get(k).and_then(|v| v.trim().parse().ok())
-}
-
-/// Backend space: thin-pool data used (devicemapper), zpool used (zfs), the used blocks of the
-/// backend's own filesystem (btrfs), else the blocks under the driver root; allocation of the
-/// data / vdev / loop file where there is one, else the driver root's blocks again.
+/// Backend space: what the backend's own store reports used (thin-pool data, zpool root
+/// dataset, the btrfs filesystem), else the blocks under the driver root; allocation of the
+/// backing file where there is one, else the driver root's blocks again.
 fn space(driver: &dyn Driver, driver_root: &Path) -> anyhow::Result<Space> {
-    // typed Status at merge:
-    let st = driver.status()?;
     // syncfs(2) of the backend's own filesystems only: a host-wide sync(2) would wait for
     // every other writer on the host.
     syncfs(driver_root);
-    // typed Status at merge:
-    let store = st.get("store").map(PathBuf::from);
-    if let Some(store) = &store {
-        syncfs(store);
+    let mut st = driver.status()?;
+    // The backend's own filesystem (btrfs): synced, then its figures read again.
+    if let Some(m) = st.backing.as_ref().and_then(|b| b.mount_point.clone()) {
+        syncfs(&m);
+        st = driver.status()?;
     }
-    // typed Status at merge:
-    let (used, used_source) = if let Some(v) = num(&st, "data_used_bytes") {
-        (v, "thin-pool data used (status data_used_bytes)".to_string())
-    // typed Status at merge:
-    } else if let Some(v) = num(&st, "pool_used_bytes") {
-        (v, "zpool root dataset used (status pool_used_bytes)".to_string())
-    } else if let Some(v) = store.as_deref().filter(|_| driver.capabilities().native_fs_layer).and_then(statvfs_used) {
-        (v, format!("statvfs used of the {} filesystem", driver.name()))
-    } else {
-        (du_bytes(driver_root), "blocks under the driver root".to_string())
+    let (used, used_source) = match st.space {
+        Some(s) => (s.used_bytes, s.source.to_string()),
+        None => (du_bytes(driver_root), "blocks under the driver root".to_string()),
     };
-    let mut alloc = None;
-    for k in ["data_file_allocated_bytes", "vdev_file_allocated_bytes", "loop_file_allocated_bytes"] {
-        // typed Status at merge:
-        if let Some(v) = num(&st, k) {
-            alloc = Some((v, format!("status {k}")));
-            break;
-        }
-    }
-    let (allocated, allocated_source) = alloc.unwrap_or_else(|| (du_bytes(driver_root), "blocks under the driver root".into()));
+    let (allocated, allocated_source) = match st.backing.as_ref().and_then(|b| Some((b.file_allocated_bytes?, b))) {
+        Some((v, b)) => (v, format!("blocks allocated to {} ({})", b.path.display(), b.kind)),
+        None => (du_bytes(driver_root), "blocks under the driver root".into()),
+    };
     Ok(Space { used, used_source, allocated, allocated_source })
 }
 
-/// Backend space once deferred frees have landed: btrfs deletes subvolumes in a background
-/// cleaner and frees their extents at a later transaction commit, so a backend whose layers
-/// are native filesystems on a store of its own, without a pool figure, is committed first
-/// (`btrfs filesystem sync`, 3 s at most); then the backend's used space is read every 500 ms
-/// until two readings agree, for `max` at most. (The host-side allocation of a loop file may
-/// go on changing: it is not waited for.)
+/// Backend space once deferred frees have landed: a backend that frees space in the
+/// background (btrfs deletes subvolumes in a cleaner thread) is synced first
+/// (`Driver::sync`); then the backend's used space is read every 500 ms until two readings
+/// agree, for `max` at most. Returns the last reading and how it settled. (The host-side
+/// allocation of a loop file may go on changing: it is not waited for.)
 fn settled_space(driver: &dyn Driver, driver_root: &Path, max: Duration) -> anyhow::Result<(Space, String)> {
     let t0 = Instant::now();
     let mut how = String::new();
-    let caps = driver.capabilities();
-    // btrfs: a native filesystem layer without an own read cache (zfs has both and a pool
-    // figure that needs no commit).
-    if caps.native_fs_layer && !caps.own_read_cache {
-        // typed Status at merge:
-        if let Some(store) = driver.status()?.get("store").cloned() {
-            let out = std::process::Command::new("timeout").args(["3", "btrfs", "filesystem", "sync"]).arg(&store).output();
-            match out {
-                Ok(o) if o.status.success() => how.push_str("btrfs filesystem sync; "),
-                Ok(o) => how.push_str(&format!("btrfs filesystem sync failed ({}); ", o.status)),
-                Err(e) => how.push_str(&format!("btrfs filesystem sync: {e}; ")),
-            }
+    if driver.capabilities().deferred_free {
+        match driver.sync() {
+            Ok(done) => how.push_str(&format!("{done}; ")),
+            Err(e) => how.push_str(&format!("sync failed ({e}); ")),
         }
     }
     let mut last = space(driver, driver_root)?;
@@ -538,6 +496,5 @@ mod tests {
         assert!(after < base + (2 << 20), "hard link counted twice: {base} -> {after}");
         assert!(host_memory().page_cache_bytes > 0);
         assert!(host_memory().total_bytes >= host_memory().available_bytes);
-        assert!(statvfs_used(t.path()).unwrap() > 0);
     }
 }

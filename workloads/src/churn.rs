@@ -164,8 +164,7 @@ impl Workload for Churn {
         let mut own = None;
         let mut discard_note = "as the run opened the backend".to_string();
         if let Some(v) = p.discard_option() {
-            // typed Status at merge:
-            let current = lab.driver().status()?.get("discard").cloned();
+            let current = lab.driver().status()?.discard.map(|d| d.to_string());
             match current {
                 None => return Err(SetupError::Skip(format!("{} has no discard option", lab.driver_name()))),
                 Some(cur) if cur == v => discard_note = format!("discard={v} (the run's driver)"),

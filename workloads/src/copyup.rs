@@ -189,8 +189,7 @@ const TARGET: &str = "/data/copyup";
 
 /// The backend's pool-level allocation (bytes), if it has one.
 fn pool_data_used(d: &dyn Driver) -> Option<u64> {
-    // typed Status at merge: d.status().ok()?.pool.map(|p| p.data_used_bytes)
-    d.status().ok()?.get("data_used_bytes")?.parse().ok()
+    d.status().ok()?.pool.map(|p| p.data_used_bytes)
 }
 
 struct CopyupCell<'a> {

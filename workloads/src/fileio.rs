@@ -350,8 +350,7 @@ pub fn o_direct_refused(lab: &dyn Lab) -> anyhow::Result<Option<String>> {
 pub fn o_direct_note(lab: &dyn Lab) -> String {
     if lab.driver().capabilities().loop_backed {
         let status = lab.driver().status().ok();
-        // typed Status at merge: backing.loop_direct_io
-        let dio = status.as_ref().and_then(|m| m.get("loop_direct_io").cloned()).unwrap_or_else(|| "unknown".into());
+        let dio = status.and_then(|m| m.backing?.loop_direct_io).map_or_else(|| "unknown".into(), |d| d.to_string());
         format!("accepted; storage is loop-backed (loop direct IO: {dio}): without it the loop device serves O_DIRECT from the host page cache")
     } else {
         "accepted".into()

@@ -200,9 +200,8 @@ impl Exec<'_> {
     /// one, in the notes.
     fn note_status(&mut self, when: &str) {
         if let Ok(st) = self.lab.driver().status() {
-            // typed Status at merge:
-            if let Some(v) = st.get("pool_fragmentation") {
-                self.status.push((format!("pool_fragmentation_{when}"), v.clone()));
+            if let Some(v) = st.fragmentation_percent {
+                self.status.push((format!("pool_fragmentation_{when}"), format!("{v}%")));
             }
         }
     }

@@ -17,8 +17,7 @@
 pub mod kernel;
 pub mod unionfs;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,13 +25,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::archive::{self, DiffSource, Whiteouts};
+use crate::backend::Backend;
 use crate::driver::{
-    ApplyStats, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo, ProbeReport, Usage,
+    ApplyStats, Backing, BackingKind, Capabilities, Driver, DriverConfig, Implementation, Kind, LayerInfo, ProbeReport,
+    Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
-use crate::meta::MetaStore;
-use crate::sys::{hostinfo, mounts};
+use crate::snapshotter::Snapshotter;
+use crate::sys::{hostinfo, mounts, tree};
 
 pub const NAME: &str = "aufs";
 /// The implementation name of the stand-in; never plain `aufs`.
@@ -49,28 +50,28 @@ const MAX_ARG_STRLEN: usize = 32 * 4096;
 const DAEMON_EXIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
-enum Backend {
+enum Union {
     Kernel,
     UnionFs { bin: PathBuf, version: String },
 }
 
-fn detect() -> std::result::Result<Backend, String> {
+fn detect() -> std::result::Result<Union, String> {
     if hostinfo::kernel_has_fs("aufs") {
-        return Ok(Backend::Kernel);
+        return Ok(Union::Kernel);
     }
     if !hostinfo::kernel_has_fs("fuse") || !Path::new("/dev/fuse").exists() {
         return Err("the kernel has no aufs and no FUSE for the unionfs-fuse stand-in".into());
     }
     match unionfs::find_tool() {
-        Some((bin, version)) => Ok(Backend::UnionFs { bin, version }),
+        Some((bin, version)) => Ok(Union::UnionFs { bin, version }),
         None => Err("the kernel has no aufs and unionfs-fuse (Debian package `unionfs-fuse`) is not installed".into()),
     }
 }
 
-fn implementation_of(b: &Backend) -> Implementation {
+fn implementation_of(b: &Union) -> Implementation {
     match b {
-        Backend::Kernel => Implementation { name: KERNEL.into(), version: Some(hostinfo::kernel_release()) },
-        Backend::UnionFs { version, .. } => {
+        Union::Kernel => Implementation { name: KERNEL.into(), version: Some(hostinfo::kernel_release()) },
+        Union::UnionFs { version, .. } => {
             Implementation { name: STAND_IN.into(), version: Some(format!("unionfs-fuse {version}")) }
         }
     }
@@ -81,8 +82,8 @@ pub fn probe() -> ProbeReport {
         Ok(b) => {
             let mut r = ProbeReport::available(NAME, &implementation_of(&b));
             match &b {
-                Backend::Kernel => r.with_detail("kernel", hostinfo::kernel_release()),
-                Backend::UnionFs { bin, .. } => {
+                Union::Kernel => r.with_detail("kernel", hostinfo::kernel_release()),
+                Union::UnionFs { bin, .. } => {
                     r.stand_in = true;
                     r.with_detail("tool", bin.display().to_string()).with_detail("kernel_aufs", "no")
                 }
@@ -108,14 +109,14 @@ struct MountRecord {
 
 pub struct Aufs {
     root: PathBuf,
-    meta: MetaStore,
-    backend: Backend,
+    backend: Union,
     max_files: u64,
     ledger: Ledger,
 }
 
 impl Aufs {
-    pub fn open(cfg: &DriverConfig) -> Result<Self> {
+    /// Set up or adopt the branches under `cfg.root/aufs`, behind the generic snapshotter.
+    pub fn open(cfg: &DriverConfig) -> Result<Snapshotter<Aufs>> {
         let backend = detect().map_err(|r| Error::unavailable(NAME, r))?;
         let mut max_files = unionfs::default_max_files();
         for (k, v) in &cfg.options {
@@ -134,10 +135,9 @@ impl Aufs {
         for d in ["l", "mounts", "tmp"] {
             std::fs::create_dir_all(root.join(d)).ctx(NAME, None, || format!("create {}", root.join(d).display()))?;
         }
-        let meta = MetaStore::open(NAME, &root)?;
-        let me = Aufs { root, meta, backend, max_files, ledger: Ledger::open(&cfg.root) };
+        let me = Aufs { root: root.clone(), backend, max_files, ledger: Ledger::open(&cfg.root) };
         me.clean_tmp();
-        Ok(me)
+        Snapshotter::new(me, &root, &cfg.root)
     }
 
     fn layer_dir(&self, id: u64) -> PathBuf {
@@ -195,8 +195,8 @@ impl Aufs {
 
     fn max_depth(&self) -> usize {
         match self.backend {
-            Backend::Kernel => KERNEL_MAX_BRANCHES,
-            Backend::UnionFs { .. } => {
+            Union::Kernel => KERNEL_MAX_BRANCHES,
+            Union::UnionFs { .. } => {
                 // "<root>/l/<id>=RO:" per branch, ids up to 10 digits
                 MAX_ARG_STRLEN / (self.root.as_os_str().len() + "/l/".len() + 10 + "=RO:".len())
             }
@@ -213,12 +213,12 @@ impl Aufs {
             ));
         }
         match &self.backend {
-            Backend::Kernel => {
+            Union::Kernel => {
                 kernel::mount(branches, writable, target)
                     .ctx(NAME, Some(key), || format!("mount aufs ({} branches) at {}", branches.len(), target.display()))?;
                 Ok(None)
             }
-            Backend::UnionFs { bin, .. } => {
+            Union::UnionFs { bin, .. } => {
                 let log = self.root.join(unionfs::LOG);
                 let spec = unionfs::MountSpec { bin, branches, writable, target, max_files: self.max_files, log: &log };
                 match unionfs::mount(&spec) {
@@ -233,8 +233,8 @@ impl Aufs {
     /// clean` also stops the daemon), a plain mount for kernel aufs.
     fn ledger_kind(&self) -> ResourceKind {
         match self.backend {
-            Backend::Kernel => ResourceKind::Mount,
-            Backend::UnionFs { .. } => ResourceKind::Fuse,
+            Union::Kernel => ResourceKind::Mount,
+            Union::UnionFs { .. } => ResourceKind::Fuse,
         }
     }
 
@@ -262,6 +262,8 @@ impl Aufs {
         }
     }
 
+    /// Mount the union of `branches` at `target` and write its record. The mount is in the
+    /// ledger already (as [`Backend::mount_resource`] says); the daemon's pid is added here.
     fn mount_recorded(&self, key: &str, branches: &[PathBuf], writable: bool, target: &Path) -> Result<()> {
         let target = std::fs::canonicalize(target).ctx(NAME, Some(key), || format!("mount target {}", target.display()))?;
         // A second union over a live one would orphan the first one's daemon in the records.
@@ -269,19 +271,9 @@ impl Aufs {
         if let Some(r) = existing.filter(|r| mounts::is_mountpoint(&r.target) && self.is_ours(&r.target)) {
             return Err(Error::invalid(NAME, key, format!("{} already has layer '{}' mounted", target.display(), r.key)));
         }
-        // In the ledger before it exists; the daemon's pid is added once it is known.
         let id = target.display().to_string();
         let kind = self.ledger_kind();
-        self.ledger
-            .record(kind, &id, &format!("{NAME} layer {key}"))
-            .ctx(NAME, Some(key), || format!("record the mount on {id} in the ledger"))?;
-        let pid = match self.mount_union(key, branches, writable, &target) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = self.ledger.forget(kind, &id);
-                return Err(e);
-            }
-        };
+        let pid = self.mount_union(key, branches, writable, &target)?;
         if let Some(p) = pid {
             let _ = self.ledger.record(kind, &id, &p.to_string());
         }
@@ -328,7 +320,14 @@ impl Aufs {
     fn temp_mount(&self, key: &str, chain: &[LayerInfo], tag: &str) -> Result<TempMount<'_>> {
         let dir = self.root.join("tmp").join(format!("{}-{}-{tag}", std::process::id(), chain[0].id));
         std::fs::create_dir_all(&dir).ctx(NAME, Some(key), || format!("create {}", dir.display()))?;
-        if let Err(e) = self.mount_recorded(key, &self.branches(chain), false, &dir) {
+        // In the ledger before it exists, as every mount.
+        let (kind, id) = (self.ledger_kind(), tree::mount_id(&dir));
+        let recorded = self.ledger.record(kind, &id, &format!("{NAME} diff mount of layer {key}"));
+        let mounted = recorded
+            .ctx(NAME, Some(key), || format!("record the mount on {id} in the ledger"))
+            .and_then(|()| self.mount_recorded(key, &self.branches(chain), false, &dir));
+        if let Err(e) = mounted {
+            let _ = self.ledger.forget(kind, &id);
             let _ = std::fs::remove_dir(&dir);
             return Err(e);
         }
@@ -339,15 +338,15 @@ impl Aufs {
     /// unionfs-fuse: its markers hide lower entries, but the branch alone cannot tell a marker
     /// of this layer that hides nothing from one that hides something; comparing the mounted
     /// layer with its mounted parent is exact, so diffs come from that comparison.
-    fn with_diff_source<T>(&self, key: &str, f: impl FnOnce(&DiffSource<'_>) -> Result<T>) -> Result<T> {
-        let chain = self.meta.chain(key)?;
+    fn with_diff_source<T>(&self, chain: &[LayerInfo], f: impl FnOnce(&DiffSource<'_>) -> Result<T>) -> Result<T> {
+        let key = chain[0].key.as_str();
         match self.backend {
-            Backend::Kernel => {
-                let branches = self.branches(&chain);
+            Union::Kernel => {
+                let branches = self.branches(chain);
                 f(&DiffSource::AufsBranch { branch: &branches[0], lowers: &branches[1..] })
             }
-            Backend::UnionFs { .. } => {
-                let upper = self.temp_mount(key, &chain, "upper")?;
+            Union::UnionFs { .. } => {
+                let upper = self.temp_mount(key, chain, "upper")?;
                 let lower = if chain.len() > 1 { Some(self.temp_mount(key, &chain[1..], "lower")?) } else { None };
                 let out = f(&DiffSource::Compare { lower: lower.as_ref().map(|m| m.dir.as_path()), upper: &upper.dir });
                 drop(lower);
@@ -391,7 +390,7 @@ fn tree_usage(dir: &Path, skip: Option<&str>) -> std::io::Result<Usage> {
     Ok(u)
 }
 
-impl Driver for Aufs {
+impl Backend for Aufs {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -401,7 +400,7 @@ impl Driver for Aufs {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let kernel = matches!(self.backend, Backend::Kernel);
+        let kernel = matches!(self.backend, Union::Kernel);
         Capabilities {
             native_diff: kernel,
             quota: false,
@@ -417,129 +416,99 @@ impl Driver for Aufs {
             o_direct: true,
             native_fs_layer: false,
             own_read_cache: false,
+            deferred_free: false,
         }
     }
 
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<LayerInfo> {
-        let (info, ()) = self.meta.create_with(key, parent, Kind::Active, labels, |info, _| {
-            let d = self.layer_dir(info.id);
-            std::fs::create_dir(&d).ctx(NAME, Some(key), || format!("create {}", d.display()))
-        })?;
-        Ok(info)
-    }
-
-    fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<LayerInfo> {
+    fn create(&self, chain: &[LayerInfo]) -> Result<()> {
         // A view has an (always empty) branch of its own, so every layer mounts the same way.
-        let (info, ()) = self.meta.create_with(key, Some(parent), Kind::View, labels, |info, _| {
-            let d = self.layer_dir(info.id);
-            std::fs::create_dir(&d).ctx(NAME, Some(key), || format!("create {}", d.display()))
-        })?;
-        Ok(info)
+        let d = self.layer_dir(chain[0].id);
+        std::fs::create_dir(&d).ctx(NAME, Some(&chain[0].key), || format!("create {}", d.display()))
     }
 
-    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
+    fn freeze(&self, _active: &LayerInfo, _committed: &LayerInfo) -> Result<()> {
         // The branch stays where it is: committing only freezes it (no later mount is writable).
-        let (info, ()) = self.meta.commit_with(name, key, labels, |_, _| Ok(()))?;
-        Ok(info)
+        Ok(())
     }
 
-    fn mount(&self, key: &str, target: &Path) -> Result<()> {
-        let chain = self.meta.chain(key)?;
+    fn mount(&self, chain: &[LayerInfo], target: &Path) -> Result<()> {
         let writable = chain[0].kind == Kind::Active;
-        self.mount_recorded(key, &self.branches(&chain), writable, target)
+        self.mount_recorded(&chain[0].key, &self.branches(chain), writable, target)
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
         self.unmount_recorded(target)
     }
 
-    fn remove(&self, key: &str) -> Result<()> {
-        let busy = self.mounted_at(key);
-        if !busy.is_empty() {
-            return Err(Error::invalid(NAME, key, format!("is mounted at {}", busy[0].display())));
-        }
-        self.meta.remove_with(key, |info| {
-            let d = self.layer_dir(info.id);
-            match crate::archive::remove_tree(&d) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::io(NAME, Some(key), format!("remove {}", d.display()), e))
-                }
-                _ => Ok(()),
-            }
-        })
+    fn mount_resource(&self) -> ResourceKind {
+        self.ledger_kind()
     }
 
-    fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
-        let chain = self.meta.chain(key)?;
-        if chain[0].kind != Kind::Active {
-            return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", chain[0].kind)));
+    fn destroy(&self, info: &LayerInfo) -> Result<()> {
+        // Mounted by any process (the records are shared): the branch would go from under it.
+        let busy = self.mounted_at(&info.key);
+        if !busy.is_empty() {
+            return Err(Error::invalid(NAME, &info.key, format!("is mounted at {}", busy[0].display())));
         }
-        let branches = self.branches(&chain);
+        let d = self.layer_dir(info.id);
+        match crate::archive::remove_tree(&d) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(NAME, Some(&info.key), format!("remove {}", d.display()), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn apply(&self, chain: &[LayerInfo], tar: &mut dyn Read) -> Result<ApplyStats> {
+        let key = chain[0].key.as_str();
+        let branches = self.branches(chain);
         let cp = crate::rollback::TreeCheckpoint::take(NAME, key, &branches[0], &branches[0].with_extension("pre-apply"))?;
         crate::rollback::apply_atomically(NAME, key, cp, || match self.backend {
-            Backend::Kernel => archive::apply(NAME, key, tar, &branches[0], Whiteouts::Aufs),
-            Backend::UnionFs { .. } => {
+            Union::Kernel => archive::apply(NAME, key, tar, &branches[0], Whiteouts::Aufs),
+            Union::UnionFs { .. } => {
                 let markers = unionfs::Markers { lowers: &branches[1..] };
                 archive::apply(NAME, key, tar, &branches[0], Whiteouts::Custom(&markers))
             }
         })
     }
 
-    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
-        self.with_diff_source(key, |src| archive::write_diff(NAME, key, src, out))
+    fn diff_source(&self, chain: &[LayerInfo], f: &mut dyn FnMut(&DiffSource) -> Result<()>) -> Result<()> {
+        self.with_diff_source(chain, f)
     }
 
-    fn changes(&self, key: &str) -> Result<Vec<Change>> {
-        self.with_diff_source(key, |src| archive::changes(NAME, key, src))
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        let info = self.meta.get(key)?;
-        let d = self.layer_dir(info.id);
+    fn usage(&self, chain: &[LayerInfo]) -> Result<Usage> {
+        let d = self.layer_dir(chain[0].id);
         let skip = match self.backend {
-            Backend::Kernel => None,
-            Backend::UnionFs { .. } => Some(unionfs::META_DIR),
+            Union::Kernel => None,
+            Union::UnionFs { .. } => Some(unionfs::META_DIR),
         };
-        tree_usage(&d, skip).ctx(NAME, Some(key), || format!("usage of {}", d.display()))
+        tree_usage(&d, skip).ctx(NAME, Some(&chain[0].key), || format!("usage of {}", d.display()))
     }
 
-    fn stat(&self, key: &str) -> Result<LayerInfo> {
-        self.meta.get(key)
-    }
-
-    fn list(&self) -> Result<Vec<LayerInfo>> {
-        self.meta.list()
-    }
-
-    fn status(&self) -> Result<BTreeMap<String, String>> {
+    fn status(&self) -> Result<Status> {
         let imp = self.implementation();
-        let mut s = BTreeMap::new();
-        s.insert("implementation".into(), imp.name.clone());
-        s.insert("version".into(), imp.version.clone().unwrap_or_default());
-        s.insert("root".into(), self.root.display().to_string());
-        s.insert("layers".into(), self.meta.list()?.len().to_string());
+        let mut s = Status::new(imp.to_string(), 0);
+        s.backing = Some(Backing::new(BackingKind::Directory, &self.root));
         let live: Vec<MountRecord> =
             self.records().into_iter().map(|(_, r)| r).filter(|r| mounts::is_mountpoint(&r.target)).collect();
-        s.insert("mounts".into(), live.len().to_string());
-        s.insert("max_depth".into(), self.max_depth().to_string());
+        s.fact("mounts", live.len());
+        s.fact("max_depth", self.max_depth());
         if let Ok(m) = mounts::fstype_of(&self.root) {
-            s.insert("backing_fs".into(), m.fstype);
+            s.fact("backing_fs", m.fstype);
         }
         match &self.backend {
-            Backend::Kernel => {
-                s.insert("stand_in".into(), "false".into());
-            }
-            Backend::UnionFs { bin, .. } => {
-                s.insert("stand_in".into(), "true".into());
-                s.insert("tool".into(), bin.display().to_string());
-                s.insert("daemons".into(), live.iter().filter(|r| r.pid.is_some()).count().to_string());
-                s.insert("max_files".into(), self.max_files.to_string());
+            Union::Kernel => s.fact("stand_in", false),
+            Union::UnionFs { bin, .. } => {
+                s.fact("stand_in", true);
+                s.fact("tool", bin.display());
+                s.fact("daemons", live.iter().filter(|r| r.pid.is_some()).count());
+                s.fact("max_files", self.max_files);
             }
         }
         Ok(s)
     }
 
-    fn teardown(&self) -> Result<()> {
+    fn teardown(&self, _layers: &[LayerInfo]) -> Result<()> {
         // Every mount this backend made (and only those), then the daemons behind them.
         let mut first_err = None;
         for (path, rec) in self.records() {
@@ -557,14 +526,14 @@ impl Driver for Aufs {
         }
         let l = self.root.join("l");
         crate::archive::remove_tree(&l).ctx(NAME, None, || format!("remove {}", l.display()))?;
-        std::fs::create_dir_all(&l).ctx(NAME, None, || format!("create {}", l.display()))?;
-        self.meta.clear()
+        std::fs::create_dir_all(&l).ctx(NAME, None, || format!("create {}", l.display()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::Labels;
     use crate::archive::WhiteoutHandler;
     use crate::conformance::fixture;
     use crate::driver::MountGuard;
@@ -618,7 +587,7 @@ mod tests {
         if !hostinfo::kernel_has_fs("aufs") {
             assert_eq!(d.implementation().name, STAND_IN);
             assert!(d.capabilities().stand_in);
-            assert_eq!(d.status().unwrap()["implementation"], STAND_IN);
+            assert!(d.status().unwrap().implementation.starts_with(STAND_IN));
         }
         d.prepare("base-w", None, &no_labels()).unwrap();
         let t = fx.dir("t");
@@ -782,11 +751,11 @@ mod tests {
         let pids = unionfs::daemons_for(&t);
         assert_eq!(pids.len(), 1);
         let other = crate::registry::open(NAME, &DriverConfig::new(fx.root().join("root"))).unwrap();
-        assert_eq!(other.status().unwrap()["mounts"], "1");
+        assert_eq!(other.status().unwrap().facts["mounts"], "1");
         other.unmount(&t).unwrap();
         assert!(!mounts::is_mountpoint(&t));
         assert!(!unionfs::alive(pids[0]), "daemon {} still running after unmount", pids[0]);
-        assert_eq!(other.status().unwrap()["mounts"], "0");
+        assert_eq!(other.status().unwrap().facts["mounts"], "0");
     }
 
     #[test]

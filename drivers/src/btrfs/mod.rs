@@ -29,9 +29,8 @@
 
 pub mod ioctl;
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -42,16 +41,16 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::archive::{self, DiffSource, Whiteouts};
+use crate::backend::Backend;
 use crate::driver::{
-    ApplyStats, Capabilities, Change, ChangeKind, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo,
-    ProbeReport, Usage,
+    ApplyStats, Backing, BackingKind, Capabilities, ChangeKind, Driver, DriverConfig, Implementation, Kind, LayerInfo,
+    ProbeReport, SpaceSource, SpaceUsage, Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
-use crate::meta::MetaStore;
-use crate::sys::{hostinfo, loopdev, mounts};
-use crate::vfs::tree;
-use crate::zfs::cmd::{parse_size, run};
+use crate::snapshotter::Snapshotter;
+use crate::sys::cmd::run;
+use crate::sys::{hostinfo, loopdev, mounts, tree, units};
 
 pub const NAME: &str = "btrfs";
 
@@ -121,9 +120,9 @@ impl Store {
 
 pub struct Btrfs {
     root: PathBuf,
-    meta: MetaStore,
     store: Store,
     quota: Option<u64>,
+    /// Records the backing store's loop device and mount (layer mounts are the snapshotter's).
     ledger: Ledger,
 }
 
@@ -169,16 +168,15 @@ pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
 }
 
 impl Btrfs {
-    pub fn open(cfg: &DriverConfig) -> Result<Self> {
+    /// Set up or adopt the store under `cfg.root/btrfs`, behind the generic snapshotter.
+    pub fn open(cfg: &DriverConfig) -> Result<Snapshotter<Btrfs>> {
         for k in cfg.options.keys() {
             if !KNOWN_OPTIONS.contains(&k.as_str()) {
                 return Err(Error::config(NAME, format!("unknown option '{k}' (known: {})", KNOWN_OPTIONS.join(", "))));
             }
         }
         let size_opt = |k: &str| -> Result<Option<u64>> {
-            cfg.option(k)
-                .map(|v| parse_size(v).ok_or_else(|| Error::config(NAME, format!("option {k}={v}: not a size"))))
-                .transpose()
+            cfg.option(k).map(|v| units::size_option(NAME, k, v)).transpose()
         };
         let size = size_opt("size")?.unwrap_or(DEFAULT_SIZE);
         if size < MIN_SIZE {
@@ -188,7 +186,6 @@ impl Btrfs {
         let root = cfg.driver_root(NAME);
         fs::create_dir_all(&root).ctx(NAME, None, || format!("create {}", root.display()))?;
         let _lock = FileLock::acquire(&root.join("setup.lock"))?;
-        let meta = MetaStore::open(NAME, &root)?;
         let state_path = root.join("store.json");
         let saved: Option<Store> = match fs::read(&state_path) {
             Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::Metadata {
@@ -238,7 +235,8 @@ impl Btrfs {
         if quota.is_some() {
             ioctl::quota_enable(wanted.base()).ctx(NAME, None, || "enable quota groups".into())?;
         }
-        Ok(Btrfs { root, meta, store: wanted, quota, ledger })
+        let meta_dir = root.clone();
+        Snapshotter::new(Btrfs { root, store: wanted, quota, ledger }, &meta_dir, &cfg.root)
     }
 
     /// Format (first time only), attach and mount the loop-backed filesystem.
@@ -292,33 +290,10 @@ impl Btrfs {
         self.store.base().join("layers").join(id.to_string())
     }
 
-    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, labels: &Labels) -> Result<LayerInfo> {
-        let (info, ()) = self.meta.create_with(key, parent, kind, labels, |info, parents| {
-            let path = self.layer_path(info.id);
-            if path.exists() {
-                // Left by a process that died between creating it and recording it.
-                destroy_tree(&path).ctx(NAME, Some(key), || format!("remove stale {}", path.display()))?;
-            }
-            match parents.first() {
-                Some(p) => ioctl::snapshot(&self.layer_path(p.id), &path, kind == Kind::View)
-                    .ctx(NAME, Some(key), || format!("snapshot '{}' to {}", p.key, path.display()))?,
-                None => ioctl::subvol_create(&path).ctx(NAME, Some(key), || format!("create subvolume {}", path.display()))?,
-            }
-            if let Some(limit) = self.quota {
-                if let Err(e) = ioctl::qgroup_limit_excl(&path, limit) {
-                    let _ = destroy_tree(&path);
-                    return Err(Error::io(NAME, Some(key), format!("limit qgroup of {}", path.display()), e));
-                }
-            }
-            Ok(())
-        })?;
-        Ok(info)
-    }
-
-    fn parent_path(&self, key: &str) -> Result<(LayerInfo, Option<PathBuf>)> {
-        let chain = self.meta.chain(key)?;
-        let lower = chain.get(1).map(|p| self.layer_path(p.id));
-        Ok((chain[0].clone(), lower))
+    /// The subvolumes whose difference is the change set of `chain[0]`: its parent's (None:
+    /// empty) and its own.
+    fn trees(&self, chain: &[LayerInfo]) -> (Option<PathBuf>, PathBuf) {
+        (chain.get(1).map(|p| self.layer_path(p.id)), self.layer_path(chain[0].id))
     }
 
     /// Every mount of one of our layers (bind mounts anywhere on the host), deepest first.
@@ -449,16 +424,7 @@ fn extent_walk(key: &str, path: &Path) -> Result<u64> {
 
 // The casts: statvfs field types differ between architectures (u32 on some 32-bit targets).
 #[allow(clippy::unnecessary_cast)]
-fn statvfs_facts(path: &Path, out: &mut BTreeMap<String, String>) {
-    if let Ok(s) = nix::sys::statvfs::statvfs(path) {
-        let f = s.fragment_size() as u64;
-        out.insert("fs_size_bytes".into(), (s.blocks() as u64 * f).to_string());
-        out.insert("fs_used_bytes".into(), ((s.blocks() - s.blocks_free()) as u64 * f).to_string());
-        out.insert("fs_avail_bytes".into(), (s.blocks_available() as u64 * f).to_string());
-    }
-}
-
-impl Driver for Btrfs {
+impl Backend for Btrfs {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -492,72 +458,71 @@ impl Driver for Btrfs {
             o_direct: true,
             native_fs_layer: true,
             own_read_cache: false,
+            deferred_free: true,
         }
     }
 
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<LayerInfo> {
-        self.create(key, parent, Kind::Active, labels)
+    fn create(&self, chain: &[LayerInfo]) -> Result<()> {
+        let key = chain[0].key.as_str();
+        let path = self.layer_path(chain[0].id);
+        if path.exists() {
+            // Left by a process that died between creating it and recording it.
+            destroy_tree(&path).ctx(NAME, Some(key), || format!("remove stale {}", path.display()))?;
+        }
+        match chain.get(1) {
+            Some(p) => ioctl::snapshot(&self.layer_path(p.id), &path, chain[0].kind == Kind::View)
+                .ctx(NAME, Some(key), || format!("snapshot '{}' to {}", p.key, path.display()))?,
+            None => ioctl::subvol_create(&path).ctx(NAME, Some(key), || format!("create subvolume {}", path.display()))?,
+        }
+        if let Some(limit) = self.quota {
+            if let Err(e) = ioctl::qgroup_limit_excl(&path, limit) {
+                let _ = destroy_tree(&path);
+                return Err(Error::io(NAME, Some(key), format!("limit qgroup of {}", path.display()), e));
+            }
+        }
+        Ok(())
     }
 
-    fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<LayerInfo> {
-        self.create(key, Some(parent), Kind::View, labels)
+    fn freeze(&self, active: &LayerInfo, _committed: &LayerInfo) -> Result<()> {
+        let path = self.layer_path(active.id);
+        ioctl::set_readonly(&path, true).ctx(NAME, Some(&active.key), || format!("make {} read-only", path.display()))
     }
 
-    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
-        let (info, ()) = self.meta.commit_with(name, key, labels, |active, _| {
-            let path = self.layer_path(active.id);
-            ioctl::set_readonly(&path, true).ctx(NAME, Some(key), || format!("make {} read-only", path.display()))
-        })?;
-        Ok(info)
-    }
-
-    fn mount(&self, key: &str, target: &Path) -> Result<()> {
-        let info = self.meta.get(key)?;
-        let src = self.layer_path(info.id);
+    fn mount(&self, chain: &[LayerInfo], target: &Path) -> Result<()> {
+        let src = self.layer_path(chain[0].id);
         // Committed layers and views are mounted read-only.
-        self.ledger.tracked_mount(NAME, key, target, || {
-            tree::bind_mount(&src, target, info.kind != Kind::Active)
-                .ctx(NAME, Some(key), || format!("bind mount {} on {}", src.display(), target.display()))
-        })
+        tree::bind_mount(&src, target, chain[0].kind != Kind::Active)
+            .ctx(NAME, Some(&chain[0].key), || format!("bind mount {} on {}", src.display(), target.display()))
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        self.ledger.tracked_unmount(NAME, target)
+        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))
     }
 
-    fn remove(&self, key: &str) -> Result<()> {
-        self.meta.remove_with(key, |info| {
-            let path = self.layer_path(info.id);
-            destroy_tree(&path).ctx(NAME, Some(key), || format!("delete subvolume {}", path.display()))
-        })?;
-        self.release_deleted(key)
+    fn destroy(&self, layer: &LayerInfo) -> Result<()> {
+        let path = self.layer_path(layer.id);
+        destroy_tree(&path).ctx(NAME, Some(&layer.key), || format!("delete subvolume {}", path.display()))
     }
 
-    fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
-        let info = self.meta.get(key)?;
-        if info.kind != Kind::Active {
-            return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", info.kind)));
-        }
-        let path = self.layer_path(info.id);
+    fn destroyed(&self, layer: &LayerInfo) -> Result<()> {
+        self.release_deleted(&layer.key)
+    }
+
+    fn apply(&self, chain: &[LayerInfo], tar: &mut dyn Read) -> Result<ApplyStats> {
+        let key = chain[0].key.as_str();
+        let path = self.layer_path(chain[0].id);
         let cp = SnapshotCheckpoint::take(self, key, &path)?;
         crate::rollback::apply_atomically(NAME, key, cp, || archive::apply(NAME, key, tar, &path, Whiteouts::Delete))
     }
 
-    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
-        let (info, lower) = self.parent_path(key)?;
-        let upper = self.layer_path(info.id);
-        archive::write_diff(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &upper }, out)
+    fn diff_source(&self, chain: &[LayerInfo], f: &mut dyn FnMut(&DiffSource) -> Result<()>) -> Result<()> {
+        let (lower, upper) = self.trees(chain);
+        f(&DiffSource::Compare { lower: lower.as_deref(), upper: &upper })
     }
 
-    fn changes(&self, key: &str) -> Result<Vec<Change>> {
-        let (info, lower) = self.parent_path(key)?;
-        let upper = self.layer_path(info.id);
-        archive::changes(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &upper })
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        let info = self.meta.get(key)?;
-        let path = self.layer_path(info.id);
+    fn usage(&self, chain: &[LayerInfo]) -> Result<Usage> {
+        let key = chain[0].key.as_str();
+        let path = self.layer_path(chain[0].id);
         let bytes = if self.quota.is_some() {
             // qgroup numbers are those of the last committed transaction.
             let f = File::open(&path).ctx(NAME, Some(key), || format!("open {}", path.display()))?;
@@ -570,65 +535,76 @@ impl Driver for Btrfs {
         } else {
             extent_walk(key, &path)?
         };
-        let inodes = self.changes(key)?.iter().filter(|c| c.kind != ChangeKind::Deleted).count() as u64;
+        let (lower, upper) = self.trees(chain);
+        let changes = archive::changes(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &upper })?;
+        let inodes = changes.iter().filter(|c| c.kind != ChangeKind::Deleted).count() as u64;
         Ok(Usage { bytes, inodes })
     }
 
-    fn stat(&self, key: &str) -> Result<LayerInfo> {
-        self.meta.get(key)
-    }
-
-    fn list(&self) -> Result<Vec<LayerInfo>> {
-        self.meta.list()
-    }
-
-    fn status(&self) -> Result<BTreeMap<String, String>> {
-        let mut out = BTreeMap::new();
-        out.insert("implementation".into(), implementation().to_string());
-        out.insert("store".into(), self.store.base().display().to_string());
-        match &self.store {
-            Store::Loop { image, .. } => {
-                out.insert("mode".into(), "loop-backed file".into());
-                out.insert("loop_file".into(), image.display().to_string());
-                if let Ok(md) = fs::metadata(image) {
-                    out.insert("loop_file_apparent_bytes".into(), md.len().to_string());
-                    out.insert("loop_file_allocated_bytes".into(), (md.blocks() * 512).to_string());
-                }
+    fn status(&self) -> Result<Status> {
+        let mut s = Status::new(implementation().to_string(), 0);
+        let base = self.store.base();
+        let mut backing = match &self.store {
+            Store::Loop { image, mnt } => {
+                let mut b = Backing::new(BackingKind::LoopFile, image).with_file_sizes();
+                b.mount_point = Some(mnt.clone());
                 if let Ok(devs) = loopdev::find_by_file(image) {
-                    let names: Vec<String> = devs.iter().map(|d| d.display().to_string()).collect();
-                    out.insert("loop_device".into(), names.join(","));
-                    if let Some(d) = devs.first() {
-                        if let Ok(dio) = loopdev::direct_io(d) {
-                            out.insert("loop_direct_io".into(), dio.to_string());
-                        }
-                    }
+                    b.loop_direct_io = devs.first().and_then(|d| loopdev::direct_io(d).ok());
+                    b.loop_devices = devs;
                 }
+                b
             }
             Store::Existing { fs_root, .. } => {
-                out.insert("mode".into(), "existing filesystem".into());
-                out.insert("fs_root".into(), fs_root.display().to_string());
+                let mut b = Backing::new(BackingKind::ExistingFilesystem, fs_root);
+                b.mount_point = Some(fs_root.clone());
+                b
             }
+        };
+        if backing.mount_point.is_none() {
+            backing.mount_point = Some(base.to_path_buf());
         }
-        let m = mounts::mount_at(self.store.base()).ok().flatten().or_else(|| mounts::fstype_of(self.store.base()).ok());
+        s.backing = Some(backing);
+        s.fact("store", base.display());
+        let m = mounts::mount_at(base).ok().flatten().or_else(|| mounts::fstype_of(base).ok());
         if let Some(m) = m {
-            out.insert("device".into(), m.source);
-            out.insert("mount_options".into(), format!("{},{}", m.options, m.super_options));
+            s.fact("device", m.source);
+            s.fact("mount_options", format!("{},{}", m.options, m.super_options));
         }
-        statvfs_facts(self.store.base(), &mut out);
-        out.insert("btrfs_progs".into(), progs_version().unwrap_or_else(|| "not found".into()));
-        out.insert(
-            "quota".into(),
-            self.quota.map(|q| format!("qgroups, {q} exclusive bytes per layer")).unwrap_or_else(|| "off".into()),
+        if let Ok(v) = nix::sys::statvfs::statvfs(base) {
+            let f = v.fragment_size() as u64;
+            s.space = Some(SpaceUsage {
+                used_bytes: (v.blocks() - v.blocks_free()) as u64 * f,
+                total_bytes: v.blocks() as u64 * f,
+                source: SpaceSource::FilesystemStatvfs,
+            });
+            s.fact("fs_avail_bytes", v.blocks_available() as u64 * f);
+        }
+        s.fact("btrfs_progs", progs_version().unwrap_or_else(|| "not found".into()));
+        s.fact("quota", self.quota.map(|q| format!("qgroups, {q} exclusive bytes per layer")).unwrap_or_else(|| "off".into()));
+        s.fact(
+            "usage_method",
+            if self.quota.is_some() { "qgroup exclusive bytes" } else { "FIEMAP extent walk (non-shared extents)" },
         );
-        out.insert(
-            "usage_method".into(),
-            if self.quota.is_some() { "qgroup exclusive bytes" } else { "FIEMAP extent walk (non-shared extents)" }.into(),
-        );
-        out.insert("layers".into(), self.meta.list()?.len().to_string());
-        Ok(out)
+        Ok(s)
     }
 
-    fn teardown(&self) -> Result<()> {
+    fn sync(&self) -> Result<String> {
+        // Deleted subvolumes free their extents in the cleaner thread at a later transaction
+        // commit: commit now (what `btrfs filesystem sync` does). A commit can wait behind a
+        // long writeback, so it runs on a thread of its own and is waited for 3 s at most.
+        let base = self.store.base().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(ioctl::sync(&base));
+        });
+        match rx.recv_timeout(Duration::from_secs(3)) {
+            Ok(Ok(())) => Ok("btrfs transaction committed (BTRFS_IOC_SYNC)".into()),
+            Ok(Err(e)) => Err(Error::io(NAME, None, format!("BTRFS_IOC_SYNC on {}", self.store.base().display()), e)),
+            Err(_) => Ok("btrfs transaction commit still running after 3 s".into()),
+        }
+    }
+
+    fn teardown(&self, _layers: &[LayerInfo]) -> Result<()> {
         let _lock = FileLock::acquire(&self.root.join("setup.lock"))?;
         let mut first: Option<Error> = None;
         let mut note = |r: Result<()>| {
@@ -694,7 +670,6 @@ impl Driver for Btrfs {
             }
         }
         note(fs::remove_file(self.root.join("store.json")).or_else(ignore_missing).ctx(NAME, None, || "remove store.json".into()));
-        note(self.meta.clear());
         match first {
             Some(e) => Err(e),
             None => Ok(()),
@@ -713,10 +688,12 @@ fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::Labels;
+    use std::io::Write;
 
     /// A driver on a fresh root under /var/tmp, torn down (and its files removed) on drop.
     struct Env {
-        driver: Option<Btrfs>,
+        driver: Option<Snapshotter<Btrfs>>,
         dir: Option<tempfile::TempDir>,
     }
 
@@ -736,7 +713,7 @@ mod tests {
             Some(Env { driver: Some(driver), dir: Some(dir) })
         }
 
-        fn d(&self) -> &Btrfs {
+        fn d(&self) -> &Snapshotter<Btrfs> {
             self.driver.as_ref().unwrap()
         }
 
@@ -778,7 +755,7 @@ mod tests {
         let base_usage = d.usage("base-a").unwrap();
         assert!(base_usage.bytes >= 1 << 20, "{base_usage:?}");
         d.commit("base", "base-a", &l).unwrap();
-        assert!(ioctl::get_flags(&d.layer_path(d.stat("base").unwrap().id)).unwrap() & ioctl::SUBVOL_RDONLY != 0);
+        assert!(ioctl::get_flags(&d.backend().layer_path(d.stat("base").unwrap().id)).unwrap() & ioctl::SUBVOL_RDONLY != 0);
 
         // A child is a writable snapshot: sees the parent's files, shares its extents.
         d.prepare("child", Some("base"), &l).unwrap();
@@ -816,16 +793,18 @@ mod tests {
         d.unmount(&tb).unwrap();
 
         assert!(matches!(d.remove("base"), Err(Error::HasChildren { .. })));
-        let child_path = d.layer_path(d.stat("child").unwrap().id);
+        let child_path = d.backend().layer_path(d.stat("child").unwrap().id);
         d.remove("child").unwrap();
         assert!(!child_path.exists());
         d.remove("v").unwrap();
         d.remove("base").unwrap();
         assert!(d.list().unwrap().is_empty());
-        assert_eq!(fs::read_dir(d.store.base().join("layers")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(d.backend().store.base().join("layers")).unwrap().count(), 0);
         let st = d.status().unwrap();
-        assert_eq!(st["mode"], "loop-backed file");
-        assert!(st["device"].starts_with("/dev/loop"), "{st:?}");
+        let b = st.backing.as_ref().unwrap();
+        assert_eq!(b.kind, BackingKind::LoopFile);
+        assert!(b.loop_devices.first().is_some_and(|d| d.to_string_lossy().starts_with("/dev/loop")), "{st:?}");
+        assert!(st.space.is_some_and(|s| s.used_bytes > 0 && s.total_bytes >= s.used_bytes), "{st:?}");
         assert!(d.capabilities().loop_backed && d.capabilities().block_level_cow);
     }
 
@@ -844,13 +823,13 @@ mod tests {
         let Some(env) = Env::new(&[("size", "512M")]) else { return };
         let d = env.d();
         let l = Labels::new();
-        let empty = avail(d.store.base());
+        let empty = avail(d.backend().store.base());
         d.prepare("big", None, &l).unwrap();
         let start = std::time::Instant::now();
         let err = d.apply("big", &mut streamed_tar(2 * (empty as usize) / EACH, EACH, 1)).unwrap_err();
         eprintln!("{} MB free: apply of twice that failed and was rolled back in {:?}: {err}", empty >> 20, start.elapsed());
         assert!(matches!(&err, Error::NoSpace { key, .. } if key == "big"), "{err}");
-        let p = d.layer_path(d.stat("big").unwrap().id);
+        let p = d.backend().layer_path(d.stat("big").unwrap().id);
         assert_eq!(fs::read_dir(&p).unwrap().count(), 0, "the failed apply left entries");
         assert!(!p.with_extension("pre-apply").exists(), "the checkpoint is left");
         assert_eq!(d.usage("big").unwrap(), Usage::default());
@@ -908,7 +887,7 @@ mod tests {
         let d = env.d();
         let ledger = Ledger::open(&env.dir.as_ref().unwrap().path().join("root"));
         let live = |k: ResourceKind, id: &str| ledger.entries().unwrap().iter().any(|e| e.kind == k && e.id == id);
-        let Store::Loop { image, mnt } = &d.store else { panic!("a loop-backed store was expected") };
+        let Store::Loop { image, mnt } = &d.backend().store else { panic!("a loop-backed store was expected") };
         assert!(live(ResourceKind::Loop, &image.display().to_string()), "{:?}", ledger.entries());
         assert!(live(ResourceKind::Mount, &tree::mount_id(mnt)), "{:?}", ledger.entries());
         d.prepare("a", None, &Labels::new()).unwrap();
@@ -928,7 +907,7 @@ mod tests {
         let d = env.d();
         let l = Labels::new();
         d.prepare("a", None, &l).unwrap();
-        let p = d.layer_path(d.stat("a").unwrap().id);
+        let p = d.backend().layer_path(d.stat("a").unwrap().id);
         ioctl::subvol_create(&p.join("inner")).unwrap();
         ioctl::subvol_create(&p.join("inner/deeper")).unwrap();
         d.commit("c", "a", &l).unwrap();
@@ -942,7 +921,7 @@ mod tests {
         let d = env.d();
         assert!(d.capabilities().quota);
         d.prepare("q", None, &Labels::new()).unwrap();
-        let p = d.layer_path(d.stat("q").unwrap().id);
+        let p = d.backend().layer_path(d.stat("q").unwrap().id);
         fs::write(p.join("ok"), vec![1u8; 8 << 20]).unwrap();
         let u = d.usage("q").unwrap();
         assert!(u.bytes >= 8 << 20, "{u:?}");
@@ -968,7 +947,7 @@ mod tests {
         let d = Btrfs::open(&DriverConfig::new(root).with_option("size", "512M")).unwrap();
         let info = d.stat("shared").unwrap();
         assert_eq!(info.kind, Kind::Committed);
-        assert_eq!(fs::read(d.layer_path(info.id).join("f")).unwrap(), b"from the first process");
+        assert_eq!(fs::read(d.backend().layer_path(info.id).join("f")).unwrap(), b"from the first process");
         d.prepare("made-by-child", Some("shared"), &Labels::new()).unwrap();
     }
 
@@ -977,7 +956,7 @@ mod tests {
         let Some(env) = Env::new(&[("size", "512M")]) else { return };
         let d = env.d();
         d.prepare("a", None, &Labels::new()).unwrap();
-        fs::write(d.layer_path(d.stat("a").unwrap().id).join("f"), b"from the first process").unwrap();
+        fs::write(d.backend().layer_path(d.stat("a").unwrap().id).join("f"), b"from the first process").unwrap();
         d.commit("shared", "a", &Labels::new()).unwrap();
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "btrfs::tests::second_process_child", "--nocapture", "--test-threads=1"])
@@ -987,20 +966,20 @@ mod tests {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
         assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
         let child = d.stat("made-by-child").unwrap();
-        assert!(d.layer_path(child.id).join("f").exists());
+        assert!(d.backend().layer_path(child.id).join("f").exists());
     }
 
     #[test]
     fn existing_filesystem_is_used_and_left_mounted() {
         // The loop-backed filesystem of one driver is the "existing btrfs" of another.
         let Some(env) = Env::new(&[("size", "512M")]) else { return };
-        let fs_root = env.d().store.base().to_path_buf();
+        let fs_root = env.d().backend().store.base().to_path_buf();
         let other = env.dir.as_ref().unwrap().path().join("other");
         let cfg = DriverConfig::new(&other).with_option("root", fs_root.to_str().unwrap());
         let d = Btrfs::open(&cfg).unwrap();
         assert!(!d.capabilities().loop_backed);
         d.prepare("x", None, &Labels::new()).unwrap();
-        let p = d.layer_path(d.stat("x").unwrap().id);
+        let p = d.backend().layer_path(d.stat("x").unwrap().id);
         assert!(p.starts_with(&fs_root), "{} not on {}", p.display(), fs_root.display());
         fs::write(p.join("f"), b"1").unwrap();
         d.commit("xc", "x", &Labels::new()).unwrap();
@@ -1008,7 +987,7 @@ mod tests {
         let t = env.target("y");
         d.mount("y", &t).unwrap();
         assert_eq!(fs::read(t.join("f")).unwrap(), b"1");
-        assert_eq!(d.status().unwrap()["mode"], "existing filesystem");
+        assert_eq!(d.status().unwrap().backing.unwrap().kind, BackingKind::ExistingFilesystem);
         // Teardown deletes its own subvolumes (the mount of one included) and nothing else.
         d.teardown().unwrap();
         assert!(!mounts::is_mountpoint(&t));

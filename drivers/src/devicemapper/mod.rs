@@ -24,8 +24,7 @@
 
 pub mod dm;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use devicemapper::{ThinPoolStatus, ThinPoolStatusSummary, DM};
@@ -34,14 +33,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::archive::{self, DiffSource, Whiteouts};
+use crate::backend::Backend;
 use crate::driver::{
-    ApplyStats, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo, ProbeReport, Usage,
+    ApplyStats, Backing, BackingKind, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, LayerInfo,
+    PoolUsage, ProbeReport, SpaceSource, SpaceUsage, Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
-use crate::meta::MetaStore;
+use crate::snapshotter::Snapshotter;
 use crate::sys::{hostinfo, loopdev, mounts};
-use crate::vfs::tree::mount_id;
+use crate::sys::tree::mount_id;
 
 pub const NAME: &str = "devicemapper";
 pub const IMPLEMENTATION: &str = "kernel dm-thin";
@@ -102,6 +103,27 @@ fn detect() -> std::result::Result<(DM, Implementation), (String, Option<&'stati
     Ok((ctl, imp))
 }
 
+/// Remove every device-mapper device whose name starts with one of `prefixes` (thin devices
+/// before their pool: longer names first): what a process that died before saving its state
+/// left behind, which no open of the backend adopts. Returns each device found and how its
+/// removal went. No device-mapper: nothing to find.
+pub fn release_devices(prefixes: &[String]) -> Vec<(String, Result<()>)> {
+    if !Path::new("/dev/mapper/control").exists() {
+        return Vec::new();
+    }
+    let Ok(ctl) = DM::new() else { return Vec::new() };
+    let Ok(all) = dm::list(&ctl) else { return Vec::new() };
+    let mut names: Vec<String> = all.into_iter().map(|(n, _)| n).filter(|n| prefixes.iter().any(|p| n.starts_with(p.as_str()))).collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    names
+        .into_iter()
+        .map(|n| {
+            let r = dm::remove(&ctl, &n).map_err(|e| dmerr(None, format!("remove {n}"), e));
+            (n, r)
+        })
+        .collect()
+}
+
 pub fn probe() -> ProbeReport {
     match detect() {
         Ok((ctl, imp)) => {
@@ -153,27 +175,6 @@ struct Opts {
     thinpool: Option<String>,
 }
 
-/// `8G`, `256M`, `512K`, `1T` (powers of 1024) or plain bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last()? {
-        (i, c) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                'B' => 1,
-                _ => return None,
-            };
-            (&s[..i], m)
-        }
-        _ => (s, 1),
-    };
-    let n: u64 = num.trim_end_matches(['i', 'I']).parse().ok()?;
-    n.checked_mul(mult)
-}
-
 fn parse_opts(cfg: &DriverConfig) -> Result<Opts> {
     let mut o = Opts {
         data_size: 8 << 30,
@@ -184,7 +185,7 @@ fn parse_opts(cfg: &DriverConfig) -> Result<Opts> {
         min_free_pct: 10,
         thinpool: None,
     };
-    let size = |k: &str, v: &str| parse_size(v).ok_or_else(|| Error::config(NAME, format!("{k}={v}: not a size (e.g. 8G)")));
+    let size = |k: &str, v: &str| crate::sys::units::size_option(NAME, k, v);
     for (k, v) in &cfg.options {
         match k.as_str() {
             "data_size" => o.data_size = size(k, v)?,
@@ -260,7 +261,6 @@ struct MountRecord {
 
 pub struct DeviceMapper {
     root: PathBuf,
-    meta: MetaStore,
     dm: DM,
     imp: Implementation,
     opts: Opts,
@@ -282,7 +282,9 @@ fn allocated_bytes(p: &Path) -> u64 {
 }
 
 impl DeviceMapper {
-    pub fn open(cfg: &DriverConfig) -> Result<Self> {
+    /// Set up or adopt the thin pool of `cfg.root/devicemapper`, behind the generic
+    /// snapshotter.
+    pub fn open(cfg: &DriverConfig) -> Result<Snapshotter<DeviceMapper>> {
         let opts = parse_opts(cfg)?;
         let (ctl, imp) = detect().map_err(|(r, _)| Error::unavailable(NAME, r))?;
         let root = cfg.driver_root(NAME);
@@ -290,7 +292,6 @@ impl DeviceMapper {
         std::fs::create_dir_all(root.join("mounts")).ctx(NAME, None, || format!("create {}", root.display()))?;
         let canon = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
         let prefix = format!("cowbench-{}", &hex::encode(Sha256::digest(canon.as_os_str().as_encoded_bytes()))[..8]);
-        let meta = MetaStore::open(NAME, &root)?;
         let state_path = root.join("pool.json");
         let saved: Option<PoolState> = match std::fs::read(&state_path) {
             Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::Metadata {
@@ -310,7 +311,6 @@ impl DeviceMapper {
         };
         let mut me = DeviceMapper {
             root,
-            meta,
             dm: ctl,
             imp,
             opts,
@@ -330,7 +330,8 @@ impl DeviceMapper {
             None => me.create_pool()?,
         }
         me.remove_stale();
-        Ok(me)
+        let meta_dir = me.root.clone();
+        Snapshotter::new(me, &meta_dir, &cfg.root)
     }
 
     fn data_file(&self) -> PathBuf {
@@ -753,17 +754,6 @@ impl DeviceMapper {
         r.map_err(|e| dmerr(Some(key), format!("create_snap {new_id} {origin_id}"), e))
     }
 
-    fn create_layer(&self, key: &str, parent: Option<&str>, kind: Kind, labels: &Labels) -> Result<LayerInfo> {
-        self.check_free(key)?;
-        let (info, ()) = self.meta.create_with(key, parent, kind, labels, |info, parents| {
-            let (origin_id, origin_name) = match parents.first() {
-                Some(p) => (self.thin_id(p), self.thin_name(p)),
-                None => (self.state.base_thin_id, self.base_name()),
-            };
-            self.snapshot(key, self.thin_id(info), origin_id, &origin_name)
-        })?;
-        Ok(info)
-    }
 
     fn mount_flags(&self, writable: bool) -> (MsFlags, String) {
         let mut data = Vec::new();
@@ -778,15 +768,15 @@ impl DeviceMapper {
         (flags, data.join(","))
     }
 
+    /// Activate layer `info`'s thin device and mount its filesystem at `target`; returns the
+    /// device name. The caller has recorded the mount in the ledger.
     fn mount_device(&self, info: &LayerInfo, writable: bool, target: &Path) -> Result<String> {
         let name = self.thin_name(info);
         let node = self.activate(&name, self.thin_id(info), Some(&info.key))?;
         let (flags, data) = self.mount_flags(writable);
-        let r = self.ledger.tracked_mount(NAME, &info.key, target, || {
-            let fs = self.state.fs.name();
-            mounts::mount(&node.to_string_lossy(), target, fs, flags, Some(&data).filter(|d| !d.is_empty()).map(|d| d.as_str()))
-                .map_err(|e| dmerr(Some(&info.key), format!("mount {} ({fs}) at {}", node.display(), target.display()), e))
-        });
+        let fs = self.state.fs.name();
+        let r = mounts::mount(&node.to_string_lossy(), target, fs, flags, Some(&data).filter(|d| !d.is_empty()).map(|d| d.as_str()))
+            .map_err(|e| dmerr(Some(&info.key), format!("mount {} ({fs}) at {}", node.display(), target.display()), e));
         if let Err(e) = r {
             self.deactivate_if_unused(&name);
             return Err(e);
@@ -814,7 +804,16 @@ impl DeviceMapper {
                 None => {
                     std::fs::create_dir_all(&dir).ctx(NAME, Some(&info.key), || format!("create {}", dir.display()))?;
                     // Mounted there by another process: use it, leave it.
-                    let name = if mounts::is_mountpoint(&dir) { None } else { Some(self.mount_device(info, writable, &dir)?) };
+                    let name = if mounts::is_mountpoint(&dir) {
+                        None
+                    } else {
+                        let mut name = None;
+                        self.ledger.tracked_mount(NAME, &info.key, &dir, || {
+                            name = Some(self.mount_device(info, writable, &dir)?);
+                            Ok(())
+                        })?;
+                        name
+                    };
                     users.insert(info.id, (1, name));
                 }
             }
@@ -869,10 +868,9 @@ impl DeviceMapper {
     /// its parent (their allocated blocks), found by comparing the two mounted snapshots.
     /// The pool's own counters cannot say it: a thin device's mapped blocks include those it
     /// shares with its origin, and an overwrite remaps a block without changing the count.
-    fn layer_usage(&self, info: &LayerInfo) -> Result<Usage> {
+    fn layer_usage(&self, chain: &[LayerInfo]) -> Result<Usage> {
         use std::os::unix::fs::MetadataExt;
-        let key = info.key.as_str();
-        let chain = self.meta.chain(key)?;
+        let key = chain[0].key.as_str();
         let sum = |upper: &Path, changes: Vec<Change>| -> Usage {
             let mut u = Usage::default();
             for c in changes.into_iter().filter(|c| c.kind != crate::driver::ChangeKind::Deleted) {
@@ -995,7 +993,7 @@ impl DeviceMapper {
     }
 }
 
-impl Driver for DeviceMapper {
+impl Backend for DeviceMapper {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -1019,33 +1017,33 @@ impl Driver for DeviceMapper {
             o_direct: true,
             native_fs_layer: false,
             own_read_cache: false,
+            deferred_free: false,
         }
     }
 
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<LayerInfo> {
-        self.create_layer(key, parent, Kind::Active, labels)
+    fn create(&self, chain: &[LayerInfo]) -> Result<()> {
+        let (info, key) = (&chain[0], chain[0].key.as_str());
+        self.check_free(key)?;
+        let (origin_id, origin_name) = match chain.get(1) {
+            Some(p) => (self.thin_id(p), self.thin_name(p)),
+            None => (self.state.base_thin_id, self.base_name()),
+        };
+        self.snapshot(key, self.thin_id(info), origin_id, &origin_name)
     }
 
-    fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<LayerInfo> {
-        self.create_layer(key, Some(parent), Kind::View, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
+    fn freeze(&self, _active: &LayerInfo, _committed: &LayerInfo) -> Result<()> {
         // The thin device keeps its id; it is simply never mounted writable again.
-        let (info, ()) = self.meta.commit_with(name, key, labels, |_, _| Ok(()))?;
-        Ok(info)
+        Ok(())
     }
 
-    fn mount(&self, key: &str, target: &Path) -> Result<()> {
-        let info = self.meta.get(key)?;
+    fn mount(&self, chain: &[LayerInfo], target: &Path) -> Result<()> {
+        let (info, key) = (&chain[0], chain[0].key.as_str());
         let target = std::fs::canonicalize(target).ctx(NAME, Some(key), || format!("mount target {}", target.display()))?;
-        let device = self.mount_device(&info, info.kind == Kind::Active, &target)?;
+        let device = self.mount_device(info, info.kind == Kind::Active, &target)?;
         let rec = MountRecord { target: target.clone(), key: key.into(), device };
         let p = self.record_path(&target);
         if let Err(e) = serde_json::to_vec(&rec).map_err(std::io::Error::other).and_then(|b| std::fs::write(&p, b)) {
-            if mounts::unmount(&target).is_ok() {
-                let _ = self.ledger.forget(ResourceKind::Mount, &mount_id(&target));
-            }
+            let _ = mounts::unmount(&target);
             self.deactivate_if_unused(&rec.device);
             return Err(dmerr(Some(key), format!("record mount in {}", p.display()), e));
         }
@@ -1057,7 +1055,6 @@ impl Driver for DeviceMapper {
         let p = self.record_path(&target);
         let rec: Option<MountRecord> = std::fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok());
         mounts::unmount(&target).ctx(NAME, rec.as_ref().map(|r| r.key.as_str()), || format!("unmount {}", target.display()))?;
-        let _ = self.ledger.forget(ResourceKind::Mount, &mount_id(&target));
         if let Some(rec) = rec {
             self.deactivate_if_unused(&rec.device);
             let _ = std::fs::remove_file(&p);
@@ -1065,116 +1062,99 @@ impl Driver for DeviceMapper {
         Ok(())
     }
 
-    fn remove(&self, key: &str) -> Result<()> {
-        let info = self.meta.get(key)?;
-        let name = self.thin_name(&info);
+    fn destroy(&self, info: &LayerInfo) -> Result<()> {
+        let key = info.key.as_str();
+        let name = self.thin_name(info);
+        // Mounted by any process (the device is open): the pool would refuse to delete it.
         if self.in_use(&name) {
             return Err(Error::invalid(NAME, key, format!("is in use (mounted): {}", dm::node(&name).display())));
         }
-        self.meta.remove_with(key, |info| {
-            if self.opts.discard {
-                // Return the blocks to the loop file before the pool forgets the device.
-                let node = self.activate(&name, self.thin_id(info), Some(key))?;
-                dm::discard_all(&node).map_err(|e| dmerr(Some(key), format!("discard {}", node.display()), e))?;
-            }
-            dm::remove(&self.dm, &name).map_err(|e| dmerr(Some(key), format!("deactivate {name}"), e))?;
-            dm::message(&self.dm, &self.state.pool, &format!("delete {}", self.thin_id(info)))
-                .map_err(|e| dmerr(Some(key), format!("delete thin device {}", self.thin_id(info)), e))?;
-            let _ = std::fs::remove_dir(self.mnt_dir(info));
-            Ok(())
-        })
-    }
-
-    fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
-        let info = self.meta.get(key)?;
-        if info.kind != Kind::Active {
-            return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", info.kind)));
+        if self.opts.discard {
+            // Return the blocks to the loop file before the pool forgets the device.
+            let node = self.activate(&name, self.thin_id(info), Some(key))?;
+            dm::discard_all(&node).map_err(|e| dmerr(Some(key), format!("discard {}", node.display()), e))?;
         }
-        let cp = ThinCheckpoint::take(self, &info)?;
-        crate::rollback::apply_atomically(NAME, key, cp, || self.apply_mounted(&info, tar))
+        dm::remove(&self.dm, &name).map_err(|e| dmerr(Some(key), format!("deactivate {name}"), e))?;
+        dm::message(&self.dm, &self.state.pool, &format!("delete {}", self.thin_id(info)))
+            .map_err(|e| dmerr(Some(key), format!("delete thin device {}", self.thin_id(info)), e))?;
+        let _ = std::fs::remove_dir(self.mnt_dir(info));
+        Ok(())
     }
 
-    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
-        let chain = self.meta.chain(key)?;
+    fn apply(&self, chain: &[LayerInfo], tar: &mut dyn Read) -> Result<ApplyStats> {
+        let info = &chain[0];
+        let cp = ThinCheckpoint::take(self, info)?;
+        crate::rollback::apply_atomically(NAME, &info.key, cp, || self.apply_mounted(info, tar))
+    }
+
+    fn diff_source(&self, chain: &[LayerInfo], f: &mut dyn FnMut(&DiffSource) -> Result<()>) -> Result<()> {
         self.with_own_mount(&chain[0], false, |upper| match chain.get(1) {
-            Some(p) => self.with_own_mount(p, false, |lower| {
-                archive::write_diff(NAME, key, &DiffSource::Compare { lower: Some(lower), upper }, out)
-            }),
-            None => archive::write_diff(NAME, key, &DiffSource::Compare { lower: None, upper }, out),
+            Some(p) => self.with_own_mount(p, false, |lower| f(&DiffSource::Compare { lower: Some(lower), upper })),
+            None => f(&DiffSource::Compare { lower: None, upper }),
         })
     }
 
-    fn changes(&self, key: &str) -> Result<Vec<Change>> {
-        let chain = self.meta.chain(key)?;
-        self.with_own_mount(&chain[0], false, |upper| match chain.get(1) {
-            Some(p) => self.with_own_mount(p, false, |lower| {
-                archive::changes(NAME, key, &DiffSource::Compare { lower: Some(lower), upper })
-            }),
-            None => archive::changes(NAME, key, &DiffSource::Compare { lower: None, upper }),
-        })
+    fn usage(&self, chain: &[LayerInfo]) -> Result<Usage> {
+        self.layer_usage(chain)
     }
 
-    fn usage(&self, key: &str) -> Result<Usage> {
-        let info = self.meta.get(key)?;
-        self.layer_usage(&info)
-    }
-
-    fn stat(&self, key: &str) -> Result<LayerInfo> {
-        self.meta.get(key)
-    }
-
-    fn list(&self) -> Result<Vec<LayerInfo>> {
-        self.meta.list()
-    }
-
-    fn status(&self) -> Result<BTreeMap<String, String>> {
-        let mut s = BTreeMap::new();
-        s.insert("implementation".into(), self.imp.to_string());
-        s.insert("pool".into(), format!("/dev/mapper/{}", self.state.pool));
-        s.insert("pool_owned".into(), self.state.owned.to_string());
-        s.insert("block_size_bytes".into(), (self.state.block_sectors * SECTOR).to_string());
-        s.insert("base_size_bytes".into(), (self.state.base_sectors * SECTOR).to_string());
-        s.insert("fs".into(), self.state.fs.name().into());
-        s.insert("discard".into(), self.opts.discard.to_string());
-        s.insert("min_free_space_pct".into(), self.opts.min_free_pct.to_string());
-        s.insert("device_prefix".into(), self.prefix.clone());
-        s.insert("layers".into(), self.meta.list()?.len().to_string());
+    fn status(&self) -> Result<Status> {
+        let mut s = Status::new(self.imp.to_string(), 0);
+        let pool_dev = PathBuf::from(format!("/dev/mapper/{}", self.state.pool));
+        s.discard = Some(self.opts.discard);
+        s.fact("pool", pool_dev.display());
+        s.fact("block_size_bytes", self.state.block_sectors * SECTOR);
+        s.fact("base_size_bytes", self.state.base_sectors * SECTOR);
+        s.fact("fs", self.state.fs.name());
+        s.fact("min_free_space_pct", self.opts.min_free_pct);
+        s.fact("device_prefix", &self.prefix);
         let (st, line) = self.pool_status()?;
-        s.insert("pool_status".into(), line);
+        s.fact("pool_status", line);
         if let ThinPoolStatus::Working(w) = st {
             let bs = self.state.block_sectors * SECTOR;
-            s.insert("data_used_bytes".into(), (*w.usage.used_data * bs).to_string());
-            s.insert("data_total_bytes".into(), (*w.usage.total_data * bs).to_string());
-            // thin-pool metadata blocks are 4 KiB
-            s.insert("metadata_used_bytes".into(), (*w.usage.used_meta * 4096).to_string());
-            s.insert("metadata_total_bytes".into(), (*w.usage.total_meta * 4096).to_string());
-            s.insert(
-                "pool_mode".into(),
+            let pool = PoolUsage {
+                data_used_bytes: *w.usage.used_data * bs,
+                data_total_bytes: *w.usage.total_data * bs,
+                // thin-pool metadata blocks are 4 KiB
+                metadata_used_bytes: *w.usage.used_meta * 4096,
+                metadata_total_bytes: *w.usage.total_meta * 4096,
+            };
+            s.space = Some(SpaceUsage {
+                used_bytes: pool.data_used_bytes,
+                total_bytes: pool.data_total_bytes,
+                source: SpaceSource::ThinPoolData,
+            });
+            s.pool = Some(pool);
+            s.fact(
+                "pool_mode",
                 match w.summary {
                     ThinPoolStatusSummary::Good => "rw",
                     ThinPoolStatusSummary::ReadOnly => "ro",
                     ThinPoolStatusSummary::OutOfSpace => "out_of_data_space",
-                }
-                .into(),
+                },
             );
         }
-        if self.state.owned {
-            for (k, f) in [("data", self.data_file()), ("metadata", self.meta_file())] {
-                s.insert(format!("{k}_file"), f.display().to_string());
-                s.insert(format!("{k}_file_allocated_bytes"), allocated_bytes(&f).to_string());
-            }
-            for (k, d) in self.pool_loops() {
-                s.insert(format!("{k}_loop"), d.display().to_string());
-            }
-        }
+        s.backing = Some(if self.state.owned {
+            // The data file is what grows with the layers; the metadata file is a fact.
+            let mut b = Backing::new(BackingKind::LoopFile, self.data_file()).with_file_sizes();
+            let loops = self.pool_loops();
+            b.loop_direct_io = loops.iter().find(|(k, _)| *k == "data").and_then(|(_, d)| loopdev::direct_io(d).ok());
+            b.loop_devices = loops.into_iter().map(|(_, d)| d).collect();
+            let meta = self.meta_file();
+            s.fact("metadata_file", meta.display());
+            s.fact("metadata_file_allocated_bytes", allocated_bytes(&meta));
+            b
+        } else {
+            Backing::new(BackingKind::ExistingPool, pool_dev)
+        });
         let active = dm::list(&self.dm)
             .map(|v| v.iter().filter(|(n, _)| n.starts_with(&format!("{}-", self.prefix)) && *n != self.state.pool).count())
             .unwrap_or(0);
-        s.insert("active_thin_devices".into(), active.to_string());
+        s.fact("active_thin_devices", active);
         Ok(s)
     }
 
-    fn teardown(&self) -> Result<()> {
+    fn teardown(&self, layers: &[LayerInfo]) -> Result<()> {
         for (p, r) in self.records() {
             if mounts::unmount(&r.target).is_ok() || !mounts::is_mountpoint(&r.target) {
                 let _ = self.ledger.forget(ResourceKind::Mount, &mount_id(&r.target));
@@ -1222,7 +1202,7 @@ impl Driver for DeviceMapper {
             }
         } else {
             // The user's pool stays; only the thin devices made here go.
-            let mut ids: Vec<u64> = self.meta.list()?.iter().map(|l| self.thin_id(l)).collect();
+            let mut ids: Vec<u64> = layers.iter().map(|l| self.thin_id(l)).collect();
             ids.push(self.state.base_thin_id);
             for id in ids {
                 if let Err(e) = dm::message(&self.dm, &self.state.pool, &format!("delete {id}")) {
@@ -1236,23 +1216,15 @@ impl Driver for DeviceMapper {
             return Err(e);
         }
         let _ = std::fs::remove_file(self.root.join("pool.json"));
-        self.meta.clear()
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("8G"), Some(8 << 30));
-        assert_eq!(parse_size("256M"), Some(256 << 20));
-        assert_eq!(parse_size("64k"), Some(64 << 10));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size("12Q"), None);
-    }
+    use crate::driver::Labels;
+    use std::io::Write;
 
     #[test]
     fn options() {
@@ -1275,8 +1247,16 @@ mod tests {
     use crate::conformance::fixture;
     use crate::driver::MountGuard;
 
+    /// A typed figure of the status, by the name the test reads best.
     fn status_num(d: &dyn Driver, k: &str) -> u64 {
-        d.status().unwrap()[k].parse().unwrap()
+        let st = d.status().unwrap();
+        let pool = st.pool.expect("a working thin pool");
+        match k {
+            "data_file_allocated_bytes" => st.backing.and_then(|b| b.file_allocated_bytes).expect("an owned data file"),
+            "data_used_bytes" => pool.data_used_bytes,
+            "data_total_bytes" => pool.data_total_bytes,
+            other => panic!("no status figure {other}"),
+        }
     }
 
     /// Write `mib` MiB of incompressible data into `key` through a mount.
@@ -1336,7 +1316,7 @@ mod tests {
         d.prepare("w", None, &Labels::new()).unwrap();
         let e = fill(d, "w", &t, 400).expect_err("400 MiB fit in a 192 MiB pool");
         eprintln!("writing past the pool's end: {e}");
-        assert_eq!(d.status().unwrap()["pool_mode"], "out_of_data_space");
+        assert_eq!(d.status().unwrap().facts["pool_mode"], "out_of_data_space");
         match d.prepare("x", None, &Labels::new()) {
             Err(Error::NoSpace { detail, .. }) => eprintln!("prepare on a full pool: {detail}"),
             other => panic!("prepare on a full pool: {other:?}"),
@@ -1401,10 +1381,10 @@ mod tests {
         let cfg = DriverConfig::new(fx.root().join("root")).with_option("base_size", "1G");
         let second = open(&cfg).unwrap();
         assert_eq!(second.list().unwrap().len(), 1);
-        assert_eq!(second.status().unwrap()["pool"], d.status().unwrap()["pool"]);
+        assert_eq!(second.status().unwrap().facts["pool"], d.status().unwrap().facts["pool"]);
         // A "reboot": every device of this root gone, the files and loop devices kept.
         let st = d.status().unwrap();
-        let prefix = st["device_prefix"].clone();
+        let prefix = st.facts["device_prefix"].clone();
         let ctl = DM::new().unwrap();
         for (n, _) in dm::list(&ctl).unwrap() {
             if n.starts_with(&prefix) && !n.ends_with("-pool") {
@@ -1422,7 +1402,7 @@ mod tests {
     fn xfs_snapshots_mount_side_by_side() {
         let Some(fx) = fixture(NAME, &[("base_size", "1G"), ("fs", "xfs")]) else { return };
         let d = fx.driver();
-        assert_eq!(d.status().unwrap()["fs"], "xfs");
+        assert_eq!(d.status().unwrap().facts["fs"], "xfs");
         let (t1, t2) = (fx.dir("t1"), fx.dir("t2"));
         d.prepare("w", None, &Labels::new()).unwrap();
         {
@@ -1476,7 +1456,7 @@ mod tests {
             .with_option("thinpool", format!("/dev/mapper/{}", pool.name))
             .with_option("base_size", "1G");
         let d = open(&cfg).unwrap();
-        assert_eq!(d.status().unwrap()["pool_owned"], "false");
+        assert_eq!(d.status().unwrap().backing.map(|b| b.kind), Some(BackingKind::ExistingPool));
         assert!(!d.capabilities().loop_backed);
         let t = fx.dir("t");
         d.prepare("w", None, &Labels::new()).unwrap();

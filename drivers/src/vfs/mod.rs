@@ -11,23 +11,20 @@
 //! Mounting is a bind mount (read-only for views and committed layers). Diffs come from
 //! comparing a layer's tree with its parent's.
 
-pub mod tree;
-
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::archive::{self, DiffSource, Whiteouts};
+use crate::backend::Backend;
 use crate::driver::{
-    ApplyStats, Capabilities, Change, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo, ProbeReport,
-    Usage,
+    ApplyStats, Backing, BackingKind, Capabilities, Driver, DriverConfig, Implementation, Kind, LayerInfo, ProbeReport,
+    Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::ledger::Ledger;
-use crate::meta::MetaStore;
-use crate::sys::{hostinfo, mounts};
+use crate::snapshotter::Snapshotter;
+use crate::sys::{hostinfo, mounts, tree};
 
 pub const NAME: &str = "vfs";
 
@@ -52,18 +49,14 @@ pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
     let root = cfg.driver_root(NAME);
     fs::create_dir_all(root.join("layers")).ctx(NAME, None, || format!("create {}", root.display()))?;
     let root = fs::canonicalize(&root).ctx(NAME, None, || format!("resolve {}", root.display()))?;
-    let meta = MetaStore::open(NAME, &root)?;
     let reflink = tree::supports_reflink(&root);
     let o_direct = tree::supports_o_direct(&root);
-    let ledger = Ledger::open(&cfg.root);
-    Ok(Box::new(Vfs { root, meta, ledger, reflink, o_direct, last_copy: Mutex::new(None) }))
+    let vfs = Vfs { root: root.clone(), reflink, o_direct, last_copy: Mutex::new(None) };
+    Ok(Box::new(Snapshotter::new(vfs, &root, &cfg.root)?))
 }
 
 pub struct Vfs {
     root: PathBuf,
-    meta: MetaStore,
-    /// Mounts are recorded before they are made, so `cowbench clean` finds them after a crash.
-    ledger: Ledger,
     reflink: bool,
     o_direct: bool,
     last_copy: Mutex<Option<tree::CopyStats>>,
@@ -74,44 +67,13 @@ impl Vfs {
         self.root.join("layers").join(id.to_string())
     }
 
-    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, labels: &Labels) -> Result<LayerInfo> {
-        let (info, ()) = self.meta.create_with(key, parent, kind, labels, |info, parents| {
-            let dir = self.layer_dir(info.id);
-            // A directory left by a crash before the metadata was saved is not a layer.
-            tree::remove_tree(&dir).ctx(NAME, Some(key), || format!("clear stale {}", dir.display()))?;
-            let made = (|| -> std::io::Result<()> {
-                fs::create_dir(&dir)?;
-                match parents.first() {
-                    Some(p) => {
-                        let st = tree::copy_tree(&self.layer_dir(p.id), &dir)?;
-                        *self.last_copy.lock().unwrap() = Some(st);
-                    }
-                    None => {
-                        // An empty layer: root directory 0755 owned by 0:0, as an image root.
-                        tree::lchown(&dir, 0, 0)?;
-                        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-                    }
-                }
-                Ok(())
-            })();
-            if let Err(e) = made {
-                let _ = tree::remove_tree(&dir);
-                return Err(Error::io(NAME, Some(key), format!("copy parent into {}", dir.display()), e));
-            }
-            Ok(())
-        })?;
-        Ok(info)
-    }
-
-    fn parent_dir(&self, info: &LayerInfo) -> Result<Option<PathBuf>> {
-        match &info.parent {
-            Some(p) => Ok(Some(self.layer_dir(self.meta.get(p)?.id))),
-            None => Ok(None),
-        }
+    /// Where the changes of `chain[0]` are read from: its tree against its parent's.
+    fn trees(&self, chain: &[LayerInfo]) -> (Option<PathBuf>, PathBuf) {
+        (chain.get(1).map(|p| self.layer_dir(p.id)), self.layer_dir(chain[0].id))
     }
 }
 
-impl Driver for Vfs {
+impl Backend for Vfs {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -136,114 +98,104 @@ impl Driver for Vfs {
             o_direct: self.o_direct,
             native_fs_layer: false,
             own_read_cache: false,
+            deferred_free: false,
         }
     }
 
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<LayerInfo> {
-        self.create(key, parent, Kind::Active, labels)
+    fn create(&self, chain: &[LayerInfo]) -> Result<()> {
+        let key = chain[0].key.as_str();
+        let dir = self.layer_dir(chain[0].id);
+        // A directory left by a crash before the metadata was saved is not a layer.
+        tree::remove_tree(&dir).ctx(NAME, Some(key), || format!("clear stale {}", dir.display()))?;
+        let made = (|| -> std::io::Result<()> {
+            fs::create_dir(&dir)?;
+            match chain.get(1) {
+                Some(p) => {
+                    let st = tree::copy_tree(&self.layer_dir(p.id), &dir)?;
+                    *self.last_copy.lock().unwrap() = Some(st);
+                }
+                None => {
+                    // An empty layer: root directory 0755 owned by 0:0, as an image root.
+                    tree::lchown(&dir, 0, 0)?;
+                    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = made {
+            let _ = tree::remove_tree(&dir);
+            return Err(Error::io(NAME, Some(key), format!("copy parent into {}", dir.display()), e));
+        }
+        Ok(())
     }
 
-    fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<LayerInfo> {
-        self.create(key, Some(parent), Kind::View, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
+    fn freeze(&self, _active: &LayerInfo, _committed: &LayerInfo) -> Result<()> {
         // The tree stays where it is (the committed layer keeps the id); read-only from now on
         // because every later mount of it is read-only.
-        let (info, ()) = self.meta.commit_with(name, key, labels, |_, _| Ok(()))?;
-        Ok(info)
+        Ok(())
     }
 
-    fn mount(&self, key: &str, target: &Path) -> Result<()> {
-        let info = self.meta.get(key)?;
-        let dir = self.layer_dir(info.id);
-        self.ledger.tracked_mount(NAME, key, target, || {
-            tree::bind_mount(&dir, target, info.kind != Kind::Active)
-                .ctx(NAME, Some(key), || format!("bind mount {} on {}", dir.display(), target.display()))
-        })
+    fn mount(&self, chain: &[LayerInfo], target: &Path) -> Result<()> {
+        let dir = self.layer_dir(chain[0].id);
+        tree::bind_mount(&dir, target, chain[0].kind != Kind::Active)
+            .ctx(NAME, Some(&chain[0].key), || format!("bind mount {} on {}", dir.display(), target.display()))
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        self.ledger.tracked_unmount(NAME, target)
+        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))
     }
 
-    fn remove(&self, key: &str) -> Result<()> {
-        self.meta.remove_with(key, |info| {
-            let dir = self.layer_dir(info.id);
-            tree::remove_tree(&dir).ctx(NAME, Some(key), || format!("remove {}", dir.display()))
-        })
+    fn destroy(&self, layer: &LayerInfo) -> Result<()> {
+        let dir = self.layer_dir(layer.id);
+        tree::remove_tree(&dir).ctx(NAME, Some(&layer.key), || format!("remove {}", dir.display()))
     }
 
-    fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
-        let info = self.meta.get(key)?;
-        if info.kind != Kind::Active {
-            return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be written", info.kind)));
-        }
-        let dir = self.layer_dir(info.id);
+    fn apply(&self, chain: &[LayerInfo], tar: &mut dyn Read) -> Result<ApplyStats> {
+        let key = chain[0].key.as_str();
+        let dir = self.layer_dir(chain[0].id);
         let cp = crate::rollback::TreeCheckpoint::take(NAME, key, &dir, &dir.with_extension("pre-apply"))?;
         crate::rollback::apply_atomically(NAME, key, cp, || archive::apply(NAME, key, tar, &dir, Whiteouts::Delete))
     }
 
-    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
-        let info = self.meta.get(key)?;
-        let lower = self.parent_dir(&info)?;
-        let upper = self.layer_dir(info.id);
-        archive::write_diff(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &upper }, out)
+    fn diff_source(&self, chain: &[LayerInfo], f: &mut dyn FnMut(&DiffSource) -> Result<()>) -> Result<()> {
+        let (lower, upper) = self.trees(chain);
+        f(&DiffSource::Compare { lower: lower.as_deref(), upper: &upper })
     }
 
-    fn changes(&self, key: &str) -> Result<Vec<Change>> {
-        let info = self.meta.get(key)?;
-        let lower = self.parent_dir(&info)?;
-        let upper = self.layer_dir(info.id);
-        archive::changes(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &upper })
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
+    fn usage(&self, chain: &[LayerInfo]) -> Result<Usage> {
         // A vfs layer owns its whole tree: the full copy is what it costs.
-        let info = self.meta.get(key)?;
-        let dir = self.layer_dir(info.id);
-        tree::usage(&dir).ctx(NAME, Some(key), || format!("walk {}", dir.display()))
+        let dir = self.layer_dir(chain[0].id);
+        tree::usage(&dir).ctx(NAME, Some(&chain[0].key), || format!("walk {}", dir.display()))
     }
 
-    fn stat(&self, key: &str) -> Result<LayerInfo> {
-        self.meta.get(key)
-    }
-
-    fn list(&self) -> Result<Vec<LayerInfo>> {
-        self.meta.list()
-    }
-
-    fn status(&self) -> Result<BTreeMap<String, String>> {
-        let mut s = BTreeMap::new();
-        s.insert("implementation".into(), implementation().to_string());
-        s.insert("root".into(), self.root.display().to_string());
+    fn status(&self) -> Result<Status> {
+        let mut s = Status::new(implementation().to_string(), 0);
+        s.backing = Some(Backing::new(BackingKind::Directory, &self.root));
         if let Ok(m) = mounts::fstype_of(&self.root) {
-            s.insert("backing_filesystem".into(), m.fstype);
-            s.insert("backing_device".into(), m.source);
-            s.insert("backing_mount_options".into(), format!("{},{}", m.options, m.super_options));
+            s.fact("backing_filesystem", m.fstype);
+            s.fact("backing_device", m.source);
+            s.fact("backing_mount_options", format!("{},{}", m.options, m.super_options));
         }
-        s.insert("layers".into(), self.meta.list()?.len().to_string());
         let method = if self.reflink { tree::CopyMethod::Reflink } else { tree::CopyMethod::CopyFileRange };
-        s.insert("copy_method".into(), format!("{} (falls back to read/write where refused)", method.as_str()));
+        s.fact("copy_method", format!("{} (falls back to read/write where refused)", method.as_str()));
         if let Some(st) = *self.last_copy.lock().unwrap() {
-            s.insert(
-                "last_copy".into(),
+            s.fact(
+                "last_copy",
                 format!(
                     "{} files, {} bytes: {} reflinked, {} copy_file_range, {} read/write",
                     st.files, st.bytes, st.reflinked, st.copy_file_range, st.read_write
                 ),
             );
         }
-        s.insert("o_direct".into(), self.o_direct.to_string());
+        s.fact("o_direct", self.o_direct);
         Ok(s)
     }
 
-    fn teardown(&self) -> Result<()> {
+    fn teardown(&self, _layers: &[LayerInfo]) -> Result<()> {
         // Nothing but directories and bind mounts: unmount whatever is still mounted from the
-        // layers, then drop the trees and the metadata.
+        // layers, then drop the trees (the snapshotter drops the metadata).
         mounts::unmount_all_under(&self.root).ctx(NAME, None, || format!("unmount under {}", self.root.display()))?;
         let layers = self.root.join("layers");
-        tree::remove_tree(&layers).ctx(NAME, None, || format!("remove {}", layers.display()))?;
-        self.meta.clear()
+        tree::remove_tree(&layers).ctx(NAME, None, || format!("remove {}", layers.display()))
     }
 }

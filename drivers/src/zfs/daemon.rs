@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::cmd::run;
+use crate::sys::cmd::run;
 use super::NAME;
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
@@ -47,6 +47,15 @@ pub fn running_pid() -> Option<i32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .find(|&pid| comm(pid).as_deref() == Some("zfs-fuse"))
+}
+
+/// Resident memory of process `pid` (VmRSS in /proc/<pid>/status), in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    // "VmRSS:     1234 kB"
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Whether the daemon answers (the CLI connects to its socket).

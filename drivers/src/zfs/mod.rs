@@ -32,13 +32,12 @@
 //! with their origin), read after a pool sync: properties are updated when a transaction group
 //! syncs, and setting a property is a sync task that returns only after one has.
 
-pub mod cmd;
 pub mod daemon;
 pub mod openzfs;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,16 +47,16 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::archive::{self, DiffSource, Whiteouts};
+use crate::backend::Backend;
 use crate::driver::{
-    ApplyStats, Capabilities, Change, ChangeKind, Driver, DriverConfig, Implementation, Kind, Labels, LayerInfo,
-    ProbeReport, Usage,
+    ApplyStats, Backing, BackingKind, CacheSource, CacheUsage, Capabilities, ChangeKind, Driver, DriverConfig,
+    Implementation, Kind, LayerInfo, ProbeReport, SpaceSource, SpaceUsage, Status, Usage,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::ledger::{Ledger, ResourceKind};
-use crate::meta::MetaStore;
-use crate::sys::{hostinfo, loopdev, mounts};
-use crate::vfs::tree;
-use cmd::{parse_size, run};
+use crate::snapshotter::Snapshotter;
+use crate::sys::cmd::run;
+use crate::sys::{hostinfo, loopdev, mounts, tree};
 
 pub const NAME: &str = "zfs";
 
@@ -217,7 +216,6 @@ impl Store {
 
 pub struct Zfs {
     root: PathBuf,
-    meta: MetaStore,
     store: Store,
     flavor: Flavor,
     /// zfs-fuse only (see [`daemon::Turn`]); given back when the handle is dropped.
@@ -335,20 +333,35 @@ impl crate::rollback::Checkpoint for SnapshotCheckpoint<'_> {
     }
 }
 
+/// Destroy every imported pool named `<prefix>` or `<prefix>-...` for one of `prefixes`: what a
+/// process that died between creating a pool and saving its state left behind, which no open
+/// of the backend adopts. Returns each pool found and how its destroy went. No zpool tool or
+/// no daemon answering: nothing to find.
+pub fn release_pools(prefixes: &[String]) -> Vec<(String, Result<()>)> {
+    let Ok(list) = zpool(&["list", "-H", "-o", "name"]) else { return Vec::new() };
+    list.lines()
+        .map(str::trim)
+        .filter(|n| prefixes.iter().any(|p| n == p || n.starts_with(&format!("{p}-"))))
+        .map(|n| (n.to_string(), zpool(&["destroy", "-f", n]).map(|_| ())))
+        .collect()
+}
+
 /// Open (set up or adopt) the backend under `cfg.root/zfs`.
 pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
     Ok(Box::new(Zfs::open(cfg)?))
 }
 
 impl Zfs {
-    pub fn open(cfg: &DriverConfig) -> Result<Self> {
+    /// Set up or adopt the pool or dataset under `cfg.root/zfs`, behind the generic
+    /// snapshotter; every layer's dataset is mounted at `mnt/<id>` again.
+    pub fn open(cfg: &DriverConfig) -> Result<Snapshotter<Zfs>> {
         for k in cfg.options.keys() {
             if !KNOWN_OPTIONS.contains(&k.as_str()) {
                 return Err(Error::config(NAME, format!("unknown option '{k}' (known: {})", KNOWN_OPTIONS.join(", "))));
             }
         }
         let size = match cfg.option("size") {
-            Some(v) => parse_size(v).ok_or_else(|| Error::config(NAME, format!("option size={v}: not a size")))?,
+            Some(v) => crate::sys::units::size_option(NAME, "size", v)?,
             None => DEFAULT_SIZE,
         };
         if size < MIN_SIZE {
@@ -365,7 +378,6 @@ impl Zfs {
         if flavor.is_fuse() {
             daemon::ensure_recorded(Some(&ledger))?;
         }
-        let meta = MetaStore::open(NAME, &root)?;
         let state_path = root.join("store.json");
         let saved: Option<Store> = match fs::read(&state_path) {
             Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::Metadata {
@@ -441,12 +453,13 @@ impl Zfs {
         }
         // The turn joins the handle last: a handle dropped on an error below must not give
         // the turn back (which takes the host lock) while this function still holds that lock.
-        let mut z = Zfs { root, meta, store: wanted, flavor, _turn: None, ledger };
+        let meta_dir = root.clone();
+        let mut z = Snapshotter::new(Zfs { root, store: wanted, flavor, _turn: None, ledger }, &meta_dir, &cfg.root)?;
         // After a reboot or a daemon restart the layers exist but are not mounted.
-        for l in z.meta.list()? {
-            z.mount_internal(&l)?;
+        for l in z.meta().list()? {
+            z.backend().mount_internal(&l)?;
         }
-        z._turn = turn;
+        z.backend_mut()._turn = turn;
         Ok(z)
     }
 
@@ -535,64 +548,59 @@ impl Zfs {
         }
     }
 
-    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, labels: &Labels) -> Result<LayerInfo> {
-        let (info, ()) = self.meta.create_with(key, parent, kind, labels, |info, parents| {
-            let ds = self.ds(info.id);
-            if exists(&ds) {
-                // Left by a process that died between creating it and recording it.
-                let _ = self.unmount_internal(key, info.id);
-                destroy(Some(key), &["-r"], &ds)?;
-            }
-            let mp = self.mountpoint_prop(info.id);
-            // zfs-fuse mounts a dataset as it creates it: in the ledger first.
-            let mid = tree::mount_id(&self.mnt(info.id));
-            self.ledger
-                .record(ResourceKind::Mount, &mid, &format!("{NAME} dataset {ds}"))
-                .ctx(NAME, Some(key), || format!("record the mount on {mid} in the ledger"))?;
-            let made = (|| -> Result<()> {
-                match parents.first() {
-                    None => {
-                        zfs(Some(key), &["create", "-o", &mp, &ds])?;
+    /// A new layer's dataset: created empty or cloned from a snapshot of the parent, then
+    /// mounted at `mnt/<id>`.
+    fn create_dataset(&self, chain: &[LayerInfo]) -> Result<()> {
+        let (info, key) = (&chain[0], chain[0].key.as_str());
+        let ds = self.ds(info.id);
+        if exists(&ds) {
+            // Left by a process that died between creating it and recording it.
+            let _ = self.unmount_internal(key, info.id);
+            destroy(Some(key), &["-r"], &ds)?;
+        }
+        let mp = self.mountpoint_prop(info.id);
+        // zfs-fuse mounts a dataset as it creates it: in the ledger first.
+        let mid = tree::mount_id(&self.mnt(info.id));
+        self.ledger
+            .record(ResourceKind::Mount, &mid, &format!("{NAME} dataset {ds}"))
+            .ctx(NAME, Some(key), || format!("record the mount on {mid} in the ledger"))?;
+        let made = (|| -> Result<()> {
+            match chain.get(1) {
+                None => {
+                    zfs(Some(key), &["create", "-o", &mp, &ds])?;
+                }
+                Some(p) => {
+                    let snap = format!("{}@{}", self.ds(p.id), info.id);
+                    zfs(Some(key), &["snapshot", &snap])?;
+                    let mut args = vec!["clone", "-o", &mp];
+                    if chain[0].kind == Kind::View {
+                        args.extend(["-o", "readonly=on"]);
                     }
-                    Some(p) => {
-                        let snap = format!("{}@{}", self.ds(p.id), info.id);
-                        zfs(Some(key), &["snapshot", &snap])?;
-                        let mut args = vec!["clone", "-o", &mp];
-                        if kind == Kind::View {
-                            args.extend(["-o", "readonly=on"]);
-                        }
-                        args.extend([snap.as_str(), ds.as_str()]);
-                        if let Err(e) = zfs(Some(key), &args) {
-                            let _ = destroy(Some(key), &[], &snap);
-                            return Err(e);
-                        }
-                        // Deferred: the snapshot goes away by itself with the clone (as in moby).
-                        if let Err(e) = zfs(Some(key), &["destroy", "-d", &snap]) {
-                            log::warn!("zfs: deferred destroy of {snap}: {e}");
-                        }
+                    args.extend([snap.as_str(), ds.as_str()]);
+                    if let Err(e) = zfs(Some(key), &args) {
+                        let _ = destroy(Some(key), &[], &snap);
+                        return Err(e);
+                    }
+                    // Deferred: the snapshot goes away by itself with the clone (as in moby).
+                    if let Err(e) = zfs(Some(key), &["destroy", "-d", &snap]) {
+                        log::warn!("zfs: deferred destroy of {snap}: {e}");
                     }
                 }
-                Ok(())
-            })();
-            if let Err(e) = made {
-                if !mounts::is_mountpoint(&self.mnt(info.id)) {
-                    let _ = self.ledger.forget(ResourceKind::Mount, &mid);
-                }
-                return Err(e);
-            }
-            if let Err(e) = self.mount_internal(info) {
-                let _ = self.unmount_internal(key, info.id);
-                let _ = destroy(Some(key), &[], &ds);
-                return Err(e);
             }
             Ok(())
-        })?;
-        Ok(info)
-    }
-
-    fn parent_dir(&self, key: &str) -> Result<(LayerInfo, Option<PathBuf>)> {
-        let chain = self.meta.chain(key)?;
-        Ok((chain[0].clone(), chain.get(1).map(|p| self.mnt(p.id))))
+        })();
+        if let Err(e) = made {
+            if !mounts::is_mountpoint(&self.mnt(info.id)) {
+                let _ = self.ledger.forget(ResourceKind::Mount, &mid);
+            }
+            return Err(e);
+        }
+        if let Err(e) = self.mount_internal(info) {
+            let _ = self.unmount_internal(key, info.id);
+            let _ = destroy(Some(key), &[], &ds);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Mounts of our datasets outside `mnt/` (bind mounts made by [`Driver::mount`]),
@@ -612,42 +620,56 @@ impl Zfs {
         v
     }
 
-    fn arc_facts(&self, out: &mut BTreeMap<String, String>) {
+    /// The ARC: its size as [`Status::cache`], the rest as facts. zfs-fuse without its kstat
+    /// mount exposes no ARC figure; the daemon's resident memory (which holds the ARC) stands in.
+    fn arc_facts(&self, s: &mut Status) {
         let wanted = ["size", "c", "c_max", "hits", "misses"];
-        match self.flavor {
-            Flavor::Kernel(_) => match fs::read_to_string("/proc/spl/kstat/zfs/arcstats") {
-                Ok(t) => {
+        let mut found: BTreeMap<String, String> = BTreeMap::new();
+        let source = match self.flavor {
+            Flavor::Kernel(_) => {
+                if let Ok(t) = fs::read_to_string("/proc/spl/kstat/zfs/arcstats") {
                     for l in t.lines() {
                         let f: Vec<&str> = l.split_whitespace().collect();
                         if f.len() == 3 && wanted.contains(&f[0]) {
-                            out.insert(format!("arc_{}", f[0]), f[2].into());
+                            found.insert(f[0].to_string(), f[2].to_string());
                         }
                     }
                 }
-                Err(_) => {
-                    out.insert("arc".into(), "not exposed (/proc/spl/kstat/zfs/arcstats unreadable)".into());
-                }
-            },
+                CacheSource::KernelArcstats
+            }
             Flavor::Fuse(_) => {
                 // zfs-fuse mounts its kstats (one file per counter) at /zfs-kstat unless
                 // started with --no-kstat-mount.
                 let dir = Path::new("/zfs-kstat/zfs/arcstats");
-                let mut any = false;
                 for w in wanted {
                     if let Ok(v) = fs::read_to_string(dir.join(w)) {
-                        out.insert(format!("arc_{w}"), v.trim().into());
-                        any = true;
+                        found.insert(w.to_string(), v.trim().to_string());
                     }
                 }
-                if !any {
-                    out.insert("arc".into(), "not exposed (no /zfs-kstat: daemon started with --no-kstat-mount?)".into());
-                }
+                CacheSource::ZfsFuseKstat
             }
+        };
+        if let Some(bytes) = found.get("size").and_then(|v| v.parse().ok()) {
+            s.cache = Some(CacheUsage { bytes, source });
+        } else if let Some(pid) = s.daemon_pid {
+            if let Some(bytes) = daemon::rss_bytes(pid) {
+                s.cache = Some(CacheUsage { bytes, source: CacheSource::DaemonRss { pid } });
+            }
+        }
+        if found.is_empty() {
+            let why = match source {
+                CacheSource::KernelArcstats => "not exposed (/proc/spl/kstat/zfs/arcstats unreadable)",
+                _ => "not exposed (no /zfs-kstat: daemon started with --no-kstat-mount?)",
+            };
+            s.fact("arc", why);
+        }
+        for (k, v) in found {
+            s.fact(format!("arc_{k}"), v);
         }
     }
 }
 
-impl Driver for Zfs {
+impl Backend for Zfs {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -674,68 +696,56 @@ impl Driver for Zfs {
             discard: false,
             // OpenZFS before 2.3 and zfs-fuse accept O_DIRECT opens and serve them cached.
             o_direct: true,
+            // A parentless layer is a dataset of its own.
             native_fs_layer: true,
+            // The ARC, which dropping the page cache leaves as it is.
             own_read_cache: true,
+            deferred_free: false,
         }
     }
 
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<LayerInfo> {
-        self.create(key, parent, Kind::Active, labels)
+    fn create(&self, chain: &[LayerInfo]) -> Result<()> {
+        self.create_dataset(chain)
     }
 
-    fn view(&self, key: &str, parent: &str, labels: &Labels) -> Result<LayerInfo> {
-        self.create(key, Some(parent), Kind::View, labels)
+    fn freeze(&self, active: &LayerInfo, _committed: &LayerInfo) -> Result<()> {
+        // Flush what writers left in the page cache before the dataset turns read-only.
+        if let Ok(f) = File::open(self.mnt(active.id)) {
+            let _ = nix::unistd::syncfs(f.as_raw_fd());
+        }
+        zfs(Some(&active.key), &["set", "readonly=on", &self.ds(active.id)]).map(|_| ())
     }
 
-    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<LayerInfo> {
-        let (info, ()) = self.meta.commit_with(name, key, labels, |active, _| {
-            // Flush what writers left in the page cache before the dataset turns read-only.
-            if let Ok(f) = File::open(self.mnt(active.id)) {
-                let _ = nix::unistd::syncfs(f.as_raw_fd());
-            }
-            zfs(Some(key), &["set", "readonly=on", &self.ds(active.id)]).map(|_| ())
-        })?;
-        Ok(info)
-    }
-
-    fn mount(&self, key: &str, target: &Path) -> Result<()> {
-        let info = self.meta.get(key)?;
-        self.mount_internal(&info)?;
+    fn mount(&self, chain: &[LayerInfo], target: &Path) -> Result<()> {
+        let info = &chain[0];
+        self.mount_internal(info)?;
         let src = self.mnt(info.id);
         // Committed layers and views are mounted read-only.
-        self.ledger.tracked_mount(NAME, key, target, || {
-            tree::bind_mount(&src, target, info.kind != Kind::Active)
-                .ctx(NAME, Some(key), || format!("bind mount {} on {}", src.display(), target.display()))
-        })
+        tree::bind_mount(&src, target, info.kind != Kind::Active)
+            .ctx(NAME, Some(&info.key), || format!("bind mount {} on {}", src.display(), target.display()))
     }
 
     fn unmount(&self, target: &Path) -> Result<()> {
-        self.ledger.tracked_unmount(NAME, target)
+        mounts::unmount(target).ctx(NAME, None, || format!("unmount {}", target.display()))
     }
 
-    fn remove(&self, key: &str) -> Result<()> {
-        self.meta.remove_with(key, |info| {
-            let ds = self.ds(info.id);
-            let origin = zfs(Some(key), &["get", "-H", "-o", "value", "origin", &ds])
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default();
-            self.unmount_internal(key, info.id)?;
-            destroy(Some(key), &[], &ds)?;
-            // Normally gone already (deferred destroy); not when -d was refused.
-            if origin.contains('@') {
-                destroy(Some(key), &[], &origin)?;
-            }
-            let _ = fs::remove_dir(self.mnt(info.id));
-            Ok(())
-        })
-    }
-
-    fn apply(&self, key: &str, tar: &mut dyn Read) -> Result<ApplyStats> {
-        let info = self.meta.get(key)?;
-        if info.kind != Kind::Active {
-            return Err(Error::invalid(NAME, key, format!("is {}, only an active layer can be applied to", info.kind)));
+    fn destroy(&self, info: &LayerInfo) -> Result<()> {
+        let key = info.key.as_str();
+        let ds = self.ds(info.id);
+        let origin = zfs(Some(key), &["get", "-H", "-o", "value", "origin", &ds]).map(|s| s.trim().to_string()).unwrap_or_default();
+        self.unmount_internal(key, info.id)?;
+        destroy(Some(key), &[], &ds)?;
+        // Normally gone already (deferred destroy); not when -d was refused.
+        if origin.contains('@') {
+            destroy(Some(key), &[], &origin)?;
         }
-        self.mount_internal(&info)?;
+        let _ = fs::remove_dir(self.mnt(info.id));
+        Ok(())
+    }
+
+    fn apply(&self, chain: &[LayerInfo], tar: &mut dyn Read) -> Result<ApplyStats> {
+        let (info, key) = (&chain[0], chain[0].key.as_str());
+        self.mount_internal(info)?;
         let cp = SnapshotCheckpoint::take(key, &self.ds(info.id))?;
         crate::rollback::apply_atomically(NAME, key, cp, || {
             archive::apply(NAME, key, tar, &self.mnt(info.id), Whiteouts::Delete).map_err(|e| match e {
@@ -748,20 +758,14 @@ impl Driver for Zfs {
         })
     }
 
-    fn diff(&self, key: &str, out: &mut dyn Write) -> Result<u64> {
-        let (info, lower) = self.parent_dir(key)?;
-        let upper = self.mnt(info.id);
-        archive::write_diff(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &upper }, out)
+    fn diff_source(&self, chain: &[LayerInfo], f: &mut dyn FnMut(&DiffSource) -> Result<()>) -> Result<()> {
+        let lower = chain.get(1).map(|p| self.mnt(p.id));
+        let upper = self.mnt(chain[0].id);
+        f(&DiffSource::Compare { lower: lower.as_deref(), upper: &upper })
     }
 
-    fn changes(&self, key: &str) -> Result<Vec<Change>> {
-        let (info, lower) = self.parent_dir(key)?;
-        let upper = self.mnt(info.id);
-        archive::changes(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &upper })
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        let info = self.meta.get(key)?;
+    fn usage(&self, chain: &[LayerInfo]) -> Result<Usage> {
+        let (info, key) = (&chain[0], chain[0].key.as_str());
         let ds = self.ds(info.id);
         if let Ok(f) = File::open(self.mnt(info.id)) {
             let _ = nix::unistd::syncfs(f.as_raw_fd());
@@ -777,78 +781,55 @@ impl Driver for Zfs {
             status: "unparsable output".into(),
             stderr: out.clone(),
         })?;
-        let inodes = self.changes(key)?.iter().filter(|c| c.kind != ChangeKind::Deleted).count() as u64;
+        let lower = chain.get(1).map(|p| self.mnt(p.id));
+        let changes = archive::changes(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &self.mnt(info.id) })?;
+        let inodes = changes.iter().filter(|c| c.kind != ChangeKind::Deleted).count() as u64;
         Ok(Usage { bytes, inodes })
     }
 
-    fn stat(&self, key: &str) -> Result<LayerInfo> {
-        self.meta.get(key)
-    }
-
-    fn list(&self) -> Result<Vec<LayerInfo>> {
-        self.meta.list()
-    }
-
-    fn status(&self) -> Result<BTreeMap<String, String>> {
-        let mut out = BTreeMap::new();
-        out.insert("implementation".into(), self.flavor.implementation().to_string());
+    fn status(&self) -> Result<Status> {
+        let mut s = Status::new(self.flavor.implementation().to_string(), 0);
         let pool = self.store.pool().to_string();
-        out.insert("pool".into(), pool.clone());
-        out.insert("layers_dataset".into(), self.store.base().into());
-        match &self.store {
-            Store::Pool { image, .. } => {
-                out.insert("mode".into(), "pool on a sparse file".into());
-                out.insert("vdev_file".into(), image.display().to_string());
-                if let Ok(md) = fs::metadata(image) {
-                    use std::os::unix::fs::MetadataExt;
-                    out.insert("vdev_file_apparent_bytes".into(), md.len().to_string());
-                    out.insert("vdev_file_allocated_bytes".into(), (md.blocks() * 512).to_string());
-                }
-            }
-            Store::Dataset { dataset, .. } => {
-                out.insert("mode".into(), "existing dataset".into());
-                out.insert("dataset".into(), dataset.clone());
-            }
-        }
+        s.fact("pool", &pool);
+        s.fact("layers_dataset", self.store.base());
+        s.backing = Some(match &self.store {
+            Store::Pool { image, .. } => Backing::new(BackingKind::VdevFile, image).with_file_sizes(),
+            Store::Dataset { dataset, .. } => Backing::new(BackingKind::ExistingDataset, dataset),
+        });
         // zfs-fuse's zpool has no -p (exact numbers): the pool line is as zpool prints it; the
         // exact figures come from the pool's root dataset.
         let cols = ["size", "allocated", "free", "capacity", "health", "dedupratio"];
         let line = zpool(&["list", "-H", "-o", &cols.join(","), &pool])?;
         for (k, v) in cols.iter().zip(line.trim().split('\t')) {
-            out.insert(format!("pool_{k}"), v.to_string());
+            s.fact(format!("pool_{k}"), v);
         }
         match zpool(&["get", "-H", "-o", "value", "fragmentation", &pool]) {
-            Ok(v) => {
-                out.insert("pool_fragmentation".into(), v.trim().into());
-            }
-            Err(_) => {
-                out.insert("pool_fragmentation".into(), "not exposed by this pool version".into());
-            }
+            // "12%", or "-" where the pool cannot tell
+            Ok(v) => s.fragmentation_percent = v.trim().trim_end_matches('%').parse().ok(),
+            Err(_) => s.fact("pool_fragmentation", "not exposed by this pool version"),
         }
         if let Ok(v) = zfs(None, &["get", "-Hp", "-o", "value", "used,available", &pool]) {
-            let mut it = v.lines();
-            if let (Some(u), Some(a)) = (it.next(), it.next()) {
-                out.insert("pool_used_bytes".into(), u.trim().into());
-                out.insert("pool_available_bytes".into(), a.trim().into());
+            let mut it = v.lines().map(|l| l.trim().parse::<u64>());
+            if let (Some(Ok(used)), Some(Ok(avail))) = (it.next(), it.next()) {
+                s.space = Some(SpaceUsage { used_bytes: used, total_bytes: used + avail, source: SpaceSource::PoolRootDataset });
             }
         }
         if let Ok(v) = zpool(&["get", "-H", "-o", "value", "version", &pool]) {
-            out.insert("pool_version".into(), v.trim().into());
+            s.fact("pool_version", v.trim());
         }
-        self.arc_facts(&mut out);
         if self.flavor.is_fuse() {
-            out.insert("daemon_pid".into(), daemon::running_pid().map(|p| p.to_string()).unwrap_or_default());
-            out.insert("daemon_started_by_cowbench".into(), daemon::started_by_us().to_string());
-            out.insert("mounts".into(), "FUSE mounts by zfs-fuse at mnt/<id>, bind-mounted to targets".into());
+            s.daemon_pid = daemon::running_pid().and_then(|p| u32::try_from(p).ok());
+            s.fact("daemon_started_by_cowbench", daemon::started_by_us());
+            s.fact("mounts", "FUSE mounts by zfs-fuse at mnt/<id>, bind-mounted to targets");
         } else {
-            out.insert("mounts".into(), "mountpoint=legacy, mount(2) at mnt/<id>, bind-mounted to targets".into());
+            s.fact("mounts", "mountpoint=legacy, mount(2) at mnt/<id>, bind-mounted to targets");
         }
-        out.insert("usage_method".into(), "zfs used property after a txg sync".into());
-        out.insert("layers".into(), self.meta.list()?.len().to_string());
-        Ok(out)
+        self.arc_facts(&mut s);
+        s.fact("usage_method", "zfs used property after a txg sync");
+        Ok(s)
     }
 
-    fn teardown(&self) -> Result<()> {
+    fn teardown(&self, _layers: &[LayerInfo]) -> Result<()> {
         let _root_lock = FileLock::acquire(&self.root.join("setup.lock"))?;
         let _host_lock = daemon::lock()?;
         let mut first: Option<Error> = None;
@@ -868,8 +849,9 @@ impl Driver for Zfs {
         }
         // Kernel unmounts first, for both implementations (see `unmount_internal`).
         note(mounts::unmount_all_under(&self.root.join("mnt")).ctx(NAME, None, || "unmount layers".into()));
-        for l in self.meta.list().unwrap_or_default() {
-            let dir = self.mnt(l.id);
+        // The layers' own mount points, mnt/<id>: forgotten once nothing is mounted there.
+        for e in fs::read_dir(self.root.join("mnt")).into_iter().flatten().flatten() {
+            let dir = e.path();
             if !mounts::is_mountpoint(&dir) {
                 let _ = self.ledger.forget(ResourceKind::Mount, &tree::mount_id(&dir));
             }
@@ -909,7 +891,6 @@ impl Driver for Zfs {
         }
         note(mounts::unmount_all_under(&self.root).ctx(NAME, None, || format!("unmount under {}", self.root.display())));
         let _ = fs::remove_file(self.root.join("store.json"));
-        note(self.meta.clear());
         if self.flavor.is_fuse() {
             // Stopped, or left running for pools of other roots: either way no longer this
             // root's to clean up.
@@ -929,10 +910,12 @@ impl Driver for Zfs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::Labels;
+    use std::io::Write;
 
     /// A driver on a fresh root under /var/tmp, torn down (files removed) on drop.
     struct Env {
-        driver: Option<Zfs>,
+        driver: Option<Snapshotter<Zfs>>,
         dir: Option<tempfile::TempDir>,
     }
 
@@ -952,7 +935,7 @@ mod tests {
             Some(Env { driver: Some(driver), dir: Some(dir) })
         }
 
-        fn d(&self) -> &Zfs {
+        fn d(&self) -> &Snapshotter<Zfs> {
             self.driver.as_ref().unwrap()
         }
 
@@ -968,7 +951,7 @@ mod tests {
             let dir = self.dir.take().unwrap();
             let _ = mounts::unmount_all_under(&dir.path().join("targets"));
             if let Some(d) = self.driver.take() {
-                let pool = d.store.pool().to_string();
+                let pool = d.backend().store.pool().to_string();
                 if let Err(e) = d.teardown() {
                     eprintln!("teardown: {e}");
                 }
@@ -992,10 +975,10 @@ mod tests {
         let d = env.d();
         let ledger = Ledger::open(&env.dir.as_ref().unwrap().path().join("root"));
         let live = |k: ResourceKind, id: &str| ledger.entries().unwrap().iter().any(|e| e.kind == k && e.id == id);
-        let pool = d.store.pool().to_string();
+        let pool = d.backend().store.pool().to_string();
         assert!(live(ResourceKind::Pool, &pool), "{:?}", ledger.entries());
         let info = d.prepare("a", None, &Labels::new()).unwrap();
-        let ds_mnt = tree::mount_id(&d.mnt(info.id));
+        let ds_mnt = tree::mount_id(&d.backend().mnt(info.id));
         assert!(live(ResourceKind::Mount, &ds_mnt), "{:?}", ledger.entries());
         let t = env.target("a");
         d.mount("a", &t).unwrap();
@@ -1024,13 +1007,13 @@ mod tests {
         assert!(u.bytes >= 2 << 20, "{u:?}");
         assert_eq!(u.inodes, 2);
         d.commit("base", "a", &l).unwrap();
-        let base_ds = d.ds(d.stat("base").unwrap().id);
+        let base_ds = d.backend().ds(d.stat("base").unwrap().id);
         // Committed: the dataset refuses writes, also through cowbench's own mount of it.
-        let err = fs::write(d.mnt(d.stat("base").unwrap().id).join("x"), b"x").unwrap_err();
+        let err = fs::write(d.backend().mnt(d.stat("base").unwrap().id).join("x"), b"x").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EROFS));
 
         d.prepare("child", Some("base"), &l).unwrap();
-        let child_ds = d.ds(d.stat("child").unwrap().id);
+        let child_ds = d.backend().ds(d.stat("child").unwrap().id);
         let origin = zfs(None, &["get", "-H", "-o", "value", "origin", &child_ds]).unwrap();
         assert!(origin.trim().starts_with(&format!("{base_ds}@")), "a child is a clone of a snapshot of its parent: {origin}");
         let tc = env.target("child");
@@ -1059,11 +1042,14 @@ mod tests {
         d.remove("base").unwrap();
         assert!(!exists(&base_ds));
         let st = d.status().unwrap();
-        assert!(st.contains_key("pool_size") && st.contains_key("pool_free"), "{st:?}");
-        assert_eq!(st["implementation"], d.implementation().to_string());
-        if d.flavor.is_fuse() {
+        assert!(st.facts.contains_key("pool_size") && st.facts.contains_key("pool_free"), "{st:?}");
+        assert!(st.space.is_some_and(|s| s.used_bytes > 0 && s.total_bytes > s.used_bytes), "{st:?}");
+        assert_eq!(st.implementation, d.implementation().to_string());
+        assert_eq!(st.backing.as_ref().map(|b| b.kind), Some(BackingKind::VdevFile));
+        if d.backend().flavor.is_fuse() {
             assert!(d.capabilities().stand_in);
-            assert!(st.contains_key("arc_size") || st.contains_key("arc"), "{st:?}");
+            assert!(st.daemon_pid.is_some(), "{st:?}");
+            assert!(st.cache.is_some_and(|c| c.bytes > 0), "{st:?}");
         }
     }
 
@@ -1074,7 +1060,7 @@ mod tests {
         let Some(env) = Env::new(&[("size", "64M")]) else { return };
         let d = env.d();
         d.prepare("a", None, &Labels::new()).unwrap();
-        let p = d.mnt(d.stat("a").unwrap().id);
+        let p = d.backend().mnt(d.stat("a").unwrap().id);
         let mut f = File::create(p.join("fill")).unwrap();
         let chunk = vec![0x5au8; 1 << 20];
         let err = (0..200)
@@ -1089,7 +1075,7 @@ mod tests {
         assert_eq!(info.kind, Kind::Committed);
         d.prepare("other", None, &Labels::new()).unwrap_or_else(|e| panic!("prepare on a full pool: {e}"));
         // The new layer is as full as its pool.
-        let p = d.mnt(d.stat("other").unwrap().id);
+        let p = d.backend().mnt(d.stat("other").unwrap().id);
         let err = fs::write(p.join("more"), &chunk).and_then(|_| File::open(p.join("more"))?.sync_all());
         assert!(matches!(Error::io(NAME, Some("other"), "write", err.unwrap_err()), Error::NoSpace { .. }));
         d.remove("other").unwrap();
@@ -1110,12 +1096,12 @@ mod tests {
         let err = d.apply("big", &mut streamed_tar(32, 8 << 20, 1)).unwrap_err();
         eprintln!("256 MB into a 128 MB pool: failed and rolled back in {:?}: {err}", start.elapsed());
         assert!(matches!(&err, Error::NoSpace { key, .. } if key == "big"), "{err}");
-        let p = d.mnt(d.stat("big").unwrap().id);
+        let p = d.backend().mnt(d.stat("big").unwrap().id);
         assert_eq!(fs::read_dir(&p).unwrap().count(), 0, "the failed apply left entries");
         let after = d.usage("big").unwrap();
         assert_eq!(after.inodes, 0);
         assert!(after.bytes < fresh.bytes + (1 << 20), "space of the failed apply not freed: {fresh:?} -> {after:?}");
-        let snaps = zfs(None, &["list", "-H", "-t", "snapshot", "-o", "name", "-r", d.store.base()]).unwrap();
+        let snaps = zfs(None, &["list", "-H", "-t", "snapshot", "-o", "name", "-r", d.backend().store.base()]).unwrap();
         assert!(!snaps.contains("pre-apply"), "checkpoint left: {snaps}");
         d.prepare("small", None, &l).unwrap();
         d.apply("small", &mut streamed_tar(4, 1 << 20, 2)).unwrap();
@@ -1129,7 +1115,7 @@ mod tests {
         let Ok(root) = std::env::var("COWBENCH_ZFS_CHILD_ROOT") else { return };
         let d = Zfs::open(&DriverConfig::new(root).with_option("size", "256M")).unwrap();
         let info = d.stat("shared").unwrap();
-        assert_eq!(fs::read(d.mnt(info.id).join("f")).unwrap(), b"from the first process");
+        assert_eq!(fs::read(d.backend().mnt(info.id).join("f")).unwrap(), b"from the first process");
         d.prepare("made-by-child", Some("shared"), &Labels::new()).unwrap();
     }
 
@@ -1138,7 +1124,7 @@ mod tests {
         let Some(env) = Env::new(&[("size", "256M")]) else { return };
         let d = env.d();
         d.prepare("a", None, &Labels::new()).unwrap();
-        fs::write(d.mnt(d.stat("a").unwrap().id).join("f"), b"from the first process").unwrap();
+        fs::write(d.backend().mnt(d.stat("a").unwrap().id).join("f"), b"from the first process").unwrap();
         d.commit("shared", "a", &Labels::new()).unwrap();
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "zfs::tests::second_process_child", "--nocapture", "--test-threads=1"])
@@ -1148,7 +1134,7 @@ mod tests {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
         assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
         let child = d.stat("made-by-child").unwrap();
-        assert!(d.mnt(child.id).join("f").exists());
+        assert!(d.backend().mnt(child.id).join("f").exists());
     }
 
     #[test]

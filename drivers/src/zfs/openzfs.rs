@@ -185,7 +185,7 @@ mod tests {
                 assert!(imp.starts_with("kernel (OpenZFS "), "implementation {imp}");
                 assert!(!report.stand_in);
                 // zfs-fuse's zpool knows numbered pool versions only (up to 23).
-                let out = crate::zfs::cmd::run(NAME, &tool("zpool"), &["upgrade", "-v"], std::time::Duration::from_secs(60))
+                let out = crate::sys::cmd::run(NAME, &tool("zpool"), &["upgrade", "-v"], std::time::Duration::from_secs(60))
                     .expect("zpool upgrade -v");
                 assert!(out.stdout.contains("feature flags"), "not OpenZFS's zpool: {}", out.stdout);
                 if std::env::var_os(PREFIX_ENV).is_some() {

@@ -140,12 +140,11 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Op::Status => {
-            let mut s = d.status()?;
-            s.insert("implementation".into(), d.implementation().to_string());
+            let s = d.status()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                for (k, v) in s {
+                for (k, v) in s.display_rows() {
                     println!("{k}: {v}");
                 }
             }

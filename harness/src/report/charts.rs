@@ -63,23 +63,23 @@ pub struct ChartFiles {
 const W: u32 = 960;
 const H: u32 = 540;
 
-/// Colour of a backend, stable across charts and reports.
+/// Colour of a backend, stable across charts and reports: the registry's backends by their
+/// place in its table, anything else (a user's series) from a second palette.
 pub fn driver_color(name: &str, i: usize) -> RGBColor {
+    const BACKENDS: [RGBColor; 6] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(127, 127, 127),
+    ];
+    const OTHERS: [RGBColor; 5] =
+        [RGBColor(23, 190, 207), RGBColor(140, 86, 75), RGBColor(227, 119, 194), RGBColor(188, 189, 34), RGBColor(0, 0, 0)];
     let base = name.split([' ', '@', '/']).next().unwrap_or(name);
-    match base {
-        "overlay" => RGBColor(31, 119, 180),
-        "aufs" => RGBColor(255, 127, 14),
-        "btrfs" => RGBColor(44, 160, 44),
-        "zfs" => RGBColor(148, 103, 189),
-        "devicemapper" => RGBColor(214, 39, 40),
-        "vfs" => RGBColor(127, 127, 127),
-        _ => [
-            RGBColor(23, 190, 207),
-            RGBColor(140, 86, 75),
-            RGBColor(227, 119, 194),
-            RGBColor(188, 189, 34),
-            RGBColor(0, 0, 0),
-        ][i % 5],
+    match cowbench_drivers::registry::DRIVERS.iter().position(|d| *d == base) {
+        Some(k) => BACKENDS[k % BACKENDS.len()],
+        None => OTHERS[i % OTHERS.len()],
     }
 }
 

@@ -234,11 +234,10 @@ fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     crate::results::writer::write_atomic(path, data)
 }
 
-/// Drivers in the table's order, then any others.
-const DRIVER_ORDER: [&str; 6] = ["overlay", "aufs", "btrfs", "zfs", "devicemapper", "vfs"];
-
+/// Drivers in the registry's order (the one table of backends), then any others.
 fn driver_rank(d: &str) -> usize {
-    DRIVER_ORDER.iter().position(|x| *x == d).unwrap_or(DRIVER_ORDER.len())
+    use cowbench_drivers::registry::DRIVERS;
+    DRIVERS.iter().position(|x| *x == d).unwrap_or(DRIVERS.len())
 }
 
 fn sorted_drivers<'a>(it: impl Iterator<Item = &'a str>) -> Vec<String> {

@@ -34,5 +34,5 @@ pub mod schema;
 pub mod stats;
 pub mod writer;
 
-pub use schema::{Cell, CellStatus, Metric, RunDoc, RunParameters, RunStatus, Snapshot, SCHEMA_VERSION};
+pub use schema::{BackendStatus, Cell, CellStatus, Metric, RunDoc, RunParameters, RunStatus, Snapshot, SCHEMA_VERSION};
 pub use writer::{new_run_id, ResultsWriter};

@@ -106,8 +106,29 @@ pub struct Snapshot {
     pub unix: u64,
     /// /proc/meminfo in bytes (`MemFree_bytes` ...; HugePages counts kept as counts).
     pub meminfo_bytes: BTreeMap<String, u64>,
-    /// The driver's `status()` (pool usage, ARC size, backing device ...).
-    pub backend_status: BTreeMap<String, String>,
+    /// The driver's `status()` (space and pool usage, ARC size, backing store ...).
+    #[serde(default)]
+    pub backend_status: Option<BackendStatus>,
+}
+
+/// A backend status as run.json holds it: typed since statuses were typed, a map of strings
+/// in older run documents (kept as it was, for display).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BackendStatus {
+    Typed(cowbench_drivers::Status),
+    /// run.json written before typed status: display only.
+    Legacy(BTreeMap<String, String>),
+}
+
+impl BackendStatus {
+    /// The typed status; None for an old run document.
+    pub fn typed(&self) -> Option<&cowbench_drivers::Status> {
+        match self {
+            BackendStatus::Typed(s) => Some(s),
+            BackendStatus::Legacy(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,5 +219,20 @@ mod tests {
         assert_eq!(m.get("MemTotal_bytes"), Some(&(24684000 * 1024)));
         assert_eq!(m.get("HugePages_Total"), Some(&0));
         assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn backend_status_typed_and_old_map_both_read() {
+        let mut st = cowbench_drivers::Status::new("kernel overlayfs 6.1", 2);
+        st.fact("o_direct", true);
+        let snap = Snapshot { unix: 1, meminfo_bytes: BTreeMap::new(), backend_status: Some(BackendStatus::Typed(st.clone())) };
+        let back: Snapshot = serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
+        assert_eq!(back.backend_status.as_ref().and_then(BackendStatus::typed), Some(&st));
+        // run.json before typed status: a map of strings, kept for display.
+        let old = r#"{"unix":1,"meminfo_bytes":{},"backend_status":{"implementation":"kernel overlayfs","layers":"2"}}"#;
+        let back: Snapshot = serde_json::from_str(old).unwrap();
+        assert!(matches!(&back.backend_status, Some(BackendStatus::Legacy(m)) if m["layers"] == "2"));
+        let none: Snapshot = serde_json::from_str(r#"{"unix":1,"meminfo_bytes":{}}"#).unwrap();
+        assert_eq!(none.backend_status, None);
     }
 }

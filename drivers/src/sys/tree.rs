@@ -1,6 +1,7 @@
 //! Whole-tree operations on plain directories: a faithful copy (the vfs backend's "layer"),
-//! the size of a tree, bind mounts, and small checks of what the backing filesystem can do.
-//! The overlay backend uses the same usage walk and bind mounts.
+//! the size of a tree, removal, bind mounts and mount ids, and small checks of what the
+//! backing filesystem can do. Used by vfs, overlay, btrfs, zfs, devicemapper, the rollback of
+//! applies and the ledger.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;

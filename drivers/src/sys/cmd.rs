@@ -1,6 +1,6 @@
-//! External commands with a deadline, and size options. Used by the zfs backend (which drives
-//! the `zfs`/`zpool` CLI like moby does) and by the btrfs backend for its set-up tools
-//! (`mkfs.btrfs`, `btrfs --version`).
+//! External commands with a deadline. Used by the zfs backend (which drives the `zfs`/`zpool`
+//! CLI like moby does) and by the btrfs backend for its set-up tools (`mkfs.btrfs`,
+//! `btrfs --version`).
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -72,38 +72,9 @@ pub fn run(driver: &str, prog: &str, args: &[&str], timeout: Duration) -> Result
     }
 }
 
-/// Parse a size such as `4G`, `512M`, `1.5G`, `65536` (binary units; `b`/`iB` suffixes allowed).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).or_else(|| t.strip_suffix('b')).unwrap_or(t);
-    let (num, mult) = match t.chars().last()? {
-        'k' | 'K' => (&t[..t.len() - 1], 1u64 << 10),
-        'm' | 'M' => (&t[..t.len() - 1], 1 << 20),
-        'g' | 'G' => (&t[..t.len() - 1], 1 << 30),
-        't' | 'T' => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let v: f64 = num.trim().parse().ok()?;
-    if !(v.is_finite() && v > 0.0) {
-        return None;
-    }
-    Some((v * mult as f64) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4G"), Some(4 << 30));
-        assert_eq!(parse_size("512M"), Some(512 << 20));
-        assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
-        assert_eq!(parse_size("65536"), Some(65536));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size("-1G"), None);
-        assert_eq!(parse_size(""), None);
-    }
 
     #[test]
     fn command_errors_carry_stderr_and_deadline() {
