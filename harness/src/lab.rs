@@ -256,6 +256,14 @@ impl Lab for HostLab {
         Some((cache.bytes, cache.source.to_string()))
     }
 
+    fn backend_cache_limit(&self) -> Option<u64> {
+        if !self.driver.capabilities().own_read_cache {
+            return None;
+        }
+        // The zfs driver's status carries arcstats `c_max` (kernel kstat or zfs-fuse's).
+        self.driver.status().ok()?.get("arc_c_max").and_then(|v| v.trim().parse().ok())
+    }
+
     fn variant<'a>(&'a self, options: &[(&str, &str)]) -> anyhow::Result<Box<dyn Lab + 'a>> {
         let tag: String = options
             .iter()
@@ -346,6 +354,9 @@ impl Lab for Variant {
     }
     fn backend_cache(&self) -> Option<(u64, String)> {
         self.lab().backend_cache()
+    }
+    fn backend_cache_limit(&self) -> Option<u64> {
+        self.lab().backend_cache_limit()
     }
     fn variant<'a>(&'a self, options: &[(&str, &str)]) -> anyhow::Result<Box<dyn Lab + 'a>> {
         self.lab().variant(options)

@@ -66,6 +66,12 @@ pub trait Lab: Sync {
     /// The backend's own read cache (ZFS ARC), bytes, and where the figure came from; None for
     /// backends without one.
     fn backend_cache(&self) -> Option<(u64, String)>;
+    /// The size the backend's read cache is kept to (ARC `c_max`), bytes, where the backend
+    /// says: a cache at its limit evicts as much as the reads add, so its growth is not what
+    /// they cached. None where unknown or not applicable.
+    fn backend_cache_limit(&self) -> Option<u64> {
+        None
+    }
 
     /// A second instance of this driver, on a root of its own, with `options` set on top of the
     /// run's driver options (e.g. `discard=false`). Torn down when dropped.

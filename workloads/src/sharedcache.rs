@@ -146,7 +146,7 @@ impl Workload for SharedCache {
         }
         // The image `fragmentation` and `concurrent` use too: one build per driver and size.
         let img = lab.image(&images::large_file(lab.seed(), p.file_bytes))?;
-        Ok(Box::new(Exec { lab, p, img, arc_source: None, disturbed: 0 }))
+        Ok(Box::new(Exec { lab, p, img, arc_source: None, arc_withheld: None, disturbed: 0 }))
     }
 }
 
@@ -161,6 +161,38 @@ impl Workload for SharedCache {
 // (`drop_pagecache` moved) is thrown away and taken again, up to five times (the count is in
 // the notes). Where the backend's cache figure comes from is the Lab's business
 // ([`Lab::backend_cache`]); the cell's notes record it as `arc_source`.
+//
+// Dropping the page cache does not empty the ARC, so its growth is only what the reads cached
+// when the ARC neither held the file before the baseline nor was at its limit. Two cases where
+// it is not are known and the figure is withheld (the note `arc_growth` says why): a retried
+// measurement (the discarded attempt's reads left the file in the ARC: the retry grows it by
+// next to nothing, whatever N), and an ARC at its limit (`c_max`) after the reads (it evicted
+// as much as they added: the growth is the limit minus the baseline, and the baseline depends
+// on what earlier cells and the image build left, not on N).
+
+/// An ARC within this fraction of its limit counts as at the limit (arcstats `size` runs a
+/// little over `c_max` while eviction catches up).
+const ARC_LIMIT_SLACK: f64 = 0.02;
+
+/// Why the ARC growth over one measurement is not what the reads cached, if it is not.
+fn arc_growth_withheld(before: u64, after: u64, limit: Option<u64>, retried: bool) -> Option<String> {
+    if retried {
+        return Some(
+            "withheld: the measurement was retried after another process dropped the page cache, and the \
+             discarded attempt's reads stayed in the ARC (dropping the page cache does not empty it)"
+                .into(),
+        );
+    }
+    let limit = limit?;
+    let top = before.max(after);
+    if top as f64 >= limit as f64 * (1.0 - ARC_LIMIT_SLACK) {
+        return Some(format!(
+            "withheld: the ARC was at its limit (c_max {limit} bytes; {before} before the reads, {after} after), \
+             so it evicted as much as the reads added"
+        ));
+    }
+    None
+}
 
 /// Attempts at a measurement that another process's cache drop did not disturb.
 const ATTEMPTS: u32 = 5;
@@ -170,6 +202,8 @@ struct Exec<'a> {
     p: SharedCacheParams,
     img: Image,
     arc_source: Option<String>,
+    /// Why the last measurement's ARC growth was withheld, if it was.
+    arc_withheld: Option<String>,
     /// Measurements thrown away because another process dropped the page cache meanwhile.
     disturbed: u32,
 }
@@ -177,7 +211,8 @@ struct Exec<'a> {
 impl Exec<'_> {
     /// One measurement with all containers up: drop caches, warm the exec path, baseline,
     /// the reads, after. None when the page cache was dropped by someone else meanwhile.
-    fn measure(&mut self, held: &[Box<dyn Container + '_>]) -> anyhow::Result<Option<RepSamples>> {
+    /// `retried`: an earlier attempt of this repetition read the file (and was thrown away).
+    fn measure(&mut self, held: &[Box<dyn Container + '_>], retried: bool) -> anyhow::Result<Option<RepSamples>> {
         self.lab.drop_caches().map_err(|e| anyhow::anyhow!("{}: drop caches: {e}", self.lab.driver_name()))?;
         let warm = Request::new(vec![Op::Sleep { ms: 0 }]);
         for c in held {
@@ -226,7 +261,10 @@ impl Exec<'_> {
         samples.push(("growth_per_reader_bytes", growth / n));
         samples.push(("growth_per_file_ratio", growth / self.p.file_bytes as f64));
         if let (Some((b, src)), Some((a, _))) = (arc_before, arc_after) {
-            samples.push(("arc_growth_bytes", a as f64 - b as f64));
+            self.arc_withheld = arc_growth_withheld(b, a, self.lab.backend_cache_limit(), retried);
+            if self.arc_withheld.is_none() {
+                samples.push(("arc_growth_bytes", a as f64 - b as f64));
+            }
             self.arc_source = Some(src);
         }
         Ok(Some(samples))
@@ -244,8 +282,8 @@ impl CellExec for Exec<'_> {
                 c.wait_ready(Duration::from_secs(60))?;
                 held.push(c);
             }
-            for _ in 0..ATTEMPTS {
-                if let Some(samples) = self.measure(&held)? {
+            for attempt in 0..ATTEMPTS {
+                if let Some(samples) = self.measure(&held, attempt > 0)? {
                     return Ok(samples);
                 }
                 // The layers' caches are gone: measure again from a clean drop.
@@ -279,6 +317,14 @@ impl CellExec for Exec<'_> {
             ("timed_in".into(), "container (probe CLOCK_MONOTONIC)".into()),
             ("measurements_disturbed".into(), self.disturbed.to_string()),
             ("arc_source".into(), self.arc_source.clone().unwrap_or_else(|| "not applicable (no ARC)".into())),
+            (
+                "arc_growth".into(),
+                match (&self.arc_source, &self.arc_withheld) {
+                    (None, _) => "not applicable (no ARC)".into(),
+                    (Some(_), None) => "reported: the ARC stayed below its limit and the measurement was the first attempt".into(),
+                    (Some(_), Some(why)) => why.clone(),
+                },
+            ),
         ])
     }
 
@@ -300,5 +346,22 @@ mod tests {
         assert_eq!(crate::params_string(&cells[1]), format!("containers=2;file_bytes={}", 64 * MIB));
         let p = SharedCacheParams::from_params(&SharedCache.cells(Profile::Full)[4]).unwrap();
         assert_eq!(p, SharedCacheParams { file_bytes: 256 * MIB, containers: 16 });
+    }
+
+    #[test]
+    fn arc_growth_is_withheld_when_it_cannot_be_what_the_reads_cached() {
+        let limit = Some(100 * MIB);
+        // First attempt, ARC well below its limit: the growth stands.
+        assert_eq!(arc_growth_withheld(10 * MIB, 80 * MIB, limit, false), None);
+        // No known limit: only the retry rule applies.
+        assert_eq!(arc_growth_withheld(10 * MIB, 100 * MIB, None, false), None);
+        // A retry starts with the discarded attempt's reads in the ARC.
+        assert!(arc_growth_withheld(10 * MIB, 80 * MIB, limit, true).unwrap().contains("retried"));
+        // Figures of a zfs-fuse run with max-arc-size = 100: size ends a little over c_max.
+        let at_limit = arc_growth_withheld(74_529_072, 104_963_056, Some(104_857_600), false).unwrap();
+        assert!(at_limit.contains("c_max 104857600"), "{at_limit}");
+        // Just under the slack still counts as at the limit.
+        assert!(arc_growth_withheld(0, 99 * MIB, limit, false).is_some());
+        assert_eq!(arc_growth_withheld(0, 97 * MIB, limit, false), None);
     }
 }
