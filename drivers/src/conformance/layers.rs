@@ -97,6 +97,20 @@ pub fn reused_key_fails(fx: &Fixture) {
     unmount(g);
 }
 
+/// A mounted layer cannot be removed (its storage would go from under the mount); once
+/// unmounted it can. Keys with control characters are refused before anything is made.
+pub fn remove_mounted_fails(fx: &Fixture) {
+    let d = fx.driver();
+    assert_err!(d.prepare("bad\nkey", None, &no_labels()), Error::InvalidState { .. }, "a key with a newline");
+    d.prepare("busy", None, &no_labels()).unwrap();
+    let g = mounted(fx, "busy");
+    let e = assert_err!(d.remove("busy"), Error::InvalidState { .. }, "remove of a mounted layer");
+    assert!(e.to_string().contains("'busy'"), "{e}");
+    unmount(g);
+    d.remove("busy").unwrap();
+    assert!(d.list().unwrap().is_empty(), "layers left: {:?}", d.list().unwrap());
+}
+
 /// A parent with children cannot be removed; once the children are gone it can.
 pub fn remove_parent_with_children_fails(fx: &Fixture) {
     let d = fx.driver();

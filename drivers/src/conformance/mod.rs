@@ -41,7 +41,7 @@ macro_rules! __conformance_scenarios {
     ($callback:ident ! $args:tt) => {
         $crate::$callback! { $args
             layers: create_empty, base_modes_and_owners, snapshot_shows_parent, reused_key_fails,
-                remove_parent_with_children_fails, view_is_readonly, transitivity,
+                remove_parent_with_children_fails, remove_mounted_fails, view_is_readonly, transitivity,
                 commit_of_view_or_committed_fails, stat_and_list, second_handle_sees_layers;
             changes: changes_of_20_modified_files, deleted_stay_deleted, file_moved_from_lower,
                 dir_removed_from_lower, chown_lower_file, dir_permissions_kept_on_commit,

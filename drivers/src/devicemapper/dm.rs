@@ -14,7 +14,10 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use devicemapper::{DevId, Device, DmError, DmFlags, DmName, DmOptions, DmUdevFlags, ThinPoolStatus, ThinStatus, DM};
+use devicemapper::{
+    DevId, Device, DmError, DmFlags, DmName, DmOptions, DmUdevFlags, Sectors, TargetParams, ThinDevId, ThinPoolStatus, ThinStatus,
+    DM,
+};
 
 use crate::sys::loopdev;
 
@@ -57,13 +60,41 @@ pub fn exists(dm: &DM, n: &str) -> io::Result<Option<Device>> {
     Ok(list(dm)?.into_iter().find(|(x, _)| x == n).map(|(_, d)| d))
 }
 
-/// Create device `n` with a one-line table and resume it.
-pub fn create(dm: &DM, n: &str, len_sectors: u64, target: &str, params: &str, read_only: bool) -> io::Result<Device> {
+/// A thin device id as dm-thin takes it: below 2^24, or an error saying so.
+pub fn thin_id(v: u64) -> io::Result<ThinDevId> {
+    ThinDevId::new_u64(v).map_err(io_err)
+}
+
+/// The messages cowbench sends to a thin pool. Typed, so the text dm-thin parses is written
+/// in one place ([`std::fmt::Display`]) and every id in it is a checked [`ThinDevId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMessage {
+    /// A new, empty thin device.
+    CreateThin(ThinDevId),
+    /// A thin snapshot `new` of `origin` (the origin must be suspended if it is active).
+    CreateSnap { new: ThinDevId, origin: ThinDevId },
+    /// Drop a thin device and give its blocks back to the pool.
+    Delete(ThinDevId),
+}
+
+impl std::fmt::Display for PoolMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolMessage::CreateThin(id) => write!(f, "create_thin {id}"),
+            PoolMessage::CreateSnap { new, origin } => write!(f, "create_snap {new} {origin}"),
+            PoolMessage::Delete(id) => write!(f, "delete {id}"),
+        }
+    }
+}
+
+/// Create device `n` with a one-line table of `length` sectors (target type and parameters
+/// from the crate's typed `params`) and resume it.
+pub fn create(dm: &DM, n: &str, length: Sectors, params: &impl TargetParams, read_only: bool) -> io::Result<Device> {
     let nm = name(n)?;
     let flags = if read_only { DmFlags::DM_READONLY } else { DmFlags::empty() };
     dm.device_create(nm, None, opts().set_flags(flags)).map_err(io_err)?;
     let id = DevId::Name(nm);
-    let table = vec![(0u64, len_sectors, target.to_string(), params.to_string())];
+    let table = vec![(0u64, *length, params.target_type().to_string(), params.param_str())];
     let loaded = dm.table_load(&id, &table, DmOptions::default().set_flags(flags));
     if let Err(e) = loaded {
         let _ = dm.device_remove(&id, opts());
@@ -119,9 +150,9 @@ pub fn resume(dm: &DM, n: &str) -> io::Result<()> {
     dm.device_suspend(&DevId::Name(name(n)?), opts()).map(|_| ()).map_err(io_err)
 }
 
-/// Send a message to a pool (`create_thin 1`, `create_snap 2 1`, `delete 2` ...).
-pub fn message(dm: &DM, pool: &str, msg: &str) -> io::Result<()> {
-    dm.target_msg(&DevId::Name(name(pool)?), None, msg).map(|_| ()).map_err(io_err)
+/// Send `msg` to thin pool `pool`.
+pub fn message(dm: &DM, pool: &str, msg: PoolMessage) -> io::Result<()> {
+    dm.target_msg(&DevId::Name(name(pool)?), None, &msg.to_string()).map(|_| ()).map_err(io_err)
 }
 
 fn status_line(dm: &DM, n: &str) -> io::Result<(String, String)> {
@@ -267,4 +298,18 @@ pub fn device_of(path: &Path) -> io::Result<Device> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path)?;
     Ok(Device::from(m.rdev()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_messages_as_dm_thin_reads_them() {
+        let (a, b) = (thin_id(7).unwrap(), thin_id(3).unwrap());
+        assert_eq!(PoolMessage::CreateThin(a).to_string(), "create_thin 7");
+        assert_eq!(PoolMessage::CreateSnap { new: a, origin: b }.to_string(), "create_snap 7 3");
+        assert_eq!(PoolMessage::Delete(b).to_string(), "delete 3");
+        assert!(thin_id(1 << 24).is_err(), "dm-thin ids have 24 bits");
+    }
 }

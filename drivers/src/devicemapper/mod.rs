@@ -27,7 +27,9 @@ pub mod dm;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use devicemapper::{ThinPoolStatus, ThinPoolStatusSummary, DM};
+use devicemapper::{
+    DataBlocks, Sectors, ThinDevId, ThinPoolStatus, ThinPoolStatusSummary, ThinPoolTargetParams, ThinTargetParams, DM,
+};
 use nix::mount::MsFlags;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -43,6 +45,7 @@ use crate::ledger::{Ledger, ResourceKind};
 use crate::snapshotter::Snapshotter;
 use crate::sys::{hostinfo, loopdev, mounts};
 use crate::sys::tree::mount_id;
+use dm::PoolMessage;
 
 pub const NAME: &str = "devicemapper";
 pub const IMPLEMENTATION: &str = "kernel dm-thin";
@@ -428,7 +431,7 @@ impl DeviceMapper {
             .collect()
     }
 
-    fn pool_table(&self, data_loop: &Path, meta_loop: &Path) -> Result<(u64, String)> {
+    fn pool_table(&self, data_loop: &Path, meta_loop: &Path) -> Result<(Sectors, ThinPoolTargetParams)> {
         let data = dm::device_of(data_loop).ctx(NAME, None, || format!("stat {}", data_loop.display()))?;
         let meta = dm::device_of(meta_loop).ctx(NAME, None, || format!("stat {}", meta_loop.display()))?;
         let sectors = self.opts.data_size / SECTOR / BLOCK_SECTORS * BLOCK_SECTORS;
@@ -436,7 +439,13 @@ impl DeviceMapper {
         let lwm = LOW_WATER_BLOCKS.min(blocks / 10).max(1);
         // Docker's table, plus error_if_no_space so a full pool fails writes instead of
         // queueing them forever.
-        Ok((sectors, format!("{meta} {data} {BLOCK_SECTORS} {lwm} 2 skip_block_zeroing error_if_no_space")))
+        let features = vec!["skip_block_zeroing".to_string(), "error_if_no_space".to_string()];
+        Ok((Sectors(sectors), ThinPoolTargetParams::new(meta, data, Sectors(BLOCK_SECTORS), DataBlocks(lwm), features)))
+    }
+
+    /// `v` as a thin id of the pool, or an error naming the layer.
+    fn checked_thin_id(&self, v: u64, key: Option<&str>) -> Result<ThinDevId> {
+        dm::thin_id(v).map_err(|e| dmerr(key, format!("thin id {v}"), e))
     }
 
     /// A fresh pool (or the user's pool) and a freshly formatted base device.
@@ -457,7 +466,7 @@ impl DeviceMapper {
                 let seed = u64::from_str_radix(&self.prefix[self.prefix.len() - 6..], 16).unwrap_or(0);
                 let mut id = (1 << 20) + (seed % (1 << 22));
                 loop {
-                    match dm::message(&self.dm, &self.state.pool, &format!("create_thin {id}")) {
+                    match dm::message(&self.dm, &self.state.pool, PoolMessage::CreateThin(self.checked_thin_id(id, None)?)) {
                         Ok(()) => break,
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) && id < (1 << 24) - (1 << 16) => id += 1 << 12,
                         Err(e) => return Err(dmerr(None, format!("create_thin {id} in {}", self.state.pool), e)),
@@ -484,7 +493,7 @@ impl DeviceMapper {
                 let (data_loop, meta_loop) = self.attach_loops()?;
                 let (sectors, params) = self.pool_table(&data_loop, &meta_loop)?;
                 self.record_dm(&pool, "thin pool", None)?;
-                if let Err(e) = dm::create(&self.dm, &pool, sectors, "thin-pool", &params, false) {
+                if let Err(e) = dm::create(&self.dm, &pool, sectors, &params, false) {
                     let _ = loopdev::detach(&data_loop);
                     let _ = loopdev::detach(&meta_loop);
                     let _ = self.ledger.forget(ResourceKind::Dm, &pool);
@@ -492,7 +501,8 @@ impl DeviceMapper {
                     return Err(dmerr(None, format!("create thin pool {pool} ({params})"), e));
                 }
                 self.state.base_thin_id = 0;
-                dm::message(&self.dm, &pool, "create_thin 0").ctx(NAME, None, || "create base thin device".into())?;
+                dm::message(&self.dm, &pool, PoolMessage::CreateThin(self.checked_thin_id(0, None)?))
+                    .ctx(NAME, None, || "create base thin device".into())?;
             }
         }
         self.state.base_sectors = self.opts.base_size / SECTOR;
@@ -500,7 +510,9 @@ impl DeviceMapper {
         self.state.block_sectors = BLOCK_SECTORS;
         if let Err(e) = self.format_base() {
             let _ = dm::remove(&self.dm, &self.base_name());
-            let _ = dm::message(&self.dm, &self.state.pool, &format!("delete {}", self.state.base_thin_id));
+            if let Ok(id) = dm::thin_id(self.state.base_thin_id) {
+                let _ = dm::message(&self.dm, &self.state.pool, PoolMessage::Delete(id));
+            }
             if self.state.owned && dm::remove(&self.dm, &self.state.pool).is_ok() {
                 let _ = self.ledger.forget(ResourceKind::Dm, &self.state.pool);
             }
@@ -587,7 +599,7 @@ impl DeviceMapper {
         let (data_loop, meta_loop) = self.adopt_loops()?;
         let (sectors, params) = self.pool_table(&data_loop, &meta_loop)?;
         self.record_dm(&self.state.pool, "thin pool", None)?;
-        if let Err(e) = dm::create(&self.dm, &self.state.pool, sectors, "thin-pool", &params, false) {
+        if let Err(e) = dm::create(&self.dm, &self.state.pool, sectors, &params, false) {
             let _ = self.ledger.forget(ResourceKind::Dm, &self.state.pool);
             return Err(dmerr(None, format!("set up thin pool {} again", self.state.pool), e));
         }
@@ -632,7 +644,8 @@ impl DeviceMapper {
                     .ctx(NAME, key, || "list devices".into())?
                     .ok_or_else(|| Error::unavailable(NAME, format!("thin pool {} is not active", self.state.pool)))?;
                 self.record_dm(name, "thin device", key)?;
-                match dm::create(&self.dm, name, self.state.base_sectors, "thin", &format!("{pool} {thin_id}"), false) {
+                let params = ThinTargetParams::new(pool, self.checked_thin_id(thin_id, key)?, None);
+                match dm::create(&self.dm, name, Sectors(self.state.base_sectors), &params, false) {
                     Ok(d) => d,
                     // activated by another thread or process in the meantime
                     Err(e) => match dm::exists(&self.dm, name) {
@@ -742,11 +755,12 @@ impl DeviceMapper {
         if active {
             dm::suspend(&self.dm, origin_name).map_err(|e| dmerr(Some(key), format!("suspend {origin_name}"), e))?;
         }
-        let mut r = dm::message(&self.dm, &self.state.pool, &format!("create_snap {new_id} {origin_id}"));
+        let snap = PoolMessage::CreateSnap { new: self.checked_thin_id(new_id, Some(key))?, origin: self.checked_thin_id(origin_id, Some(key))? };
+        let mut r = dm::message(&self.dm, &self.state.pool, snap);
         if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EEXIST)) {
             // A thin id left by a process that died before recording its layer: reuse the id.
-            let _ = dm::message(&self.dm, &self.state.pool, &format!("delete {new_id}"));
-            r = dm::message(&self.dm, &self.state.pool, &format!("create_snap {new_id} {origin_id}"));
+            let _ = dm::message(&self.dm, &self.state.pool, PoolMessage::Delete(self.checked_thin_id(new_id, Some(key))?));
+            r = dm::message(&self.dm, &self.state.pool, snap);
         }
         if active {
             let _ = dm::resume(&self.dm, origin_name);
@@ -942,7 +956,11 @@ impl<'a> ThinCheckpoint<'a> {
         if active {
             dm::suspend(&d.dm, &name).map_err(|e| dmerr(Some(&info.key), format!("suspend {name}"), e))?;
         }
-        let r = dm::message(&d.dm, &d.state.pool, &format!("create_snap {id} {}", d.thin_id(info)));
+        let snap = PoolMessage::CreateSnap {
+            new: d.checked_thin_id(id, Some(&info.key))?,
+            origin: d.checked_thin_id(d.thin_id(info), Some(&info.key))?,
+        };
+        let r = dm::message(&d.dm, &d.state.pool, snap);
         if active {
             let _ = dm::resume(&d.dm, &name);
         }
@@ -962,14 +980,15 @@ impl crate::rollback::Checkpoint for ThinCheckpoint<'_> {
             dm::remove(&d.dm, &name).map_err(|e| dmerr(key, format!("deactivate {name}"), e))?;
             let _ = d.ledger.forget(ResourceKind::Dm, &name);
         }
-        dm::message(&d.dm, &d.state.pool, &format!("delete {thin}")).map_err(|e| dmerr(key, format!("delete thin device {thin}"), e))?;
+        dm::message(&d.dm, &d.state.pool, PoolMessage::Delete(d.checked_thin_id(thin, key)?))
+            .map_err(|e| dmerr(key, format!("delete thin device {thin}"), e))?;
         // The checkpoint was never activated: nothing to suspend.
         d.snapshot(&self.info.key, thin, self.id, &format!("{}-{}", d.prefix, self.id))?;
         self.discard()
     }
 
     fn discard(self) -> Result<()> {
-        dm::message(&self.d.dm, &self.d.state.pool, &format!("delete {}", self.id))
+        dm::message(&self.d.dm, &self.d.state.pool, PoolMessage::Delete(self.d.checked_thin_id(self.id, Some(&self.info.key))?))
             .map_err(|e| dmerr(Some(&self.info.key), format!("delete checkpoint thin device {}", self.id), e))
     }
 }
@@ -1075,7 +1094,7 @@ impl Backend for DeviceMapper {
             dm::discard_all(&node).map_err(|e| dmerr(Some(key), format!("discard {}", node.display()), e))?;
         }
         dm::remove(&self.dm, &name).map_err(|e| dmerr(Some(key), format!("deactivate {name}"), e))?;
-        dm::message(&self.dm, &self.state.pool, &format!("delete {}", self.thin_id(info)))
+        dm::message(&self.dm, &self.state.pool, PoolMessage::Delete(self.checked_thin_id(self.thin_id(info), Some(key))?))
             .map_err(|e| dmerr(Some(key), format!("delete thin device {}", self.thin_id(info)), e))?;
         let _ = std::fs::remove_dir(self.mnt_dir(info));
         Ok(())
@@ -1205,7 +1224,7 @@ impl Backend for DeviceMapper {
             let mut ids: Vec<u64> = layers.iter().map(|l| self.thin_id(l)).collect();
             ids.push(self.state.base_thin_id);
             for id in ids {
-                if let Err(e) = dm::message(&self.dm, &self.state.pool, &format!("delete {id}")) {
+                if let Err(e) = dm::message(&self.dm, &self.state.pool, PoolMessage::Delete(self.checked_thin_id(id, None)?)) {
                     if e.raw_os_error() != Some(libc::ENODATA) {
                         first_err.get_or_insert(dmerr(None, format!("delete thin device {id}"), e));
                     }
@@ -1451,7 +1470,8 @@ mod tests {
         }
         let dd = dm::device_of(&pool.loops[0]).unwrap();
         let md = dm::device_of(&pool.loops[1]).unwrap();
-        dm::create(&pool.ctl, &pool.name, (1 << 30) / 512, "thin-pool", &format!("{md} {dd} 128 100 0"), false).unwrap();
+        let params = ThinPoolTargetParams::new(md, dd, Sectors(128), DataBlocks(100), vec![]);
+        dm::create(&pool.ctl, &pool.name, Sectors((1 << 30) / 512), &params, false).unwrap();
         let cfg = DriverConfig::new(fx.root().join("root2"))
             .with_option("thinpool", format!("/dev/mapper/{}", pool.name))
             .with_option("base_size", "1G");
