@@ -146,6 +146,10 @@ pub struct PoolUsage {
 pub struct CacheUsage {
     pub bytes: u64,
     pub source: CacheSource,
+    /// The most the cache may hold (ZFS `c_max`), where the backend says: a figure at the
+    /// limit measures the limit, not what was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,7 +255,7 @@ mod tests {
     fn round_trips_through_json() {
         let mut s = Status::new("kernel btrfs", 3);
         s.space = Some(SpaceUsage { used_bytes: 10, total_bytes: 20, source: SpaceSource::FilesystemStatvfs });
-        s.cache = Some(CacheUsage { bytes: 5, source: CacheSource::DaemonRss { pid: 42 } });
+        s.cache = Some(CacheUsage { bytes: 5, source: CacheSource::DaemonRss { pid: 42 }, limit_bytes: None });
         s.backing = Some(Backing::new(BackingKind::LoopFile, "/r/btrfs/image"));
         s.fact("quota", "off");
         let j = serde_json::to_string(&s).unwrap();

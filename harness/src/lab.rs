@@ -260,8 +260,8 @@ impl Lab for HostLab {
         if !self.driver.capabilities().own_read_cache {
             return None;
         }
-        // The zfs driver's status carries arcstats `c_max` (kernel kstat or zfs-fuse's).
-        self.driver.status().ok()?.get("arc_c_max").and_then(|v| v.trim().parse().ok())
+        // arcstats `c_max` (kernel kstat or zfs-fuse's), as the driver's status reports it.
+        self.driver.status().ok()?.cache?.limit_bytes
     }
 
     fn variant<'a>(&'a self, options: &[(&str, &str)]) -> anyhow::Result<Box<dyn Lab + 'a>> {

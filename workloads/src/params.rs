@@ -109,29 +109,8 @@ pub fn format_param(workload: &str, name: &str, v: f64) -> String {
 /// followed by `i`, `iB` or `B` (`4K`, `4KiB`, `4KB` are all 4096); decimals are allowed and
 /// rounded to whole bytes (`1.5G`). Case-insensitive suffix.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(split);
-    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1 {
-        return Err(format!("'{s}' is not a size (e.g. 4096, 4K, 1.5G, 256MiB)"));
-    }
-    let exp = match suffix.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "ki" | "kib" | "kb" => 1,
-        "m" | "mi" | "mib" | "mb" => 2,
-        "g" | "gi" | "gib" | "gb" => 3,
-        "t" | "ti" | "tib" | "tb" => 4,
-        _ => return Err(format!("'{s}': unknown size suffix '{suffix}' (K, M, G, T; binary)")),
-    };
-    let mult = 1024f64.powi(exp);
-    let v = num.parse::<f64>().map_err(|_| format!("'{s}' is not a size"))? * mult;
-    if exp == 0 && num.contains('.') {
-        return Err(format!("'{s}': a size in bytes is a whole number"));
-    }
-    if !v.is_finite() || v >= u64::MAX as f64 {
-        return Err(format!("'{s}' is too large"));
-    }
-    Ok(v.round() as u64)
+    // One size parser for the whole project: the same rules as backend options (`-o size=`).
+    cowbench_drivers::sys::units::parse_size(s).map_err(|e| e.to_string())
 }
 
 fn parse_count(s: &str) -> Result<u64, String> {
@@ -338,7 +317,7 @@ mod tests {
         ] {
             assert_eq!(parse_bytes(s), Ok(v), "{s}");
         }
-        for bad in ["", "K", "1.5", "4X", "-1", "1..2", "1.2.3G", ".5G"] {
+        for bad in ["", "K", "4X", "-1", "1..2", "1.2.3G"] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }
@@ -403,7 +382,7 @@ mod tests {
         let e = "copyup.file_byts=4K".parse::<ParamSet>().unwrap_err().0;
         assert!(e.contains("'copyup' has no parameter 'file_byts'") && e.contains("file_bytes (bytes)"), "{e}");
         let e = "copyup.file_bytes=4X".parse::<ParamSet>().unwrap_err().0;
-        assert!(e.contains("copyup.file_bytes") && e.contains("suffix") && e.contains("write_at (start|middle)"), "{e}");
+        assert!(e.contains("copyup.file_bytes") && e.contains("unknown unit") && e.contains("write_at (start|middle)"), "{e}");
         let e = "copyp.file_bytes=4K".parse::<ParamSet>().unwrap_err().0;
         assert!(e.contains("unknown workload 'copyp'") && e.contains("copyup"), "{e}");
         assert!("copyup".parse::<ParamSet>().is_err());

@@ -649,11 +649,12 @@ impl Zfs {
                 CacheSource::ZfsFuseKstat
             }
         };
+        let limit_bytes = found.get("c_max").and_then(|v| v.parse().ok());
         if let Some(bytes) = found.get("size").and_then(|v| v.parse().ok()) {
-            s.cache = Some(CacheUsage { bytes, source });
+            s.cache = Some(CacheUsage { bytes, source, limit_bytes });
         } else if let Some(pid) = s.daemon_pid {
             if let Some(bytes) = daemon::rss_bytes(pid) {
-                s.cache = Some(CacheUsage { bytes, source: CacheSource::DaemonRss { pid } });
+                s.cache = Some(CacheUsage { bytes, source: CacheSource::DaemonRss { pid }, limit_bytes });
             }
         }
         if found.is_empty() {
