@@ -851,9 +851,17 @@ mod tests {
         d.mount("writer", &t).unwrap();
         let mut f = File::create(t.join("fill")).unwrap();
         let chunk = vec![0x5au8; 1 << 20];
-        let err = (0..2 * (empty >> 20)).find_map(|_| f.write_all(&chunk).and_then(|_| f.sync_data()).err());
-        let err = err.expect("the store fills before twice its size");
-        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        // A write refused for space must say ENOSPC. Data the page cache accepted and
+        // writeback then could not place is reported by fsync instead: usually ENOSPC, but on
+        // a loaded host fsync of the nearly full store was once seen returning EIO. Either
+        // way the store must recover below.
+        let err = (0..2 * (empty >> 20)).find_map(|_| match f.write_all(&chunk) {
+            Err(e) => Some(("write", e)),
+            Ok(()) => f.sync_data().err().map(|e| ("fsync", e)),
+        });
+        let (call, err) = err.expect("the store fills before twice its size");
+        let allowed: &[i32] = if call == "write" { &[libc::ENOSPC] } else { &[libc::ENOSPC, libc::EIO] };
+        assert!(err.raw_os_error().is_some_and(|c| allowed.contains(&c)), "{call}: {err}");
         drop(f);
         d.unmount(&t).unwrap();
         d.remove("writer").unwrap();
