@@ -193,7 +193,7 @@ fn bad_set_is_a_usage_error_before_anything_is_created() {
     let results = root.path().join("results");
     for (set, says) in [
         ("copyup.file_byts=4K", vec!["'copyup' has no parameter 'file_byts'", "file_bytes (bytes)", "write_at (start|middle)"]),
-        ("copyup.file_bytes=4Q", vec!["copyup.file_bytes", "unknown size suffix", "depth (count)"]),
+        ("copyup.file_bytes=4Q", vec!["copyup.file_bytes", "unknown unit 'Q'", "depth (count)"]),
         ("copyup.write_at=end", vec!["'end' is not one of start, middle"]),
         ("nosuch.x=1", vec!["unknown workload 'nosuch'", "copyup"]),
         ("density.containers=1..16", vec!["workload 'density' is not part of this run"]),
