@@ -158,39 +158,26 @@ struct Appends<'a> {
 
 impl CellExec for Appends<'_> {
     fn repetition(&mut self, _rep: u32) -> anyhow::Result<RepSamples> {
-        let (d, name) = (self.lab.driver(), self.lab.driver_name());
-        let spec = crate::lab::ContainerSpec { keep_layer: true, stop_timeout: Some(Duration::from_secs(600)), ..crate::lab::ContainerSpec::probe(&self.p.request()) };
-        let c = self.lab.start(&self.img, &spec)?;
-        let layer = c.layer_key().to_string();
-        let measured = (|| -> anyhow::Result<RepSamples> {
-            c.wait_ready(Duration::from_secs(60))?;
-            let before = d.usage(&layer)?.bytes;
-            // The usage walk and the container's start (vfs copies the image) must not leave
-            // the file in the cache.
-            self.lab.drop_caches().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            let id = c.id().to_string();
-            let resp = c.stop()?.probe_response()?;
-            crate::kit::check(&resp).map_err(|e| anyhow::anyhow!("{name}: container {id}: {e}"))?;
-            let after = d.usage(&layer)?.bytes;
+        let name = self.lab.driver_name();
+        let spec = crate::lab::ContainerSpec { stop_timeout: Some(Duration::from_secs(600)), ..crate::lab::ContainerSpec::probe(&self.p.request()) };
+        // The usage walk and the container's start (vfs copies the image) must not leave the
+        // file in the cache.
+        let cold = || self.lab.drop_caches().map_err(|e| anyhow::anyhow!("{name}: {e}"));
+        crate::kit::layer_usage_around_stop(self.lab, &self.img, spec, cold, |resp, cold| {
+            cold?;
             let size = resp.samples_of("stat", "stat").next().and_then(|s| s.values.get("size_bytes").copied());
             let want = self.p.file_bytes + self.p.appended_bytes();
             if size != Some(want) {
-                anyhow::bail!("{name}: container {id}: {} is {size:?} bytes after the appends, not {want}: appends were lost or misplaced", self.p.file());
+                anyhow::bail!("{name}: {} is {size:?} bytes after the appends, not {want}: appends were lost or misplaced", self.p.file());
             }
             let total = resp.samples_of("append", "total").next().ok_or_else(|| anyhow::anyhow!("{name}: no append/total sample"))?;
             let mut v: RepSamples = vec![
                 ("append_total_ns", total.latency_ns as f64),
                 ("append_throughput_bytes_per_s", total.bytes as f64 * 1e9 / total.latency_ns.max(1) as f64),
-                ("usage_delta_bytes", after.saturating_sub(before) as f64),
             ];
             v.extend(resp.samples_of("append", "first").map(|s| ("first_append_latency_ns", s.latency_ns as f64)));
             Ok(v)
-        })();
-        // `stop` has unmounted and deleted the container; the kept layer goes now.
-        let removed = d.remove(&layer);
-        let v = measured?;
-        removed?;
-        Ok(v)
+        })
     }
 
     fn notes(&self) -> Notes {
