@@ -96,6 +96,9 @@ fn rule(c: &Claim, r: &Rule) -> anyhow::Result<()> {
             param(id, w, x, "x")?;
         }
     }
+    if let (Some(lo), Some(hi)) = r.valid_bounds() {
+        anyhow::ensure!(lo < hi, "claim '{id}': valid_min {lo} is not below valid_max {hi}");
+    }
     for (k, v) in &r.filter {
         let kind = param(id, w, k, "where")?;
         value(id, w, k, kind, v, true)?;
@@ -124,6 +127,11 @@ fn rule(c: &Claim, r: &Rule) -> anyhow::Result<()> {
         }
         RuleKind::GrowthOverCycles { per_cycle_param, .. } => {
             param(id, w, per_cycle_param, "per_cycle_param")?;
+        }
+        RuleKind::MarginalCost { reference_metric, .. } => {
+            // Read from the same cells as the metric.
+            metric(id, w, reference_metric)?;
+            anyhow::ensure!(r.x.is_some(), "claim '{id}': a marginal_cost rule needs `x`, the parameter the cost is per unit of");
         }
         RuleKind::Growth { .. }
         | RuleKind::Flat { .. }

@@ -241,6 +241,66 @@ impl RunEvidence {
         }
     }
 
+    /// Which machine the numbers come from: the environment and the host facts that change
+    /// what a number means (kernel, distro, CPU, memory). Only runs with the same key pool.
+    pub fn machine(&self) -> String {
+        let fact = |k: &str| self.facts.iter().find(|(fk, _)| fk == k).map(|(_, v)| v.as_str()).unwrap_or("");
+        format!("{} | {} | {} | {} | {}", self.environment, fact("kernel"), fact("distro"), fact("CPU"), fact("memory"))
+    }
+
+    /// Several runs of one machine as one: cells with the same key (workload, driver,
+    /// parameters) that succeeded merge their samples (later runs' repetition indices follow
+    /// the earlier ones', so a per-repetition series stays one series); a cell that failed or
+    /// was skipped is kept only where no run has it succeeded. `label` titles the result.
+    pub fn pooled(runs: &[&RunEvidence], label: &str) -> RunEvidence {
+        let mut out = RunEvidence {
+            label: label.into(),
+            run_id: runs.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>().join("+"),
+            environment: runs.first().map(|r| r.environment.clone()).unwrap_or_default(),
+            complete: runs.iter().all(|r| r.complete),
+            profile: runs.iter().map(|r| r.profile.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join("+"),
+            facts: runs.first().map(|r| r.facts.clone()).unwrap_or_default(),
+            ..Default::default()
+        };
+        for r in runs {
+            for d in &r.drivers_requested {
+                if !out.drivers_requested.contains(d) {
+                    out.drivers_requested.push(d.clone());
+                }
+            }
+            for w in &r.workloads_requested {
+                if !out.workloads_requested.contains(w) {
+                    out.workloads_requested.push(w.clone());
+                }
+            }
+            for (d, b) in &r.backends {
+                let e = out.backends.entry(d.clone()).or_insert_with(|| b.clone());
+                if !e.available && b.available {
+                    *e = b.clone();
+                }
+            }
+            for c in &r.cells {
+                match out.cells.iter_mut().position(|o| o.key == c.key) {
+                    Some(i) if out.cells[i].status == CellStatus::Ok && c.status == CellStatus::Ok => {
+                        let o = &mut out.cells[i];
+                        for (name, m) in &c.metrics {
+                            let e = o.metrics.entry(name.clone()).or_insert_with(|| Metric { samples: vec![], sample_rep: vec![], ..m.clone() });
+                            let next = e.sample_rep.iter().max().map_or(0, |x| x + 1);
+                            e.sample_rep.extend(m.sample_rep.iter().map(|x| x + next));
+                            e.samples.extend(m.samples.iter().copied());
+                            e.summary = None;
+                        }
+                        o.repetitions += c.repetitions;
+                    }
+                    Some(i) if c.status == CellStatus::Ok => out.cells[i] = c.clone(),
+                    Some(_) => {}
+                    None => out.cells.push(c.clone()),
+                }
+            }
+        }
+        out
+    }
+
     /// Read `RUN_DIR/run.json`.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let path = if dir.is_file() { dir.to_path_buf() } else { dir.join("run.json") };

@@ -106,6 +106,16 @@ pub struct Rule {
     /// A rule that could not be measured does not block the claim's verdict when false.
     #[serde(default = "yes")]
     pub required: bool,
+    /// Physically possible range of the rule's decided quantity (see [`RuleKind::decided`]): a
+    /// value whose whole interval lies outside it is an invalid measurement, never a verdict.
+    #[serde(default)]
+    pub valid_min: Option<f64>,
+    #[serde(default)]
+    pub valid_max: Option<f64>,
+    /// What an out-of-bounds value means, printed with the invalid verdict ("faster than bare
+    /// metal: cache artefact, excluded").
+    #[serde(default)]
+    pub invalid_reason: Option<String>,
     #[serde(flatten)]
     pub kind: RuleKind,
 }
@@ -185,6 +195,9 @@ pub enum RuleKind {
         refute_max_fraction: f64,
         min_points: usize,
     },
+    /// Slope of `metric` over x against the slope of `reference_metric` (same workload, same
+    /// cells): the marginal cost per unit of x, as a ratio to a reference operation's.
+    MarginalCost { reference_metric: String, confirm_min_ratio: f64, refute_max_ratio: f64, min_span: f64 },
 }
 
 impl RuleKind {
@@ -199,7 +212,47 @@ impl RuleKind {
             RuleKind::Capacity { .. } => "capacity",
             RuleKind::BeforeAfter { .. } => "before_after",
             RuleKind::GrowthOverCycles { .. } => "growth_over_cycles",
+            RuleKind::MarginalCost { .. } => "marginal_cost",
         }
+    }
+
+    /// What `valid_min`/`valid_max` bound: the quantity the rule decides on.
+    pub fn decided(&self) -> &'static str {
+        match self {
+            RuleKind::Growth { .. } | RuleKind::Flat { .. } => "ratio r of the end medians",
+            RuleKind::ScalingWithN { .. } => "copies c",
+            RuleKind::RatioToReference { .. } => "ratio r to the reference",
+            RuleKind::Rank { .. } => "each driver's median",
+            RuleKind::Threshold { .. } => "the median",
+            RuleKind::Capacity { .. } => "the largest x reached",
+            RuleKind::BeforeAfter { .. } => "degradation ratio after/before",
+            RuleKind::GrowthOverCycles { .. } => "fraction of each cycle's writes kept",
+            RuleKind::MarginalCost { .. } => "slope ratio r = b/b_ref",
+        }
+    }
+
+    /// Fewest samples each deciding group needs: the order-statistic median CI reaches 95%
+    /// coverage only from [`stats::min_n_95`] samples on; the least-squares slope of
+    /// `growth_over_cycles` has a t interval from 3 points (one residual degree of freedom);
+    /// `capacity` decides on whether cells succeeded, one cell is enough.
+    pub fn min_samples(&self) -> usize {
+        match self {
+            RuleKind::Capacity { .. } => 1,
+            RuleKind::GrowthOverCycles { .. } => 3,
+            _ => stats::min_n_95(),
+        }
+    }
+}
+
+impl Rule {
+    /// The validity bounds, with the implicit ones: `scaling_with_n` readers cannot hold fewer
+    /// than one copy of what they read (c ≥ 1).
+    pub fn valid_bounds(&self) -> (Option<f64>, Option<f64>) {
+        let min = match self.kind {
+            RuleKind::ScalingWithN { .. } => Some(self.valid_min.unwrap_or(1.0)),
+            _ => self.valid_min,
+        };
+        (min, self.valid_max)
     }
 }
 
@@ -244,13 +297,15 @@ impl ClaimSet {
     }
 }
 
-/// The four verdicts.
+/// The verdicts. `Invalid`: the measurement is physically impossible or was not taken as
+/// intended; never counted as a confirmation or a refutation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictKind {
     Confirmed,
     Refuted,
     Inconclusive,
+    Invalid,
     NotMeasured,
 }
 
@@ -260,6 +315,7 @@ impl VerdictKind {
             VerdictKind::Confirmed => "confirmed",
             VerdictKind::Refuted => "refuted",
             VerdictKind::Inconclusive => "inconclusive",
+            VerdictKind::Invalid => "invalid",
             VerdictKind::NotMeasured => "not measured",
         }
     }
@@ -268,6 +324,7 @@ impl VerdictKind {
             VerdictKind::Confirmed => "✔",
             VerdictKind::Refuted => "✘",
             VerdictKind::Inconclusive => "?",
+            VerdictKind::Invalid => "⚠",
             VerdictKind::NotMeasured => "–",
         }
     }
@@ -281,6 +338,10 @@ pub enum Why {
     Noise(String),
     /// The effect lies between the confirm and the refute thresholds.
     BelowThreshold(String),
+    /// A deciding group has fewer samples than the rule's interval needs ("n=2, needs ≥ 6").
+    TooFewSamples(String),
+    /// The decided quantity is physically impossible (outside `valid_min`/`valid_max`).
+    InvalidMeasurement(String),
     /// Subjects disagree, or parts of the claim do.
     Mixed(String),
     /// The backend could not run here (probe reason).
@@ -301,6 +362,8 @@ impl Why {
         match self {
             Why::Noise(s)
             | Why::BelowThreshold(s)
+            | Why::TooFewSamples(s)
+            | Why::InvalidMeasurement(s)
             | Why::Mixed(s)
             | Why::BackendUnavailable(s)
             | Why::DriverNotRun(s)
@@ -316,6 +379,8 @@ impl Why {
         match self {
             Why::Noise(_) => Why::Noise(d),
             Why::BelowThreshold(_) => Why::BelowThreshold(d),
+            Why::TooFewSamples(_) => Why::TooFewSamples(d),
+            Why::InvalidMeasurement(_) => Why::InvalidMeasurement(d),
             Why::Mixed(_) => Why::Mixed(d),
             Why::BackendUnavailable(_) => Why::BackendUnavailable(d),
             Why::DriverNotRun(_) => Why::DriverNotRun(d),
@@ -331,6 +396,8 @@ impl Why {
         match self {
             Why::Noise(_) => "noise",
             Why::BelowThreshold(_) => "effect below threshold",
+            Why::TooFewSamples(_) => "too few samples",
+            Why::InvalidMeasurement(_) => "invalid measurement",
             Why::Mixed(_) => "parts disagree or are open",
             Why::BackendUnavailable(_) => "backend unavailable",
             Why::DriverNotRun(_) => "driver not run",
@@ -341,10 +408,18 @@ impl Why {
         }
     }
 
+    /// Reasons that are the verdict's headline, shown before the key number: "inconclusive:
+    /// too few samples (n=2, needs ≥ 6) — …", "invalid: faster than bare metal … — …".
+    pub fn leads(&self) -> bool {
+        matches!(self, Why::TooFewSamples(_) | Why::InvalidMeasurement(_))
+    }
+
     pub fn text(&self) -> String {
         match self {
             Why::Noise(s) => format!("noise: {s}"),
             Why::BelowThreshold(s) => format!("effect below threshold: {s}"),
+            Why::TooFewSamples(s) => format!("too few samples ({s})"),
+            Why::InvalidMeasurement(s) => s.clone(),
             Why::Mixed(s) => format!("mixed: {s}"),
             Why::BackendUnavailable(s) => format!("backend unavailable: {s}"),
             Why::DriverNotRun(s) => format!("driver not run: {s}"),
@@ -412,10 +487,14 @@ impl Verdict {
     /// One line: "confirmed — ×812 … [stand-in …]" or "not measured — why".
     pub fn summary(&self) -> String {
         let mut s = self.kind.as_str().to_string();
+        let lead = self.why.as_ref().filter(|w| w.leads());
+        if let Some(w) = lead {
+            s.push_str(&format!(": {}", w.text()));
+        }
         if !self.key.is_empty() {
             s.push_str(&format!(" — {}", self.key));
         }
-        if let Some(w) = &self.why {
+        if let Some(w) = self.why.as_ref().filter(|_| lead.is_none()) {
             s.push_str(&format!(" ({})", w.text()));
         }
         let marks = self.marks.labels();
@@ -460,6 +539,10 @@ pub struct RuleOutcome {
 pub struct DriverVerdict {
     pub driver: String,
     pub implementation: Option<String>,
+    /// A stand-in ran this driver (unionfs-fuse for aufs, zfs-fuse for zfs): its verdict is
+    /// shown, but decides a claim about several drivers only when no kernel driver does.
+    #[serde(default)]
+    pub stand_in: bool,
     pub verdict: Verdict,
     pub rules: Vec<RuleOutcome>,
 }

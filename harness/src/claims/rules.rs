@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::stats::{self, MedianCi};
 use super::*;
+use super::evidence;
 use crate::results::{Cell, CellStatus};
 use cowbench_workloads::metric::{fmt_bytes, fmt_pct, fmt_ratio, format_metric as fmt_value};
 use cowbench_workloads::params::format_param as fmt_param;
@@ -24,6 +25,8 @@ pub fn evaluate_claim(claim: &Claim, run: &RunEvidence) -> ClaimVerdict {
 fn evaluate_driver(claim: &Claim, run: &RunEvidence, driver: &str) -> DriverVerdict {
     let backend = run.backends.get(driver);
     let implementation = backend.and_then(|b| b.implementation.clone());
+    let stand_in = backend.is_some_and(|b| b.stand_in || b.implementation.as_deref().is_some_and(evidence::implementation_is_stand_in))
+        || run.cells.iter().any(|c| c.driver == driver && c.is_stand_in());
     let pre = match backend {
         Some(b) if !b.available => Some(Why::BackendUnavailable(
             b.reason.clone().unwrap_or_else(|| format!("{driver} is not available on this host")),
@@ -42,14 +45,16 @@ fn evaluate_driver(claim: &Claim, run: &RunEvidence, driver: &str) -> DriverVerd
     if let Some(why) = pre {
         let mut v = Verdict::not_measured(why);
         v.marks.vm = run.is_vm();
-        return DriverVerdict { driver: driver.into(), implementation, verdict: v, rules: vec![] };
+        return DriverVerdict { driver: driver.into(), implementation, stand_in, verdict: v, rules: vec![] };
     }
     let rules: Vec<RuleOutcome> = claim.rules.iter().map(|r| evaluate_rule(r, run, driver)).collect();
     let verdict = combine_rules(&rules);
-    DriverVerdict { driver: driver.into(), implementation, verdict, rules }
+    DriverVerdict { driver: driver.into(), implementation, stand_in, verdict, rules }
 }
 
 /// Parts of a claim combine as "all"; optional parts that could not be measured are skipped.
+/// A refuting part refutes; otherwise an invalid part makes the driver's verdict invalid (its
+/// measurement cannot carry a confirmation of the other parts either).
 fn combine_rules(rules: &[RuleOutcome]) -> Verdict {
     let counted: Vec<&RuleOutcome> =
         rules.iter().filter(|r| r.required || r.verdict.kind != VerdictKind::NotMeasured).collect();
@@ -70,6 +75,9 @@ fn combine_rules(rules: &[RuleOutcome]) -> Verdict {
         rules.first().map(|r| r.verdict.clone()).unwrap_or_else(|| Verdict::not_measured(Why::NotAClaim("no rule".into())))
     } else if let Some(r) = counted.iter().find(|r| r.verdict.kind == VerdictKind::Refuted) {
         Verdict::new(VerdictKind::Refuted, format!("{}{}", label(r), r.verdict.key))
+    } else if let Some(r) = counted.iter().find(|r| r.verdict.kind == VerdictKind::Invalid) {
+        let why = r.verdict.why.as_ref().map(|w| w.with_detail(format!("{}{}", label(r), w.detail())));
+        Verdict { kind: VerdictKind::Invalid, why, key: keys, marks: Marks::default() }
     } else if counted.iter().all(|r| r.verdict.kind == VerdictKind::Confirmed) {
         Verdict::new(VerdictKind::Confirmed, keys)
     } else if counted.iter().all(|r| r.verdict.kind == VerdictKind::NotMeasured) {
@@ -92,10 +100,18 @@ fn combine_rules(rules: &[RuleOutcome]) -> Verdict {
     v
 }
 
+/// The claim's verdict from its drivers' verdicts. Drivers not measured and drivers whose
+/// measurement is invalid are set aside (named after the key); stand-ins are set aside too when
+/// a kernel driver has a valid verdict — a FUSE stand-in's overhead says nothing about the kernel
+/// drivers — and decide (marked) only when nothing else was measured. Of the deciding drivers,
+/// `all`: one refutation refutes, every one must confirm; `any`: one confirmation confirms.
 fn aggregate(how: Aggregate, drivers: &[DriverVerdict]) -> Verdict {
     let measured: Vec<&DriverVerdict> = drivers.iter().filter(|d| d.verdict.kind != VerdictKind::NotMeasured).collect();
+    let valid: Vec<&DriverVerdict> = measured.iter().copied().filter(|d| d.verdict.kind != VerdictKind::Invalid).collect();
+    let kernel: Vec<&DriverVerdict> = valid.iter().copied().filter(|d| !d.stand_in).collect();
+    let deciding = if kernel.is_empty() { valid.clone() } else { kernel };
     let mut marks = Marks::default();
-    for d in &measured {
+    for d in if deciding.is_empty() { &measured } else { &deciding } {
         marks.merge(&d.verdict.marks);
     }
     let single = drivers.len() == 1;
@@ -137,16 +153,47 @@ fn aggregate(how: Aggregate, drivers: &[DriverVerdict]) -> Verdict {
         v.marks.vm = drivers.iter().any(|d| d.verdict.marks.vm);
         return v;
     }
+    if deciding.is_empty() {
+        // Every measured driver's measurement is invalid.
+        let mut v = if measured.len() == 1 {
+            measured[0].verdict.clone()
+        } else {
+            let why = measured
+                .iter()
+                .map(|d| format!("{}: {}", d.driver, d.verdict.why.as_ref().map(|w| w.detail().to_string()).unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Verdict::because(VerdictKind::Invalid, Why::InvalidMeasurement(why), keyed(&measured))
+        };
+        v.marks = marks;
+        return v;
+    }
+    let measured = deciding;
     let of = |k: VerdictKind| measured.iter().copied().filter(|d| d.verdict.kind == k).collect::<Vec<_>>();
     let (conf, refu) = (of(VerdictKind::Confirmed), of(VerdictKind::Refuted));
-    let unmeasured: Vec<&str> =
-        drivers.iter().filter(|d| d.verdict.kind == VerdictKind::NotMeasured).map(|d| d.driver.as_str()).collect();
-    let suffix = if unmeasured.is_empty() { String::new() } else { format!(" (not measured: {})", unmeasured.join(", ")) };
+    let names = |k: &dyn Fn(&DriverVerdict) -> bool| drivers.iter().filter(|d| k(d)).map(|d| d.driver.as_str()).collect::<Vec<_>>();
+    let unmeasured = names(&|d| d.verdict.kind == VerdictKind::NotMeasured);
+    let invalid = names(&|d| d.verdict.kind == VerdictKind::Invalid);
+    let aside: Vec<String> = valid
+        .iter()
+        .filter(|d| !measured.iter().any(|m| m.driver == d.driver))
+        .map(|d| format!("{} {}", d.driver, d.verdict.kind.as_str()))
+        .collect();
+    let mut suffix = String::new();
+    for (what, list) in [
+        ("stand-in, not deciding", aside),
+        ("invalid, excluded", invalid.iter().map(|s| s.to_string()).collect()),
+        ("not measured", unmeasured.iter().map(|s| s.to_string()).collect()),
+    ] {
+        if !list.is_empty() {
+            suffix.push_str(&format!(" ({what}: {})", list.join(", ")));
+        }
+    }
     let mut v = match how {
-        Aggregate::All if !refu.is_empty() => Verdict::new(VerdictKind::Refuted, keyed(&refu)),
+        Aggregate::All if !refu.is_empty() => Verdict::new(VerdictKind::Refuted, keyed(&refu) + &suffix),
         Aggregate::All if conf.len() == measured.len() => Verdict::new(VerdictKind::Confirmed, keyed(&conf) + &suffix),
         Aggregate::Any if !conf.is_empty() => Verdict::new(VerdictKind::Confirmed, keyed(&conf) + &suffix),
-        Aggregate::Any if refu.len() == measured.len() => Verdict::new(VerdictKind::Refuted, keyed(&refu)),
+        Aggregate::Any if refu.len() == measured.len() => Verdict::new(VerdictKind::Refuted, keyed(&refu) + &suffix),
         _ => {
             let open: Vec<&DriverVerdict> =
                 measured.iter().copied().filter(|d| d.verdict.kind == VerdictKind::Inconclusive).collect();
@@ -355,6 +402,49 @@ fn inconclusive(why: Why, key: String) -> Verdict {
     Verdict::because(VerdictKind::Inconclusive, why, key)
 }
 
+/// `invalid` when the decided quantity's whole interval `[lo, hi]` lies outside the rule's
+/// validity bounds. Checked before the sample count: more samples of a physically impossible
+/// value would not make it a verdict. `shown` is the quantity with its interval, in words.
+fn invalid(rule: &Rule, lo: f64, hi: f64, shown: &str, key: &str) -> Option<Verdict> {
+    let (vmin, vmax) = rule.valid_bounds();
+    let out = if let Some(m) = vmin.filter(|m| hi < *m) {
+        format!("{} {shown} lies below the possible minimum {}", rule.kind.decided(), fmt_num(m))
+    } else if let Some(m) = vmax.filter(|m| lo > *m) {
+        format!("{} {shown} lies above the possible maximum {}", rule.kind.decided(), fmt_num(m))
+    } else {
+        return None;
+    };
+    let why = match &rule.invalid_reason {
+        Some(r) => format!("{r} ({out})"),
+        None => format!("impossible value, excluded: {out}"),
+    };
+    Some(Verdict::because(VerdictKind::Invalid, Why::InvalidMeasurement(why), key))
+}
+
+/// `too few samples` when a deciding group has fewer samples than the rule kind needs
+/// ([`RuleKind::min_samples`]).
+fn too_few(rule: &Rule, cis: &[&MedianCi]) -> Option<Why> {
+    let k = rule.kind.min_samples();
+    let n = cis.iter().map(|c| c.n).min()?;
+    (n < k).then(|| Why::TooFewSamples(format!("n={n}, needs ≥ {k}")))
+}
+
+fn fmt_num(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// "×3.13 (interval [×2.32, ×4.00], range of 2 samples, 50% coverage)".
+fn ratio_shown(r: f64, lo: f64, hi: f64, cis: &[&MedianCi]) -> String {
+    format!("{} (interval {}, {})", fmt_ratio(r), fmt_interval(lo, hi), stats::joint_interval_name(cis))
+}
+
+/// The invalid and too-few-samples guards, in that order, for a decided quantity with the
+/// medians it came from.
+fn guards(rule: &Rule, lo: f64, hi: f64, shown: &str, cis: &[&MedianCi], key: &str) -> Option<Verdict> {
+    invalid(rule, lo, hi, shown, key).or_else(|| too_few(rule, cis).map(|why| inconclusive(why, key.to_string())))
+}
+
 fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>, marks: &mut Marks) -> Result<Verdict, Why> {
     let (w, m) = (rule.workload.as_str(), rule.metric.as_str());
     match &rule.kind {
@@ -363,7 +453,9 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
             let (a, b, r, lo, hi, slope, key) = sweep_ends(w, driver, x, m, &cells, *min_span, *fit, points)?;
-            let _ = (a, b);
+            if let Some(v) = guards(rule, lo, hi, &ratio_shown(r, lo, hi, &[&a, &b]), &[&a, &b], &key) {
+                return Ok(v);
+            }
             let confirm = r >= *min_ratio && slope >= *min_slope;
             Ok(if confirm && lo > refute_max_ratio.max(1.0) {
                 Verdict::new(VerdictKind::Confirmed, key)
@@ -386,7 +478,10 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let x = need_x(rule)?;
             let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
             *marks = marks_of(run, &cells);
-            let (_, _, r, lo, hi, slope, key) = sweep_ends(w, driver, x, m, &cells, *min_span, Fit::All, points)?;
+            let (a, b, r, lo, hi, slope, key) = sweep_ends(w, driver, x, m, &cells, *min_span, Fit::All, points)?;
+            if let Some(v) = guards(rule, lo, hi, &ratio_shown(r, lo, hi, &[&a, &b]), &[&a, &b], &key) {
+                return Ok(v);
+            }
             let confirm = r <= *max_ratio && slope.abs() <= *max_abs_slope;
             let refute = r >= *refute_min_ratio && slope >= *refute_min_slope;
             Ok(if confirm && hi < *refute_min_ratio {
@@ -433,6 +528,10 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 c,
                 fv * 100.0
             );
+            let shown = format!("{c:.2} (interval [{clo:.2}, {chi:.2}], {})", stats::joint_interval_name(&[&a, &b]));
+            if let Some(v) = guards(rule, clo, chi, &shown, &[&a, &b], &key) {
+                return Ok(v);
+            }
             let (cf, rf) = (*confirm_fraction, *refute_fraction);
             let (conf, refu) = match expect {
                 Expect::Private => (fv >= cf && flo > rf, fv <= rf && fhi < cf),
@@ -503,10 +602,16 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 points.push(point(driver, None, label.clone(), &b));
                 points.push(point(&format!("{rd} ({rw})"), None, label.clone(), &a));
                 if a.median <= 0.0 {
-                    outcomes.push((VerdictKind::Inconclusive, f64::NAN, f64::NAN, f64::NAN, label));
+                    outcomes.push((VerdictKind::Inconclusive, f64::NAN, f64::NAN, f64::NAN, label, None));
                     continue;
                 }
                 let (r, lo, hi) = stats::ratio_interval(&a, &b);
+                // Each parameter point passes the guards on its own: one impossible point makes
+                // the driver's measurement invalid, one thin point leaves it open.
+                if let Some(v) = guards(rule, lo, hi, &ratio_shown(r, lo, hi, &[&a, &b]), &[&a, &b], "") {
+                    outcomes.push((v.kind, r, lo, hi, label, v.why));
+                    continue;
+                }
                 let below = refute_below.unwrap_or(f64::NEG_INFINITY);
                 let above = refute_above.unwrap_or(f64::INFINITY);
                 let kind = if r >= *confirm_min && r <= *confirm_max && lo > below && hi < above {
@@ -516,7 +621,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 } else {
                     VerdictKind::Inconclusive
                 };
-                outcomes.push((kind, r, lo, hi, label));
+                outcomes.push((kind, r, lo, hi, label, None));
             }
             if outcomes.is_empty() {
                 return Err(Why::ParameterNotInProfile(format!("no {rw} cell on {rd} with the parameters of {}", rule.workload)));
@@ -535,11 +640,16 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             };
             Ok(if let Some(o) = outcomes.iter().find(|o| o.0 == VerdictKind::Refuted) {
                 Verdict::new(VerdictKind::Refuted, format!("{} of {refd} at {}", fmt_pct(o.1), o.4))
+            } else if let Some(o) = outcomes.iter().find(|o| o.0 == VerdictKind::Invalid) {
+                let why = o.5.as_ref().map(|w| Why::InvalidMeasurement(format!("at {}: {}", o.4, w.detail())));
+                Verdict { kind: VerdictKind::Invalid, why, key: format!("{} of {refd} at {}", fmt_pct(o.1), o.4), marks: Marks::default() }
             } else if outcomes.iter().all(|o| o.0 == VerdictKind::Confirmed) {
                 Verdict::new(VerdictKind::Confirmed, range)
             } else {
                 let o = outcomes.iter().find(|o| o.0 != VerdictKind::Confirmed).unwrap();
-                let why = if !o.1.is_finite() {
+                let why = if let Some(w) = &o.5 {
+                    w.clone()
+                } else if !o.1.is_finite() {
                     Why::Noise("reference median is 0".into())
                 } else if o.1 >= *confirm_min && o.1 <= *confirm_max {
                     Why::Noise(format!("at {}: ratio interval {} reaches the refute side", o.4, fmt_interval(o.2, o.3)))
@@ -602,6 +712,21 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             for (d, ci) in &cis {
                 points.push(point(d, Some(xstar), fmt_param(w, x, xstar), ci));
             }
+            let key_all = || cis.iter().map(|(d, c)| format!("{d} {}", fmt_value(w, m, c.median))).collect::<Vec<_>>().join(", ");
+            for (d, ci) in &cis {
+                let shown = format!(
+                    "of {d}: {} ({})",
+                    fmt_value(w, m, ci.median),
+                    stats::describe_interval(&fmt_value(w, m, ci.lo), &fmt_value(w, m, ci.hi), ci.n, ci.coverage)
+                );
+                if let Some(v) = invalid(rule, ci.lo, ci.hi, &shown, &format!("at {}: {}", fmt_param(w, x, xstar), key_all())) {
+                    return Ok(v);
+                }
+            }
+            let all_cis: Vec<&MedianCi> = cis.iter().map(|(_, c)| c).collect();
+            if let Some(why) = too_few(rule, &all_cis) {
+                return Ok(inconclusive(why, format!("at {}: {}", fmt_param(w, x, xstar), key_all())));
+            }
             let better = |a: &MedianCi, b: &MedianCi| {
                 if *higher_is_better {
                     a.median >= b.median * margin && a.lo > b.hi
@@ -658,13 +783,19 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             }
             let ci = stats::median_ci(&g.1).unwrap();
             let key = format!(
-                "median {} at {} (95% CI {}–{}, n={})",
+                "median {} at {} ({})",
                 fmt_value(w, m, ci.median),
                 fmt_param(w, x, g.0),
-                fmt_value(w, m, ci.lo),
-                fmt_value(w, m, ci.hi),
-                ci.n
+                stats::describe_interval(&fmt_value(w, m, ci.lo), &fmt_value(w, m, ci.hi), ci.n, ci.coverage)
             );
+            let shown = format!(
+                "{} ({})",
+                fmt_value(w, m, ci.median),
+                stats::describe_interval(&fmt_value(w, m, ci.lo), &fmt_value(w, m, ci.hi), ci.n, ci.coverage)
+            );
+            if let Some(v) = guards(rule, ci.lo, ci.hi, &shown, &[&ci], &key) {
+                return Ok(v);
+            }
             Ok(if ci.median <= *confirm_max && ci.hi < *refute_min {
                 Verdict::new(VerdictKind::Confirmed, key)
             } else if ci.median >= *refute_min && ci.lo > *confirm_max {
@@ -696,6 +827,10 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             } else {
                 format!("{} reached (largest in the sweep)", fmt_param(w, x, best))
             };
+            // Success or failure of cells decides: no interval, one cell is a sample.
+            if let Some(v) = invalid(rule, best, best, &fmt_param(w, x, best), &key) {
+                return Ok(v);
+            }
             Ok(if best >= *min {
                 Verdict::new(VerdictKind::Confirmed, key)
             } else if first_fail.is_finite() {
@@ -739,6 +874,9 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 fmt_value(w, m, ac.median),
                 fmt_ratio(ac.median / bc.median)
             );
+            if let Some(v) = guards(rule, lo, hi, &ratio_shown(r, lo, hi, &[&bc, &ac]), &[&bc, &ac], &key) {
+                return Ok(v);
+            }
             Ok(if r <= *confirm_max_ratio && hi < *refute_min_ratio {
                 Verdict::new(VerdictKind::Confirmed, key)
             } else if r >= *refute_min_ratio && lo > *confirm_max_ratio {
@@ -761,9 +899,21 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 }
                 push_points(w, driver, &groups, x, points);
             } else {
-                // One cell holding the series: sample i is the value after cycle i+1.
-                let s = &cells[0].metrics[m].samples;
-                pts = s.iter().enumerate().map(|(i, y)| ((i + 1) as f64, *y)).collect();
+                // One cell holding the series: within one repetition, sample i is the value
+                // after cycle i+1 (several repetitions, or pooled runs, each hold a series).
+                let metric = &cells[0].metrics[m];
+                let mut seen: BTreeMap<u32, usize> = BTreeMap::new();
+                pts = metric
+                    .samples
+                    .iter()
+                    .enumerate()
+                    .map(|(i, y)| {
+                        let rep = if metric.sample_rep.len() == metric.samples.len() { metric.sample_rep[i] } else { 0 };
+                        let k = seen.entry(rep).or_default();
+                        *k += 1;
+                        (*k as f64, *y)
+                    })
+                    .collect();
                 for (xv, y) in &pts {
                     let ci = stats::median_ci(&[*y]).unwrap();
                     points.push(point(driver, Some(*xv), fmt_param(w, x, *xv), &ci));
@@ -784,6 +934,14 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 fmt_bytes(per),
                 pts.iter().map(|p| p.0).fold(0.0, f64::max)
             );
+            let shown = format!("{:.0}% (95% interval [{:.0}%, {:.0}%])", f * 100.0, flo * 100.0, fhi * 100.0);
+            if let Some(v) = invalid(rule, flo, fhi, &shown, &key) {
+                return Ok(v);
+            }
+            // The t interval of a slope needs one residual degree of freedom: three points.
+            if pts.len() < rule.kind.min_samples() {
+                return Ok(inconclusive(Why::TooFewSamples(format!("n={} points, needs ≥ {}", pts.len(), rule.kind.min_samples())), key));
+            }
             Ok(if f >= *confirm_min_fraction && flo > *refute_max_fraction {
                 Verdict::new(VerdictKind::Confirmed, key)
             } else if f <= *refute_max_fraction && fhi < *confirm_min_fraction {
@@ -792,6 +950,88 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                 inconclusive(Why::Noise(format!("slope interval [{:.0}%, {:.0}%] spans both thresholds", flo * 100.0, fhi * 100.0)), key)
             } else {
                 inconclusive(Why::BelowThreshold(format!("between {:.0}% and {:.0}%", refute_max_fraction * 100.0, confirm_min_fraction * 100.0)), key)
+            })
+        }
+        RuleKind::MarginalCost { reference_metric, confirm_min_ratio, refute_max_ratio, min_span } => {
+            let x = need_x(rule)?;
+            let cells = select(run, &rule.workload, driver, m, &rule.filter, false)?;
+            *marks = marks_of(run, &cells);
+            let groups = by_x(&cells, x, m);
+            let refs = by_x(&cells, x, reference_metric);
+            push_points(w, driver, &groups, x, points);
+            for (xv, s) in &refs {
+                if let Some(ci) = stats::median_ci(s) {
+                    points.push(point(&format!("{driver} ({reference_metric})"), Some(*xv), fmt_param(w, x, *xv), &ci));
+                }
+            }
+            // Both lines over the same x values: the cells that recorded both metrics.
+            let xs: BTreeSet<u64> = groups.iter().map(|g| g.0.to_bits()).filter(|b| refs.iter().any(|r| r.0.to_bits() == *b)).collect();
+            let (groups, refs): (XGroups, XGroups) = (
+                groups.into_iter().filter(|g| xs.contains(&g.0.to_bits())).collect(),
+                refs.into_iter().filter(|g| xs.contains(&g.0.to_bits())).collect(),
+            );
+            if groups.len() < 2 {
+                return Err(Why::ParameterNotInProfile(format!(
+                    "{} value(s) of {x} with both {m} and {reference_metric}; the rule needs a sweep",
+                    groups.len()
+                )));
+            }
+            let (x0, x1) = (groups[0].0, groups[groups.len() - 1].0);
+            let span = if x0 > 0.0 { x1 / x0 } else { f64::INFINITY };
+            if span < *min_span {
+                return Err(Why::ParameterNotInProfile(format!(
+                    "{x} spans {}…{} (×{span:.0}); the rule needs ×{min_span}",
+                    fmt_param(w, x, x0),
+                    fmt_param(w, x, x1)
+                )));
+            }
+            let line = |g: &XGroups| -> Result<(f64, f64, f64, MedianCi, MedianCi), Why> {
+                let meds: Vec<(f64, f64)> = g.iter().map(|(xv, s)| (*xv, stats::median(s).unwrap())).collect();
+                let fit = stats::ols(&meds).ok_or_else(|| Why::ParameterNotInProfile(format!("{x} does not vary")))?;
+                let a = stats::median_ci(&g[0].1).unwrap();
+                let b = stats::median_ci(&g[g.len() - 1].1).unwrap();
+                // Conservative: the steepest and flattest lines through the end points' intervals.
+                let dx = x1 - x0;
+                Ok((fit.slope, ((b.lo - a.hi) / dx).min(fit.slope), ((b.hi - a.lo) / dx).max(fit.slope), a, b))
+            };
+            let (b, blo, bhi, ma, mb) = line(&groups)?;
+            let (bref, rlo, rhi, ra, rb) = line(&refs)?;
+            let ends = [&ma, &mb, &ra, &rb];
+            if bref <= 0.0 {
+                return Ok(inconclusive(
+                    Why::Noise(format!("the reference {reference_metric} does not grow with {x} (slope {})", fmt_num(bref))),
+                    String::new(),
+                ));
+            }
+            let r = b / bref;
+            let lo = if rhi > 0.0 { (blo / rhi).min(r) } else { f64::NEG_INFINITY };
+            let hi = if rlo > 0.0 { (bhi / rlo).max(r) } else { f64::INFINITY };
+            // Per the unit of x the sweep is in: a MiB for sizes, one for counts.
+            let unit = if cowbench_workloads::params::param_spec(w, x).is_some_and(|p| matches!(p.kind, cowbench_workloads::ParamKind::Bytes)) {
+                1024.0 * 1024.0
+            } else {
+                1.0
+            };
+            let key = format!(
+                "{} of the reference: {} vs {} per {} of {x} ({} to {})",
+                fmt_ratio(r),
+                fmt_value(w, m, b * unit),
+                fmt_value(w, m, bref * unit),
+                fmt_param(w, x, unit),
+                fmt_param(w, x, x0),
+                fmt_param(w, x, x1)
+            );
+            if let Some(v) = guards(rule, lo, hi, &ratio_shown(r, lo, hi, &ends), &ends, &key) {
+                return Ok(v);
+            }
+            Ok(if r >= *confirm_min_ratio && lo > *refute_max_ratio {
+                Verdict::new(VerdictKind::Confirmed, key)
+            } else if r <= *refute_max_ratio && hi < *confirm_min_ratio {
+                Verdict::new(VerdictKind::Refuted, key)
+            } else if r >= *confirm_min_ratio || r <= *refute_max_ratio {
+                inconclusive(Why::Noise(format!("slope ratio interval {} spans both thresholds", fmt_interval(lo, hi))), key)
+            } else {
+                inconclusive(Why::BelowThreshold(format!("between ×{refute_max_ratio} and ×{confirm_min_ratio}")), key)
             })
         }
     }
@@ -927,6 +1167,31 @@ pub fn rule_text(rule: &Rule) -> String {
             "growth over `{x}` (≥ {min_points} points): least-squares slope with its 95% interval, divided by `{per_cycle_param}`. Confirmed when ≥ {:.0}% of each cycle's writes stays allocated with the interval above {:.0}%; refuted when ≤ {:.0}% with the interval below {:.0}%.",
             confirm_min_fraction * 100.0, refute_max_fraction * 100.0, refute_max_fraction * 100.0, confirm_min_fraction * 100.0
         ),
+        RuleKind::MarginalCost { reference_metric, confirm_min_ratio, refute_max_ratio, min_span } => format!(
+            "marginal cost over `{x}` (sweep ≥ ×{min_span}): least-squares lines metric = a + b·x and `{reference_metric}` = a' + b_ref·x over the medians per x (same cells); r = b/b_ref with a conservative interval from the end points' intervals. Confirmed when r ≥ ×{confirm_min_ratio} with its interval above ×{refute_max_ratio}; refuted when r ≤ ×{refute_max_ratio} with its interval below ×{confirm_min_ratio}; inconclusive otherwise."
+        ),
     };
-    format!("{sel} — {body}")
+    let k = rule.kind.min_samples();
+    let samples = match &rule.kind {
+        RuleKind::Capacity { .. } => String::new(),
+        RuleKind::GrowthOverCycles { .. } => format!(" The slope interval needs ≥ {k} points (fewer: inconclusive, too few samples)."),
+        _ => format!(
+            " Intervals of a median are 95% CIs only from {k} samples on: a group with fewer leaves the rule inconclusive (too few samples)."
+        ),
+    };
+    let valid = match rule.valid_bounds() {
+        (None, None) => String::new(),
+        (lo, hi) => format!(
+            " Valid range of the {}: {}; an interval wholly outside is an invalid measurement{}, never a verdict.",
+            rule.kind.decided(),
+            match (lo, hi) {
+                (Some(l), Some(h)) => format!("[{}, {}]", fmt_num(l), fmt_num(h)),
+                (Some(l), None) => format!("≥ {}", fmt_num(l)),
+                (None, Some(h)) => format!("≤ {}", fmt_num(h)),
+                (None, None) => unreachable!(),
+            },
+            rule.invalid_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+        ),
+    };
+    format!("{sel} — {body}{samples}{valid}")
 }

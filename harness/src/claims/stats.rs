@@ -53,6 +53,40 @@ pub fn median_ci(xs: &[f64]) -> Option<MedianCi> {
     Some(MedianCi { n, median: percentile_sorted(&s, 0.5), lo: s[l - 1], hi: s[u - 1], coverage })
 }
 
+/// Fewest samples whose order-statistic interval of the median reaches 95% coverage (6:
+/// `[x(1), x(6)]` covers with 1 − 2/64 = 96.9%; five samples reach only 93.75%).
+pub fn min_n_95() -> usize {
+    (1..).find(|&n| crate::results::stats::median_ci_ranks(n).2 >= 0.95).expect("coverage reaches 95%")
+}
+
+/// What an interval of the median from `n` samples with `coverage` is: "95% CI" only when it
+/// is one; below that "range of 2 samples, 50% coverage".
+pub fn interval_name(n: usize, coverage: f64) -> String {
+    if coverage >= 0.95 {
+        "95% CI".into()
+    } else {
+        format!("range of {n} sample{}, {:.0}% coverage", if n == 1 { "" } else { "s" }, coverage * 100.0)
+    }
+}
+
+/// "95% CI 124 ms–230 ms, n=32" or "1.93–1.94, range of 2 samples, 50% coverage".
+pub fn describe_interval(lo: &str, hi: &str, n: usize, coverage: f64) -> String {
+    if coverage >= 0.95 {
+        format!("95% CI {lo}–{hi}, n={n}")
+    } else {
+        format!("{lo}–{hi}, {}", interval_name(n, coverage))
+    }
+}
+
+/// The name of an interval built from several medians' intervals (a ratio, a slope): named by
+/// the least-covered of them.
+pub fn joint_interval_name(cis: &[&MedianCi]) -> String {
+    match cis.iter().min_by(|a, b| a.coverage.partial_cmp(&b.coverage).unwrap()) {
+        Some(c) if c.coverage < 0.95 => interval_name(c.n, c.coverage),
+        _ => "95% intervals".into(),
+    }
+}
+
 /// Least-squares line `y = a + b·x`: slope `b`, and the 95% interval of the slope.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Fit {
@@ -136,6 +170,15 @@ mod tests {
         let m = median_ci(&xs).unwrap();
         assert_eq!((m.median, m.lo, m.hi), (5.5, 2.0, 9.0));
         assert!(median_ci(&[]).is_none());
+    }
+
+    #[test]
+    fn six_samples_make_a_95_percent_interval() {
+        assert_eq!(min_n_95(), 6);
+        let m = median_ci(&[1.0, 2.0]).unwrap();
+        assert_eq!(interval_name(m.n, m.coverage), "range of 2 samples, 50% coverage");
+        let m = median_ci(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        assert_eq!(interval_name(m.n, m.coverage), "95% CI");
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn class(k: VerdictKind) -> &'static str {
         VerdictKind::Confirmed => "confirmed",
         VerdictKind::Refuted => "refuted",
         VerdictKind::Inconclusive => "inconclusive",
+        VerdictKind::Invalid => "invalid",
         VerdictKind::NotMeasured => "notmeasured",
     }
 }
@@ -57,10 +58,14 @@ fn marks(v: &Verdict) -> String {
 /// Badge, key number, why, marks.
 fn verdict_html(v: &Verdict, compact: bool) -> String {
     let mut s = badge(v.kind);
+    let lead = v.why.as_ref().filter(|w| w.leads());
+    if let Some(w) = lead {
+        let _ = write!(s, " <span class=\"why lead\">{}</span>", esc(&w.text()));
+    }
     if !v.key.is_empty() {
         let _ = write!(s, " <span class=\"key\">{}</span>", esc(&v.key));
     }
-    if let Some(w) = &v.why {
+    if let Some(w) = v.why.as_ref().filter(|_| lead.is_none()) {
         // Compact cells: the key number plus the kind of reason; the claim's section has it all.
         let t = if compact && !v.key.is_empty() { format!("({})", w.short()) } else { w.text() };
         let _ = write!(s, " <span class=\"why\" title=\"{}\">{}</span>", esc(&w.text()), esc(&t));
@@ -162,6 +167,7 @@ table.tradeoffs .text { margin-bottom: 6px; }
 .badge.refuted { color: var(--bad); background: var(--bad-bg); border-color: #ff818266; }
 .badge.inconclusive { color: var(--mid); background: var(--mid-bg); border-color: #d4a72c66; }
 .badge.notmeasured { color: var(--nm); background: var(--nm-bg); border-color: #afb8c166; }
+.badge.invalid { color: #8250df; background: #fbefff; border-color: #8250df66; }
 .key { font-variant-numeric: tabular-nums; }
 .why { color: var(--muted); }
 .mark { display: inline-block; margin: 2px 4px 0 0; padding: 0 7px; border-radius: 4px; font-size: 11.5px;
@@ -246,7 +252,7 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
     if multi {
         let legend: Vec<String> =
             r.runs.iter().enumerate().map(|(i, x)| format!("<span class=\"run\">R{}</span> {}", i + 1, esc(&x.label))).collect();
-        let _ = write!(o, "<p class=\"sub\">Runs: {}. Verdicts are never compared across runs.</p>", legend.join(" · "));
+        let _ = write!(o, "<p class=\"sub\">Runs: {}. Each run is decided on its own; runs of the same machine and environment are also decided together on their pooled samples (\"pooled\").</p>", legend.join(" · "));
     }
     o.push_str(&table(&table::tradeoffs(r)));
 
@@ -285,6 +291,33 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
                     numbers.rows.len(),
                     table(&numbers)
                 );
+            }
+        }
+        for g in &c.combined {
+            let _ = write!(
+                o,
+                "<div class=\"verdict combined\"><span class=\"run\">{}</span> <span class=\"why\">decided on the pooled samples of {}</span><br>{}</div>",
+                esc(&g.tag),
+                esc(&g.runs.join(", ")),
+                verdict_html(&g.verdict.verdict, false)
+            );
+            if g.verdict.drivers.len() > 1 {
+                o.push_str("<ul class=\"drivers\">");
+                for d in &g.verdict.drivers {
+                    let _ = write!(o, "<li><strong>{}</strong>: {}</li>", esc(&d.driver), verdict_html(&d.verdict, true));
+                }
+                o.push_str("</ul>");
+            }
+            match &g.flipped {
+                Some(f) => {
+                    let _ = write!(o, "<p class=\"flipped\"><span class=\"badge inconclusive\">flipped between runs</span> {}</p>", esc(f));
+                }
+                None if g.measured_in.len() > 1 => {
+                    let _ = write!(o, "<p class=\"why\">Stable: each of {} alone gives the same verdict.</p>", esc(&g.measured_in.join(", ")));
+                }
+                None => {
+                    let _ = write!(o, "<p class=\"why\">Stability unknown: measured in {} run(s) only ({}).</p>", g.measured_in.len(), esc(&g.measured_in.join(", ")));
+                }
             }
         }
         o.push_str("<div class=\"rule\"><strong>Decision rule</strong>");

@@ -19,10 +19,14 @@ pub fn verdict_md(v: &Verdict) -> String {
 /// `compact`: only the kind of reason when a key number is shown (table cells).
 pub fn verdict_md_as(v: &Verdict, compact: bool) -> String {
     let mut s = format!("{} **{}**", v.kind.symbol(), v.kind.as_str());
+    let lead = v.why.as_ref().filter(|w| w.leads());
+    if let Some(w) = lead {
+        let _ = write!(s, ": {}", w.text());
+    }
     if !v.key.is_empty() {
         let _ = write!(s, " — {}", v.key);
     }
-    if let Some(w) = &v.why {
+    if let Some(w) = v.why.as_ref().filter(|_| lead.is_none()) {
         let t = if compact && !v.key.is_empty() { w.short().to_string() } else { w.text() };
         let _ = write!(s, " ({t})");
     }
@@ -103,7 +107,7 @@ pub fn render(r: &Report, _dir: &Path) -> String {
     let _ = writeln!(o, "\n## The trade-off table, measured\n");
     if multi {
         let legend: Vec<String> = r.runs.iter().enumerate().map(|(i, x)| format!("R{} = `{}`", i + 1, x.label)).collect();
-        let _ = writeln!(o, "Runs: {}. Verdicts are never compared across runs.\n", legend.join(", "));
+        let _ = writeln!(o, "Runs: {}. Each run is decided on its own; runs of the same machine and environment are also decided together on their pooled samples (\"pooled\").\n", legend.join(", "));
     }
     o.push_str(&table(&table::tradeoffs(r)));
 
@@ -137,6 +141,32 @@ pub fn render(r: &Report, _dir: &Path) -> String {
             if !numbers.rows.is_empty() {
                 o.push('\n');
                 o.push_str(&table(&numbers));
+            }
+        }
+        for g in &c.combined {
+            let _ = writeln!(
+                o,
+                "**Combined verdict** ({}: decided on the pooled samples of {}): {}\n",
+                g.tag,
+                g.runs.join(", "),
+                verdict_md(&g.verdict.verdict)
+            );
+            if g.verdict.drivers.len() > 1 {
+                for d in &g.verdict.drivers {
+                    let _ = writeln!(o, "- {}: {}", d.driver, verdict_md(&d.verdict));
+                }
+                o.push('\n');
+            }
+            match &g.flipped {
+                Some(f) => {
+                    let _ = writeln!(o, "**Flipped between runs:** {}\n", esc(f));
+                }
+                None if g.measured_in.len() > 1 => {
+                    let _ = writeln!(o, "Stable: each of {} alone gives the same verdict.\n", g.measured_in.join(", "));
+                }
+                None => {
+                    let _ = writeln!(o, "Stability unknown: measured in {} run(s) only ({}).\n", g.measured_in.len(), g.measured_in.join(", "));
+                }
             }
         }
         let _ = writeln!(o, "\n**Rule:**\n");

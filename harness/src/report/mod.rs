@@ -110,6 +110,8 @@ pub struct TableCell {
     pub text: String,
     pub claims: Vec<String>,
     pub verdicts: Vec<CellVerdict>,
+    /// The cell's verdict on pooled runs (`run` is the combined tag), one per group.
+    pub combined: Vec<CellVerdict>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +134,25 @@ pub struct ClaimReport {
     pub verdicts: Vec<ClaimVerdict>,
     /// One chart per run (ids into `charts`).
     pub charts: Vec<Option<String>>,
+    /// One per group of two or more runs of the same machine and environment.
+    pub combined: Vec<Combined>,
+}
+
+/// A claim decided on the pooled samples of several runs of one machine, and whether the runs,
+/// each decided on its own, agree.
+#[derive(Debug, Clone, Serialize)]
+pub struct Combined {
+    /// Column titles of the pooled runs, in run order.
+    pub runs: Vec<String>,
+    /// The tag of the combined column ("R1+R2+R3 pooled").
+    pub tag: String,
+    /// Decided on the pooled samples of `runs`.
+    pub verdict: ClaimVerdict,
+    /// Tags of the runs that measured the claim (a run that did not is no flip).
+    pub measured_in: Vec<String>,
+    /// "confirmed in R1, inconclusive in R2 (…)" when the verdicts of the runs that measured
+    /// the claim differ.
+    pub flipped: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -160,7 +181,12 @@ pub const METHOD: &str = "Every number is recomputed from the raw samples of run
 95% confidence interval from order statistics (binomial, distribution-free; below n = 6 the interval \
 is [min, max] and its real coverage is shown). Growth and flatness use the ratio of the medians at \
 the ends of the sweep, with the conservative interval [lo_b/hi_a, hi_b/lo_a], and the least-squares \
-slope on log-log axes. Rules never compare runs of different hosts or environments.";
+slope on log-log axes. A rule decides only on groups of at least 6 samples (where the interval \
+is a 95% CI); with fewer it is inconclusive (too few samples), and intervals of fewer samples are \
+printed as \"range of n samples\" with their coverage. A decided quantity outside its physically \
+possible range is an invalid measurement, never a verdict. Rules never compare runs of different \
+hosts or environments; runs of the same machine and environment are also decided on their pooled \
+samples, and a claim whose per-run verdicts differ is marked flipped.";
 
 /// Read the run dirs, decide every claim, draw the charts, write the report files.
 pub fn write_report(run_dirs: &[PathBuf], opts: &ReportOptions) -> anyhow::Result<ReportPaths> {
@@ -355,6 +381,16 @@ pub fn build(set: &ClaimSet, mut runs: Vec<RunEvidence>, baseline: Option<&RunEv
     }
     let multi = runs.len() > 1;
     let verdicts: Vec<Vec<ClaimVerdict>> = runs.iter().map(|r| evaluate_all(set, r)).collect();
+    let groups = pool_groups(&runs);
+    let pooled: Vec<(Vec<usize>, String, Vec<ClaimVerdict>)> = groups
+        .into_iter()
+        .map(|g| {
+            let tag = format!("{} pooled", g.iter().map(|i| format!("R{}", i + 1)).collect::<Vec<_>>().join("+"));
+            let members: Vec<&RunEvidence> = g.iter().map(|&i| &runs[i]).collect();
+            let v = evaluate_all(set, &RunEvidence::pooled(&members, &tag));
+            (g, tag, v)
+        })
+        .collect();
     let mut charts = Vec::new();
     let mut chart_errors = Vec::new();
     let mut render = |spec: ChartSpec, charts: &mut Vec<ChartFiles>| -> Option<String> {
@@ -404,6 +440,20 @@ pub fn build(set: &ClaimSet, mut runs: Vec<RunEvidence>, baseline: Option<&RunEv
                 .collect(),
             verdicts: verdicts.iter().map(|v| v[ci].clone()).collect(),
             charts: chart_ids,
+            combined: pooled
+                .iter()
+                .map(|(g, tag, v)| Combined {
+                    runs: g.iter().map(|&i| runs[i].label.clone()).collect(),
+                    tag: tag.clone(),
+                    verdict: v[ci].clone(),
+                    measured_in: g
+                        .iter()
+                        .filter(|&&i| verdicts[i][ci].verdict.kind != VerdictKind::NotMeasured)
+                        .map(|&i| format!("R{}", i + 1))
+                        .collect(),
+                    flipped: flips(g.iter().map(|&i| (format!("R{}", i + 1), &verdicts[i][ci].verdict))),
+                })
+                .collect(),
         });
     }
 
@@ -452,6 +502,10 @@ pub fn build(set: &ClaimSet, mut runs: Vec<RunEvidence>, baseline: Option<&RunEv
                             verdict: table_cell_verdict(set, &verdicts[ri], &row.driver, ids, *note),
                         })
                         .collect(),
+                    combined: pooled
+                        .iter()
+                        .map(|(_, tag, v)| CellVerdict { run: tag.clone(), verdict: table_cell_verdict(set, v, &row.driver, ids, *note) })
+                        .collect(),
                 })
                 .collect(),
         })
@@ -470,6 +524,39 @@ pub fn build(set: &ClaimSet, mut runs: Vec<RunEvidence>, baseline: Option<&RunEv
         comparison,
         method: METHOD.into(),
     })
+}
+
+/// Runs that pool: two or more of the same machine and environment ([`RunEvidence::machine`]),
+/// in run order. A VM run never pools with a host run.
+fn pool_groups(runs: &[RunEvidence]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        let k = r.machine();
+        match groups.iter_mut().find(|g| g.0 == k) {
+            Some(g) => g.1.push(i),
+            None => groups.push((k, vec![i])),
+        }
+    }
+    groups.into_iter().map(|g| g.1).filter(|g| g.len() > 1).collect()
+}
+
+/// "confirmed in R1, inconclusive in R2 (too few samples (n=2, needs ≥ 6))" when the verdicts
+/// of the runs that measured the claim differ in kind; None when they agree. A run that did not
+/// measure it (other drivers or workloads selected) is no flip.
+fn flips<'a>(vs: impl Iterator<Item = (String, &'a Verdict)>) -> Option<String> {
+    let vs: Vec<(String, &Verdict)> = vs.filter(|v| v.1.kind != VerdictKind::NotMeasured).collect();
+    if vs.windows(2).all(|w| w[0].1.kind == w[1].1.kind) {
+        return None;
+    }
+    Some(
+        vs.iter()
+            .map(|(tag, v)| {
+                let why = v.why.as_ref().map(|w| format!(" ({})", w.text())).unwrap_or_default();
+                format!("{} in {tag}{why}", v.kind.as_str())
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 /// A table cell: the verdict of its claims for the row's driver (the driver's own verdict when
@@ -500,6 +587,8 @@ fn table_cell_verdict(set: &ClaimSet, verdicts: &[ClaimVerdict], driver: &str, i
         VerdictKind::Confirmed
     } else if kinds.iter().all(|k| *k == VerdictKind::NotMeasured) {
         VerdictKind::NotMeasured
+    } else if kinds.iter().all(|k| matches!(k, VerdictKind::Invalid | VerdictKind::NotMeasured)) {
+        VerdictKind::Invalid
     } else {
         VerdictKind::Inconclusive
     };
@@ -531,6 +620,7 @@ fn table_cell_verdict(set: &ClaimSet, verdicts: &[ClaimVerdict], driver: &str, i
         .join("; ");
     let why = match kind {
         VerdictKind::NotMeasured => parts[0].1.why.clone(),
+        VerdictKind::Invalid => parts.iter().find(|p| p.1.kind == VerdictKind::Invalid).and_then(|p| p.1.why.clone()),
         VerdictKind::Inconclusive => Some(Why::Mixed("the claims of this cell disagree or are open".into())),
         _ => None,
     };

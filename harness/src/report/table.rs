@@ -178,6 +178,7 @@ pub fn tradeoffs(r: &Report) -> Table {
                 s.push(Span::ClaimIds(c.claims.clone()));
             }
             s.extend(run_verdicts(&c.verdicts, multi));
+            s.extend(c.combined.iter().map(|cv| Span::RunVerdict { tag: Some(cv.run.clone()), run: cv.run.clone(), verdict: cv.verdict.clone() }));
             cells.push(Cell::of(s));
         }
         t.push(Some(("driver", row.driver.clone())), cells);
@@ -185,22 +186,35 @@ pub fn tradeoffs(r: &Report) -> Table {
     t
 }
 
-/// Every claim's verdict, a column per run.
+/// Every claim's verdict, a column per run, then a column per group of pooled runs (with
+/// "flipped" when the runs' own verdicts differ).
 pub fn claims(r: &Report) -> Table {
-    let mut t = Table::new(run_columns("Claim", r));
+    let mut columns = run_columns("Claim", r);
+    if let Some(c) = r.claims.first() {
+        columns.extend(c.combined.iter().map(|g| g.tag.clone()));
+    }
+    let mut t = Table::new(columns);
     t.id = Some("claims-table");
     t.class = Some("claims");
     for c in &r.claims {
         let mut cells = vec![Cell::of(vec![Span::Anchor { text: c.id.clone(), id: c.id.clone() }])];
         cells.extend(c.verdicts.iter().map(|v| Cell::of(vec![Span::Verdict(v.verdict.clone())])));
+        for g in &c.combined {
+            let mut s = vec![Span::Verdict(g.verdict.verdict.clone())];
+            if g.flipped.is_some() {
+                s.push(Span::Badge(Tone::Mixed, "flipped between runs".into()));
+            }
+            cells.push(Cell::of(s));
+        }
         t.push(Some(("claim", c.id.clone())), cells);
     }
     t
 }
 
-/// The groups of samples a claim's rules decided on, with median and 95% CI.
+/// The groups of samples a claim's rules decided on, with median and its interval: a 95% CI
+/// from 6 samples on, below that the range of the samples with its real coverage.
 pub fn numbers(cv: &ClaimVerdict) -> Table {
-    let mut t = Table::new(["rule / metric", "driver", "parameters", "n", "median", "95% CI"].map(String::from).to_vec());
+    let mut t = Table::new(["rule / metric", "driver", "parameters", "n", "median", "interval"].map(String::from).to_vec());
     t.class = Some("numbers");
     t.numeric = vec![false, false, false, true, true, true];
     for d in &cv.drivers {
@@ -208,9 +222,7 @@ pub fn numbers(cv: &ClaimVerdict) -> Table {
             let f = |v: f64| cowbench_workloads::metric::format_metric(&r.workload, &r.metric, v);
             for p in &r.points {
                 let mut ci = Cell::num(format!("{} – {}", f(p.ci_lo), f(p.ci_hi)));
-                if p.ci_coverage < 0.95 {
-                    ci.spans.push(Span::Muted(format!("(coverage {:.0}%)", p.ci_coverage * 100.0)));
-                }
+                ci.spans.push(Span::Muted(format!("({})", crate::claims::stats::interval_name(p.n, p.ci_coverage))));
                 t.push(
                     None,
                     vec![
