@@ -98,8 +98,9 @@ fn synthetic_run_in(parent: &Path, run_id: &str, seed: u64, slow: f64, vm: bool)
                 d,
                 json!({"file_bytes": s as u64, "depth": 1, "write_at": "start"}),
                 vec![
-                    ("first_write_latency_ns", j.samples((fixed + pb * s) * if d == "overlay" { slow } else { 1.0 }, 0.08, 5)),
-                    ("usage_delta_bytes", j.samples(if pb > 0.0 { s } else { 4096.0 }, 0.0, 5)),
+                    // Seven samples: a rule decides only on 95% intervals (six samples and up).
+                    ("first_write_latency_ns", j.samples((fixed + pb * s) * if d == "overlay" { slow } else { 1.0 }, 0.08, 7)),
+                    ("usage_delta_bytes", j.samples(if pb > 0.0 { s } else { 4096.0 }, 0.0, 7)),
                 ],
             ));
         }
@@ -284,9 +285,17 @@ fn baseline_regression_exits_3() {
 
 /// A run dir holding the given (workload, params, metric, samples) cells on overlay.
 fn small_run(parent: &Path, run_id: &str, cells: &[(&str, serde_json::Value, &str, Vec<f64>)]) -> PathBuf {
+    small_run_in(parent, run_id, cells, false)
+}
+
+/// `vm`: the run says it ran inside the cowbench VM.
+fn small_run_in(parent: &Path, run_id: &str, cells: &[(&str, serde_json::Value, &str, Vec<f64>)], vm: bool) -> PathBuf {
     let root = parent.join("root");
     std::fs::create_dir_all(&root).unwrap();
-    let host = cowbench::host::probe(&root, "runc", &BTreeMap::new());
+    let mut host = cowbench::host::probe(&root, "runc", &BTreeMap::new());
+    if vm {
+        host.environment = cowbench::host::Environment::Vm { accel: "tcg".into(), vcpus: 2, mem_bytes: 4 << 30 };
+    }
     let cells = cells.iter().map(|(w, p, m, s)| cell(&host, w, "overlay", p.clone(), vec![(m, s.clone())])).collect();
     let mut doc = RunDoc {
         schema_version: SCHEMA_VERSION,
@@ -450,4 +459,65 @@ fn html_renders_in_headless_chromium() {
         std::fs::copy(&shot, &keep).unwrap();
         std::fs::copy(&html, format!("{keep}.html")).unwrap();
     }
+}
+
+/// Copy-up cells of overlay whose first-write time grows with the file, `n` samples each.
+fn growing_copyup(seed: u64, n: usize) -> Vec<(&'static str, serde_json::Value, &'static str, Vec<f64>)> {
+    let mut j = Jitter(seed);
+    [4096.0, MIB, 64.0 * MIB]
+        .iter()
+        .map(|&s| ("copyup", json!({"file_bytes": s as u64}), "first_write_latency_ns", j.samples(30e3 + s, 0.03, n)))
+        .collect()
+}
+
+/// One claim decided by growth of overlay's first-write time over the file size.
+const GROWTH_CLAIM: &str = "row = []\n[[claim]]\nid = \"grows\"\nstatement = \"s\"\nsource = \"test\"\nworkloads = [\"copyup\"]\ndrivers = [\"overlay\"]\n[[claim.rule]]\nkind = \"growth\"\nworkload = \"copyup\"\nmetric = \"first_write_latency_ns\"\nx = \"file_bytes\"\nmin_ratio = 10.0\nmin_slope = 0.5\nrefute_max_ratio = 2.0\nfit = \"all\"\nmin_span = 100.0\n";
+
+/// report.json of `runs` decided on [`GROWTH_CLAIM`], and report.md.
+fn pooled_report(tmp: &Path, runs: &[PathBuf]) -> (serde_json::Value, String) {
+    let claims = tmp.join("claims.toml");
+    std::fs::write(&claims, GROWTH_CLAIM).unwrap();
+    let out = tmp.join("out");
+    let opts = ReportOptions { out: Some(out.clone()), claims: Some(claims), ..Default::default() };
+    let paths = write_report(runs, &opts).unwrap();
+    (serde_json::from_str(&read(&paths.json.unwrap())).unwrap(), read(&paths.md.unwrap()))
+}
+
+#[test]
+fn runs_of_one_host_pool_and_a_flip_is_marked() {
+    // Three samples a run is too few alone; two such runs pooled give six: decided.
+    let tmp = tempfile::tempdir().unwrap();
+    let a = small_run(&tmp.path().join("a"), "a", &growing_copyup(1, 3));
+    let b = small_run(&tmp.path().join("b"), "b", &growing_copyup(2, 3));
+    let (json, md) = pooled_report(tmp.path(), &[a.clone(), b]);
+    let c = &json["claims"][0];
+    for v in c["verdicts"].as_array().unwrap() {
+        assert_eq!(v["verdict"]["why"]["why"], "too_few_samples", "{v}");
+    }
+    let comb = &c["combined"][0];
+    assert_eq!(comb["tag"], "R1+R2 pooled");
+    assert_eq!(comb["verdict"]["verdict"]["kind"], "confirmed", "{comb}");
+    assert!(comb["flipped"].is_null(), "both runs alone say the same: {comb}");
+    assert!(md.contains("**Combined verdict** (R1+R2 pooled: decided on the pooled samples of"), "{md}");
+    assert!(md.contains("| Claim | a (host) | b (host) | R1+R2 pooled |"), "a pooled column");
+
+    // One run decides, the other has too few samples: the claim flipped, and says why.
+    let tmp = tempfile::tempdir().unwrap();
+    let a = small_run(&tmp.path().join("a"), "a", &growing_copyup(1, 7));
+    let b = small_run(&tmp.path().join("b"), "b", &growing_copyup(2, 3));
+    let (json, md) = pooled_report(tmp.path(), &[a, b]);
+    let flipped = json["claims"][0]["combined"][0]["flipped"].as_str().unwrap().to_string();
+    assert_eq!(flipped, "confirmed in R1, inconclusive in R2 (too few samples (n=3, needs ≥ 6))");
+    assert!(md.contains("**Flipped between runs:** confirmed in R1, inconclusive in R2"), "{md}");
+    assert!(md.contains("*flipped between runs*"), "marked in the claims table");
+}
+
+#[test]
+fn a_vm_run_never_pools_with_a_host_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = small_run(&tmp.path().join("a"), "a", &growing_copyup(1, 3));
+    let v = small_run_in(&tmp.path().join("v"), "v", &growing_copyup(2, 3), true);
+    let (json, md) = pooled_report(tmp.path(), &[a, v]);
+    assert!(json["claims"][0]["combined"].as_array().unwrap().is_empty(), "{}", json["claims"][0]["combined"]);
+    assert!(!md.contains("pooled samples of"), "no combined verdict across environments");
 }

@@ -49,12 +49,12 @@ fn copyup(run: &mut RunEvidence, driver: &str, fixed_ns: f64, per_byte_ns: f64, 
         let usage = if whole_file { s + 8192.0 } else { 4096.0 };
         let mut cell = Cell::new("copyup", driver, p)
             .with_metric("first_write_latency_ns", lat)
-            .with_metric("usage_delta_bytes", vec![usage; 5]);
+            .with_metric("usage_delta_bytes", vec![usage; 7]);
         if driver == "devicemapper" {
             // The thin pool's own counter: one 64 KiB block, or the whole file. (The layer's
             // file-level usage counts the changed file whole either way.)
             let pool = if whole_file { s + 65536.0 } else { 65536.0 };
-            cell = cell.with_metric("pool_data_used_delta_bytes", vec![pool; 5]).with_metric("usage_delta_bytes", vec![s; 5]);
+            cell = cell.with_metric("pool_data_used_delta_bytes", vec![pool; 7]).with_metric("usage_delta_bytes", vec![s; 7]);
         }
         run.cells.push(cell);
     }
@@ -443,4 +443,360 @@ fn vm_and_loop_marks_travel_with_the_verdict() {
     // Loop-backed storage of the backend marks every verdict drawn from it.
     run.backends.get_mut("overlay").unwrap().loop_backed = true;
     assert!(verdict(&run, "overlay-copyup-whole-file").verdict.marks.loop_backed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every rule kind on its own: confirmed, refuted, inconclusive (too few samples; effect below
+// threshold where the kind has one) and invalid, each from synthetic samples.
+// ---------------------------------------------------------------------------------------------
+
+use cowbench::claims::Verdict;
+
+/// A claims file with one claim `t` about `drivers`, decided by one rule (`rule`: the body of
+/// its `[[claim.rule]]` table).
+fn one_rule(drivers: &[&str], rule: &str) -> ClaimSet {
+    let ds = drivers.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ");
+    let text = format!(
+        "row = []\n[[claim]]\nid = \"t\"\nstatement = \"s\"\nsource = \"test\"\nworkloads = []\ndrivers = [{ds}]\n[[claim.rule]]\n{rule}\n"
+    );
+    ClaimSet::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"))
+}
+
+fn decide(set: &ClaimSet, run: &RunEvidence) -> Verdict {
+    let v = evaluate_claim(&set.claims[0], run);
+    eprintln!("{}", v.verdict.summary());
+    v.verdict
+}
+
+fn params(kv: &[(&str, serde_json::Value)]) -> cowbench_workloads::Params {
+    kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+/// Cells of `workload` on `driver`, one per x value, `n` samples of `metric` around `y(x)`.
+#[allow(clippy::too_many_arguments)]
+fn sweep(run: &mut RunEvidence, workload: &str, driver: &str, x: &str, metric: &str, xs: &[f64], y: impl Fn(f64) -> f64, n: usize, seed: u64) {
+    let mut j = Jitter(seed);
+    for &xv in xs {
+        let cell = Cell::new(workload, driver, params(&[(x, json!(xv as u64))])).with_metric(metric, j.samples(y(xv), 0.02, n));
+        run.cells.push(cell);
+    }
+}
+
+/// Which of the outcomes a verdict is.
+#[derive(Debug, PartialEq, Clone, Copy)]
+enum Got {
+    Confirmed,
+    Refuted,
+    TooFew,
+    Below,
+    Noise,
+    Invalid,
+    NotMeasured,
+}
+
+fn got(v: &Verdict) -> Got {
+    match (v.kind, &v.why) {
+        (VerdictKind::Confirmed, _) => Got::Confirmed,
+        (VerdictKind::Refuted, _) => Got::Refuted,
+        (VerdictKind::Invalid, Some(Why::InvalidMeasurement(_))) => Got::Invalid,
+        (VerdictKind::Inconclusive, Some(Why::TooFewSamples(_))) => Got::TooFew,
+        (VerdictKind::Inconclusive, Some(Why::BelowThreshold(_))) => Got::Below,
+        (VerdictKind::Inconclusive, Some(Why::Noise(_))) => Got::Noise,
+        (VerdictKind::NotMeasured, _) => Got::NotMeasured,
+        o => panic!("unexpected verdict {o:?}: {}", v.summary()),
+    }
+}
+
+const COPYUP_SIZES: [f64; 3] = [4096.0, MIB, 64.0 * MIB];
+
+#[test]
+fn growth_four_ways() {
+    let rule = |extra: &str| {
+        one_rule(&["overlay"], &format!(
+            "kind = \"growth\"\nworkload = \"copyup\"\nmetric = \"first_write_latency_ns\"\nx = \"file_bytes\"\nmin_ratio = 10.0\nmin_slope = 0.5\nrefute_max_ratio = 2.0\nfit = \"all\"\nmin_span = 100.0\n{extra}"
+        ))
+    };
+    let case = |set: &ClaimSet, y: &dyn Fn(f64) -> f64, n: usize| {
+        let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
+        sweep(&mut run, "copyup", "overlay", "file_bytes", "first_write_latency_ns", &COPYUP_SIZES, y, n, 80);
+        got(&decide(set, &run))
+    };
+    let plain = rule("");
+    assert_eq!(case(&plain, &|x| x, 7), Got::Confirmed);
+    assert_eq!(case(&plain, &|_| 1e5, 7), Got::Refuted);
+    assert_eq!(case(&plain, &|x| 1e5 * (1.0 + 4.0 * x / (64.0 * MIB)), 7), Got::Below);
+    // The same proportional growth from five samples: not a 95% interval, no verdict.
+    assert_eq!(case(&plain, &|x| x, 5), Got::TooFew);
+    // Growing ×16384 where at most ×1000 is possible: an invalid measurement, even from few samples.
+    assert_eq!(case(&rule("valid_max = 1000.0"), &|x| x, 3), Got::Invalid);
+}
+
+#[test]
+fn flat_four_ways() {
+    let rule = |extra: &str| {
+        one_rule(&["btrfs"], &format!(
+            "kind = \"flat\"\nworkload = \"copyup\"\nmetric = \"first_write_latency_ns\"\nx = \"file_bytes\"\nmax_ratio = 1.5\nmax_abs_slope = 0.1\nrefute_min_ratio = 4.0\nrefute_min_slope = 0.3\nmin_span = 100.0\n{extra}"
+        ))
+    };
+    let case = |set: &ClaimSet, y: &dyn Fn(f64) -> f64, n: usize| {
+        let mut run = RunEvidence::synthetic("t", &["btrfs"], &["copyup"]);
+        sweep(&mut run, "copyup", "btrfs", "file_bytes", "first_write_latency_ns", &COPYUP_SIZES, y, n, 81);
+        got(&decide(set, &run))
+    };
+    let plain = rule("");
+    assert_eq!(case(&plain, &|_| 1e5, 7), Got::Confirmed);
+    assert_eq!(case(&plain, &|x| x, 7), Got::Refuted);
+    assert_eq!(case(&plain, &|x| 1e5 * (1.0 + 1.5 * x / (64.0 * MIB)), 7), Got::Below);
+    assert_eq!(case(&plain, &|_| 1e5, 2), Got::TooFew);
+    assert_eq!(case(&rule("valid_min = 2.0"), &|_| 1e5, 7), Got::Invalid);
+}
+
+#[test]
+fn scaling_with_n_four_ways_and_fewer_than_one_copy_is_invalid() {
+    let set = one_rule(&["btrfs"], "kind = \"scaling_with_n\"\nworkload = \"sharedcache\"\nmetric = \"cgroup_page_cache_total_bytes\"\nx = \"containers\"\nexpect = \"private\"\nconfirm_fraction = 0.7\nrefute_fraction = 0.3\nmin_span = 4.0");
+    let case = |copies: f64, n: usize| {
+        let mut run = RunEvidence::synthetic("t", &["btrfs"], &["sharedcache"]);
+        sweep(&mut run, "sharedcache", "btrfs", "containers", "cgroup_page_cache_total_bytes", &[1.0, 4.0], |x| if x > 1.0 { copies * 64.0 * MIB } else { 64.0 * MIB }, n, 82);
+        decide(&set, &run)
+    };
+    assert_eq!(got(&case(4.0, 7)), Got::Confirmed);
+    assert_eq!(got(&case(1.0, 7)), Got::Refuted);
+    assert_eq!(got(&case(2.5, 7)), Got::Below);
+    assert_eq!(got(&case(4.0, 1)), Got::TooFew);
+    // Four readers holding 0.4 of one copy: no valid_min in the file, the implicit c ≥ 1 holds.
+    let v = case(0.4, 7);
+    assert_eq!(got(&v), Got::Invalid);
+    assert!(v.summary().starts_with("invalid: "), "{}", v.summary());
+    assert!(v.summary().contains("below the possible minimum 1"), "{}", v.summary());
+}
+
+#[test]
+fn ratio_to_reference_four_ways_and_faster_than_bare_metal_is_invalid() {
+    let rule = "kind = \"ratio_to_reference\"\nworkload = \"seqio\"\nmetric = \"read_bytes_per_s\"\nreference_workload = \"baremetal\"\nconfirm_min = 0.8\nconfirm_max = 1.25\nrefute_below = 0.5\nvalid_max = 1.5\ninvalid_reason = \"faster than bare metal: cache artefact, excluded\"";
+    let set = one_rule(&["overlay"], rule);
+    let case = |frac: f64, n: usize| {
+        let mut run = RunEvidence::synthetic("t", &["overlay"], &["seqio", "baremetal"]);
+        let mut j = Jitter(83);
+        let p = params(&[("file_bytes", json!(256u64 << 20))]);
+        run.cells.push(Cell::new("seqio", "overlay", p.clone()).with_metric("read_bytes_per_s", j.samples(frac * 500.0 * MIB, 0.03, n)));
+        run.cells.push(Cell::new("baremetal", "overlay", p).with_metric("read_bytes_per_s", j.samples(500.0 * MIB, 0.03, n)));
+        decide(&set, &run)
+    };
+    assert_eq!(got(&case(1.0, 7)), Got::Confirmed);
+    assert_eq!(got(&case(0.3, 7)), Got::Refuted);
+    assert_eq!(got(&case(0.65, 7)), Got::Below);
+    let few = case(1.0, 2);
+    assert_eq!(got(&few), Got::TooFew);
+    assert!(few.summary().contains("too few samples (n=2, needs ≥ 6)"), "{}", few.summary());
+    let fast = case(3.13, 2);
+    assert_eq!(got(&fast), Got::Invalid, "×3.13 of bare metal is a cache artefact, not a refutation");
+    assert!(fast.summary().contains("faster than bare metal: cache artefact, excluded"), "{}", fast.summary());
+    assert!(fast.summary().contains("range of 2 samples, 50% coverage"), "{}", fast.summary());
+    assert!(!fast.summary().contains("95%"), "{}", fast.summary());
+}
+
+#[test]
+fn rank_confirmed_refuted_noise_too_few_invalid() {
+    let rule = |extra: &str| {
+        one_rule(&["overlay"], &format!(
+            "kind = \"rank\"\nworkload = \"density\"\nmetric = \"start_latency_ns\"\nx = \"containers\"\nexpect = \"best\"\ncompetitors = [\"overlay\", \"btrfs\"]\nmargin = 1.1\nmin_competitors = 1\n{extra}"
+        ))
+    };
+    let case = |set: &ClaimSet, mine: f64, theirs: f64, n: usize| {
+        let mut run = RunEvidence::synthetic("t", &["overlay", "btrfs"], &["density"]);
+        sweep(&mut run, "density", "overlay", "containers", "start_latency_ns", &[16.0], |_| mine, n, 84);
+        sweep(&mut run, "density", "btrfs", "containers", "start_latency_ns", &[16.0], |_| theirs, n, 85);
+        got(&decide(set, &run))
+    };
+    let plain = rule("");
+    assert_eq!(case(&plain, 0.1e9, 0.3e9, 7), Got::Confirmed);
+    assert_eq!(case(&plain, 0.3e9, 0.1e9, 7), Got::Refuted);
+    // "best" has no position between its confirm and refute counts: what is left is noise.
+    assert_eq!(case(&plain, 0.1e9, 0.102e9, 7), Got::Noise);
+    assert_eq!(case(&plain, 0.1e9, 0.3e9, 4), Got::TooFew);
+    assert_eq!(case(&rule("valid_max = 1e9"), 0.1e9, 5e9, 7), Got::Invalid);
+}
+
+#[test]
+fn threshold_four_ways() {
+    let rule = |extra: &str| {
+        one_rule(&["overlay"], &format!(
+            "kind = \"threshold\"\nworkload = \"density\"\nmetric = \"start_latency_ns\"\nx = \"containers\"\nat = \"max\"\nstat = \"median\"\nconfirm_max = 1e9\nrefute_min = 3e9\n{extra}"
+        ))
+    };
+    let case = |set: &ClaimSet, ns: f64, n: usize| {
+        let mut run = RunEvidence::synthetic("t", &["overlay"], &["density"]);
+        sweep(&mut run, "density", "overlay", "containers", "start_latency_ns", &[1.0, 16.0], |_| ns, n, 86);
+        decide(set, &run)
+    };
+    let plain = rule("");
+    let v = case(&plain, 0.5e9, 7);
+    assert_eq!(got(&v), Got::Confirmed);
+    assert!(v.key.contains("95% CI") && v.key.contains("n=7"), "{}", v.key);
+    assert_eq!(got(&case(&plain, 5e9, 7)), Got::Refuted);
+    assert_eq!(got(&case(&plain, 2e9, 7)), Got::Below);
+    let few = case(&plain, 0.5e9, 3);
+    assert_eq!(got(&few), Got::TooFew);
+    assert!(!few.key.contains("95% CI") && few.key.contains("range of 3 samples, 75% coverage"), "{}", few.key);
+    // Starting a container in 10 µs is not possible: the probe did not measure a start.
+    assert_eq!(got(&case(&rule("valid_min = 1e6"), 1e4, 7)), Got::Invalid);
+}
+
+#[test]
+fn capacity_confirmed_refuted_invalid() {
+    // Success or failure of cells decides: no interval, so never "too few samples" and no band
+    // between confirm and refute (a sweep that stops short is not measured).
+    let rule = |extra: &str| {
+        one_rule(&["overlay"], &format!("kind = \"capacity\"\nworkload = \"density\"\nmetric = \"start_latency_ns\"\nx = \"containers\"\nmin = 256.0\n{extra}"))
+    };
+    let case = |set: &ClaimSet, ok: &[f64], failed: &[f64]| {
+        let mut run = RunEvidence::synthetic("t", &["overlay"], &["density"]);
+        sweep(&mut run, "density", "overlay", "containers", "start_latency_ns", ok, |_| 0.2e9, 2, 87);
+        for &f in failed {
+            let mut c = Cell::new("density", "overlay", params(&[("containers", json!(f as u64))]));
+            c.status = CellStatus::Failed;
+            c.reason = Some("out of memory".into());
+            run.cells.push(c);
+        }
+        got(&decide(set, &run))
+    };
+    let plain = rule("");
+    assert_eq!(case(&plain, &[16.0, 256.0], &[]), Got::Confirmed);
+    assert_eq!(case(&plain, &[16.0], &[64.0]), Got::Refuted);
+    assert_eq!(case(&plain, &[16.0, 64.0], &[]), Got::NotMeasured);
+    assert_eq!(case(&rule("valid_max = 100000.0"), &[16.0, 1_000_000.0], &[]), Got::Invalid);
+}
+
+#[test]
+fn before_after_four_ways() {
+    let rule = |extra: &str| {
+        one_rule(&["overlay"], &format!(
+            "kind = \"before_after\"\nworkload = \"density\"\nmetric = \"start_latency_ns\"\nparam = \"containers\"\nbefore = 1\nafter = 16\nconfirm_max_ratio = 0.8\nrefute_min_ratio = 0.95\n{extra}"
+        ))
+    };
+    // Start latency is lower-is-better: after/before as a degradation ratio is before/after.
+    let case = |set: &ClaimSet, slower: f64, n: usize| {
+        let mut run = RunEvidence::synthetic("t", &["overlay"], &["density"]);
+        sweep(&mut run, "density", "overlay", "containers", "start_latency_ns", &[1.0, 16.0], |x| if x > 1.0 { slower * 0.1e9 } else { 0.1e9 }, n, 88);
+        got(&decide(set, &run))
+    };
+    let plain = rule("");
+    assert_eq!(case(&plain, 2.0, 7), Got::Confirmed);
+    assert_eq!(case(&plain, 1.0, 7), Got::Refuted);
+    assert_eq!(case(&plain, 1.15, 7), Got::Below);
+    assert_eq!(case(&plain, 2.0, 5), Got::TooFew);
+    assert_eq!(case(&rule("valid_min = 0.1"), 20.0, 7), Got::Invalid);
+}
+
+#[test]
+fn growth_over_cycles_four_ways() {
+    let rule = |extra: &str| {
+        one_rule(&["devicemapper"], &format!(
+            "kind = \"growth_over_cycles\"\nworkload = \"churn\"\nmetric = \"backend_used_bytes\"\nx = \"cycle\"\nper_cycle_param = \"write_bytes\"\nconfirm_min_fraction = 0.5\nrefute_max_fraction = 0.1\nmin_points = 2\n{extra}"
+        ))
+    };
+    // One cell holding the series: sample i is the allocation after cycle i+1.
+    let case = |set: &ClaimSet, kept: f64, cycles: usize| {
+        let mut run = RunEvidence::synthetic("t", &["devicemapper"], &["churn"]);
+        let mut j = Jitter(89);
+        let series: Vec<f64> = (1..=cycles).map(|k| 100.0 * MIB + kept * 4.0 * MIB * k as f64 + 0.05 * MIB * (j.next(1.0) - 1.0)).collect();
+        let cell = Cell::new("churn", "devicemapper", params(&[("write_bytes", json!(4u64 << 20)), ("cycles", json!(cycles as u64))]))
+            .with_metric("backend_used_bytes", series);
+        run.cells.push(cell);
+        got(&decide(set, &run))
+    };
+    let plain = rule("");
+    assert_eq!(case(&plain, 1.0, 10), Got::Confirmed);
+    assert_eq!(case(&plain, 0.0, 10), Got::Refuted);
+    assert_eq!(case(&plain, 0.3, 10), Got::Below);
+    // Two points draw a line but give no interval of its slope.
+    assert_eq!(case(&plain, 1.0, 2), Got::TooFew);
+    // Keeping twice what was written: the counter is not the allocation it claims to be.
+    assert_eq!(case(&rule("valid_max = 1.0"), 2.0, 10), Got::Invalid);
+}
+
+#[test]
+fn marginal_cost_four_ways() {
+    let rule = |extra: &str| {
+        one_rule(&["overlay"], &format!(
+            "kind = \"marginal_cost\"\nworkload = \"copyup\"\nmetric = \"first_write_latency_ns\"\nreference_metric = \"write_latency_ns\"\nx = \"file_bytes\"\nconfirm_min_ratio = 0.5\nrefute_max_ratio = 0.1\nmin_span = 100.0\n{extra}"
+        ))
+    };
+    // metric = fixed + per_byte·size; the reference costs 1 ns per byte over its own fixed cost.
+    let case = |set: &ClaimSet, per_byte: f64, n: usize| {
+        let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
+        let mut j = Jitter(90);
+        for s in COPYUP_SIZES {
+            let c = Cell::new("copyup", "overlay", params(&[("file_bytes", json!(s as u64))]))
+                .with_metric("first_write_latency_ns", j.samples(200e3 + per_byte * s, 0.02, n))
+                .with_metric("write_latency_ns", j.samples(20e3 + s, 0.02, n));
+            run.cells.push(c);
+        }
+        decide(set, &run)
+    };
+    let plain = rule("");
+    let v = case(&plain, 1.0, 7);
+    assert_eq!(got(&v), Got::Confirmed, "a fixed 200 µs per write does not hide the proportional part");
+    assert!(v.key.contains("of the reference"), "{}", v.key);
+    assert_eq!(got(&case(&plain, 0.01, 7)), Got::Refuted);
+    assert_eq!(got(&case(&plain, 0.3, 7)), Got::Below);
+    assert_eq!(got(&case(&plain, 1.0, 3)), Got::TooFew);
+    assert_eq!(got(&case(&rule("valid_max = 5.0"), 20.0, 7)), Got::Invalid);
+}
+
+#[test]
+fn invalid_part_makes_the_driver_invalid_unless_another_refutes() {
+    let two = |second: &str| {
+        let text = format!(
+            "row = []\n[[claim]]\nid = \"t\"\nstatement = \"s\"\nsource = \"test\"\nworkloads = []\ndrivers = [\"overlay\"]\n\
+             [[claim.rule]]\nlabel = \"grows\"\nkind = \"growth\"\nworkload = \"copyup\"\nmetric = \"first_write_latency_ns\"\nx = \"file_bytes\"\nmin_ratio = 10.0\nmin_slope = 0.5\nrefute_max_ratio = 2.0\nfit = \"all\"\nmin_span = 100.0\nvalid_max = 1000.0\n\
+             [[claim.rule]]\nlabel = \"second\"\n{second}\n"
+        );
+        ClaimSet::parse(&text).unwrap()
+    };
+    let mut run = RunEvidence::synthetic("t", &["overlay"], &["copyup"]);
+    sweep(&mut run, "copyup", "overlay", "file_bytes", "first_write_latency_ns", &COPYUP_SIZES, |x| x, 7, 91);
+    for c in &mut run.cells {
+        let s = c.param_f64("file_bytes").unwrap();
+        *c = c.clone().with_metric("usage_delta_bytes", vec![s; 7]);
+    }
+    // The second part confirms (usage grows with size): the invalid first part still wins.
+    let confirms = two("kind = \"growth\"\nworkload = \"copyup\"\nmetric = \"usage_delta_bytes\"\nx = \"file_bytes\"\nmin_ratio = 10.0\nmin_slope = 0.5\nrefute_max_ratio = 2.0\nfit = \"all\"\nmin_span = 100.0");
+    let v = decide(&confirms, &run);
+    assert_eq!(v.kind, VerdictKind::Invalid, "{}", v.summary());
+    assert!(v.summary().contains("grows: "), "names the invalid part: {}", v.summary());
+    // The second part refutes (usage should be flat): a refutation stands on its own samples.
+    let refutes = two("kind = \"flat\"\nworkload = \"copyup\"\nmetric = \"usage_delta_bytes\"\nx = \"file_bytes\"\nmax_ratio = 1.5\nmax_abs_slope = 0.1\nrefute_min_ratio = 4.0\nrefute_min_slope = 0.3\nmin_span = 100.0");
+    assert_eq!(decide(&refutes, &run).kind, VerdictKind::Refuted);
+}
+
+#[test]
+fn near_bare_metal_per_driver_stand_in_and_cache_artefact_do_not_decide() {
+    // overlay at 97% of bare metal, btrfs "313%" (a cache artefact), the aufs stand-in at 38%
+    // (its FUSE overhead): overlay decides, btrfs is invalid, aufs is reported, not deciding.
+    let mut run = RunEvidence::synthetic("t", &["overlay", "btrfs", "aufs"], &["seqio", "baremetal"]);
+    run.backends.get_mut("aufs").unwrap().stand_in = true;
+    run.backends.get_mut("aufs").unwrap().implementation = Some("aufs (unionfs-fuse stand-in)".into());
+    let mut j = Jitter(92);
+    let p = params(&[("file_bytes", json!(256u64 << 20))]);
+    for (d, frac) in [("overlay", 0.97), ("btrfs", 3.13), ("aufs", 0.38)] {
+        run.cells.push(Cell::new("seqio", d, p.clone()).with_metric("read_bytes_per_s", j.samples(frac * 500.0 * MIB, 0.03, 7)));
+        run.cells.push(Cell::new("baremetal", d, p.clone()).with_metric("read_bytes_per_s", j.samples(500.0 * MIB, 0.03, 7)));
+    }
+    let v = verdict(&run, "near-bare-metal");
+    let of = |d: &str| v.drivers.iter().find(|x| x.driver == d).unwrap();
+    assert_eq!(of("overlay").verdict.kind, VerdictKind::Confirmed);
+    assert_eq!(of("btrfs").verdict.kind, VerdictKind::Invalid, "{}", of("btrfs").verdict.summary());
+    assert!(of("btrfs").verdict.summary().contains("faster than bare metal: cache artefact, excluded"));
+    assert_eq!(of("aufs").verdict.kind, VerdictKind::Refuted, "the stand-in's own verdict is still shown");
+    assert!(of("aufs").stand_in && !of("overlay").stand_in);
+    assert_eq!(v.verdict.kind, VerdictKind::Confirmed, "{}", v.verdict.summary());
+    assert!(v.verdict.key.contains("stand-in, not deciding: aufs refuted"), "{}", v.verdict.key);
+    assert!(v.verdict.key.contains("invalid, excluded: btrfs"), "{}", v.verdict.key);
+    // With no kernel driver measured the stand-in decides, marked.
+    let mut only = run.clone();
+    only.cells.retain(|c| c.driver == "aufs");
+    let v = verdict(&only, "near-bare-metal");
+    assert_eq!(v.verdict.kind, VerdictKind::Refuted);
+    assert!(!v.verdict.marks.stand_in.is_empty());
 }

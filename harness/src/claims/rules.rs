@@ -901,14 +901,18 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             } else {
                 // One cell holding the series: within one repetition, sample i is the value
                 // after cycle i+1 (several repetitions, or pooled runs, each hold a series).
+                // A series is recognised by samples sharing a repetition index; samples that each
+                // have their own index (or none) are one series in order.
                 let metric = &cells[0].metrics[m];
+                let reps: BTreeSet<u32> = metric.sample_rep.iter().copied().collect();
+                let per_rep = metric.sample_rep.len() == metric.samples.len() && reps.len() < metric.samples.len();
                 let mut seen: BTreeMap<u32, usize> = BTreeMap::new();
                 pts = metric
                     .samples
                     .iter()
                     .enumerate()
                     .map(|(i, y)| {
-                        let rep = if metric.sample_rep.len() == metric.samples.len() { metric.sample_rep[i] } else { 0 };
+                        let rep = if per_rep { metric.sample_rep[i] } else { 0 };
                         let k = seen.entry(rep).or_default();
                         *k += 1;
                         (*k as f64, *y)
