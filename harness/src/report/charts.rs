@@ -1,6 +1,7 @@
 //! Charts with plotters: one chart holds every backend on one axis scale; a line per backend
-//! with its 95% CI band; log scales (base 2 for sizes and counts, base 10 for values) where a
-//! sweep spans orders of magnitude. Each chart is written as SVG and PNG.
+//! with its interval of the median as error bars (a 95% CI from 6 samples on, the samples'
+//! range below); log scales (base 2 for sizes and counts, base 10 for values) where a sweep
+//! spans orders of magnitude. Each chart is written as SVG and PNG.
 //!
 //! Log axes are drawn as linear axes over log values with formatted tick labels, so one
 //! coordinate type serves all four combinations.

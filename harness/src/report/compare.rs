@@ -1,7 +1,8 @@
 //! Run against baseline, cell by cell and metric by metric, from raw samples.
 //!
 //! ratio = median(run)/median(baseline) with the conservative interval from the two medians'
-//! 95% CIs. "no change" when the CIs overlap or the change is under 5%; otherwise the metric's
+//! intervals (95% CIs from 6 samples on; below that the samples' range, shown with its coverage).
+//! "no change" when the CIs overlap or the change is under 5%; otherwise the metric's
 //! [`MetricSpec`] decides: faster/slower (durations) or better/worse by its `better`, "changed"
 //! when neither direction is better or no workload declares the metric. A regression is a cell
 //! that got worse beyond noise; a metric without a spec is never one (and the comparison lists it).

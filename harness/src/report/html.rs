@@ -213,7 +213,7 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
     let figure = |id: &str| -> String {
         match img.get(id) {
             Some((title, uri)) => format!(
-                "<figure><img src=\"{uri}\" alt=\"{}\" width=\"960\" height=\"540\"><figcaption>{} — <code>charts/{id}.svg</code>, <code>charts/{id}.png</code></figcaption></figure>",
+                "<figure><img src=\"{uri}\" alt=\"{}\" width=\"960\" height=\"540\"><figcaption>{} — error bars: the interval of each median (a 95% CI from 6 samples on; with fewer, the range of the samples) — <code>charts/{id}.svg</code>, <code>charts/{id}.png</code></figcaption></figure>",
                 esc(title),
                 esc(title)
             ),
@@ -343,7 +343,7 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
     if let Some(cmp) = &r.comparison {
         let _ = write!(
             o,
-            "<h2 id=\"comparison\">Comparison: {} against baseline {}</h2><p>{} regression(s) beyond noise (95% CIs apart and ≥ {:.0}% worse).</p>",
+            "<h2 id=\"comparison\">Comparison: {} against baseline {}</h2><p>{} regression(s) beyond noise (the medians' intervals apart — 95% CIs from 6 samples on, the samples' range below — and ≥ {:.0}% worse).</p>",
             esc(&cmp.run),
             esc(&cmp.baseline),
             cmp.regressions,

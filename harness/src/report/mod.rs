@@ -30,7 +30,9 @@ pub use compare::{compare_runs, Change, CompareRow, Comparison};
 pub use cowbench_workloads::metric::fmt_bytes;
 
 /// Bumped when report.json changes in a way a reader must know about.
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+/// 2: verdict kind `invalid`, reasons `too_few_samples` and `invalid_measurement`, `combined`
+/// verdicts of pooled runs, `stand_in` on driver verdicts.
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -244,7 +244,7 @@ pub fn numbers(cv: &ClaimVerdict) -> Table {
 pub fn comparison(cmp: &Comparison) -> Table {
     use cowbench_workloads::metric::fmt_ratio;
     let mut t =
-        Table::new(["cell", "metric", "baseline", "this run", "ratio", "95% interval", "change"].map(String::from).to_vec());
+        Table::new(["cell", "metric", "baseline", "this run", "ratio", "interval", "change"].map(String::from).to_vec());
     t.numeric = vec![false, false, true, true, true, true, false];
     for row in &cmp.rows {
         let tone = match row.change {
@@ -261,7 +261,14 @@ pub fn comparison(cmp: &Comparison) -> Table {
                 Cell::num(row.format(row.baseline_median)),
                 Cell::num(row.format(row.median)),
                 Cell::num(fmt_ratio(row.ratio)),
-                Cell::num(format!("{} – {}", fmt_ratio(row.ratio_lo), fmt_ratio(row.ratio_hi))),
+                {
+                    // A 95% interval only when both medians' are; else named by the thinner side.
+                    let n = row.n.min(row.baseline_n);
+                    let cov = crate::results::stats::median_ci_ranks(n.max(1)).2;
+                    let mut c = Cell::num(format!("{} – {}", fmt_ratio(row.ratio_lo), fmt_ratio(row.ratio_hi)));
+                    c.spans.push(Span::Muted(format!("({})", crate::claims::stats::interval_name(n, cov))));
+                    c
+                },
                 Cell::of(vec![Span::Badge(tone, row.change.as_str().into())]),
             ],
         );
