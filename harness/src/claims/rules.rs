@@ -980,15 +980,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
                     groups.len()
                 )));
             }
-            let (x0, x1) = (groups[0].0, groups[groups.len() - 1].0);
-            let span = if x0 > 0.0 { x1 / x0 } else { f64::INFINITY };
-            if span < *min_span {
-                return Err(Why::ParameterNotInProfile(format!(
-                    "{x} spans {}…{} (×{span:.0}); the rule needs ×{min_span}",
-                    fmt_param(w, x, x0),
-                    fmt_param(w, x, x1)
-                )));
-            }
+            let (x0, x1) = sweep_span(w, x, &groups, *min_span)?;
             let line = |g: &XGroups| -> Result<(f64, f64, f64, MedianCi, MedianCi), Why> {
                 let meds: Vec<(f64, f64)> = g.iter().map(|(xv, s)| (*xv, stats::median(s).unwrap())).collect();
                 let fit = stats::ols(&meds).ok_or_else(|| Why::ParameterNotInProfile(format!("{x} does not vary")))?;
@@ -1053,6 +1045,20 @@ fn fmt_interval(lo: f64, hi: f64) -> String {
     format!("[{}, {}]", fmt_ratio(lo), fmt_ratio(hi))
 }
 
+/// The ends of a sweep (ascending groups, at least two), when it spans at least `min_span`.
+fn sweep_span(w: &str, x: &str, groups: &[(f64, Vec<f64>)], min_span: f64) -> Result<(f64, f64), Why> {
+    let (x0, x1) = (groups[0].0, groups[groups.len() - 1].0);
+    let span = if x0 > 0.0 { x1 / x0 } else { f64::INFINITY };
+    if span < min_span {
+        return Err(Why::ParameterNotInProfile(format!(
+            "{x} spans {}…{} (×{span:.0}); the rule needs ×{min_span}",
+            fmt_param(w, x, x0),
+            fmt_param(w, x, x1)
+        )));
+    }
+    Ok((x0, x1))
+}
+
 /// Ratio of the end points of a sweep, its interval and the log-log slope.
 #[allow(clippy::type_complexity)]
 fn sweep_ends(
@@ -1073,15 +1079,7 @@ fn sweep_ends(
             groups.len()
         )));
     }
-    let (x0, x1) = (groups[0].0, groups[groups.len() - 1].0);
-    let span = if x0 > 0.0 { x1 / x0 } else { f64::INFINITY };
-    if span < min_span {
-        return Err(Why::ParameterNotInProfile(format!(
-            "{x} spans {}…{} (×{span:.0}); the rule needs ×{min_span}",
-            fmt_param(w, x, x0),
-            fmt_param(w, x, x1)
-        )));
-    }
+    let (x0, x1) = sweep_span(w, x, &groups, min_span)?;
     let a = stats::median_ci(&groups[0].1).unwrap();
     let b = stats::median_ci(&groups[groups.len() - 1].1).unwrap();
     let meds: Vec<(f64, f64)> = groups.iter().map(|(xv, s)| (*xv, stats::median(s).unwrap())).collect();
