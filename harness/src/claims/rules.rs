@@ -86,6 +86,8 @@ fn combine_rules(rules: &[RuleOutcome]) -> Verdict {
         let open: Vec<&&RuleOutcome> = counted.iter().filter(|r| r.verdict.kind != VerdictKind::Confirmed).collect();
         let why = if open.len() == 1 && counted.len() == 1 {
             open[0].verdict.why.clone()
+        } else if let Some(w) = only_too_few(open.iter().map(|r| (label(r), &r.verdict))) {
+            Some(w)
         } else {
             Some(Why::Mixed(
                 open.iter()
@@ -98,6 +100,24 @@ fn combine_rules(rules: &[RuleOutcome]) -> Verdict {
     };
     v.marks = marks;
     v
+}
+
+/// When every open part (or driver) is open for too few samples alone, that is the reason
+/// ("n=2, needs ≥ 6", or each part's count when they differ), not "mixed".
+fn only_too_few<'a>(open: impl Iterator<Item = (String, &'a Verdict)>) -> Option<Why> {
+    let mut details: Vec<(String, String)> = Vec::new();
+    for (label, v) in open {
+        match &v.why {
+            Some(Why::TooFewSamples(d)) if v.kind == VerdictKind::Inconclusive => details.push((label, d.clone())),
+            _ => return None,
+        }
+    }
+    let first = details.first()?.1.clone();
+    Some(Why::TooFewSamples(if details.iter().all(|d| d.1 == first) {
+        first
+    } else {
+        details.iter().map(|(l, d)| format!("{l}{d}")).collect::<Vec<_>>().join("; ")
+    }))
 }
 
 /// The claim's verdict from its drivers' verdicts. Drivers not measured and drivers whose
@@ -199,6 +219,10 @@ fn aggregate(how: Aggregate, drivers: &[DriverVerdict]) -> Verdict {
                 measured.iter().copied().filter(|d| d.verdict.kind == VerdictKind::Inconclusive).collect();
             let why = if measured.len() == 1 {
                 measured[0].verdict.why.clone()
+            } else if let Some(w) = only_too_few(
+                measured.iter().filter(|d| d.verdict.kind != VerdictKind::Confirmed).map(|d| (format!("{}: ", d.driver), &d.verdict)),
+            ) {
+                Some(w)
             } else {
                 Some(Why::Mixed(
                     measured
