@@ -408,7 +408,7 @@ impl CellExec for CopyupCell<'_> {
     }
 
     fn notes(&self) -> Notes {
-        Notes::from([
+        let mut n = Notes::from([
             ("image".into(), self.img.name.clone()),
             ("image_layers".into(), self.img.layers.len().to_string()),
             ("target".into(), TARGET.into()),
@@ -426,7 +426,14 @@ impl CellExec for CopyupCell<'_> {
                     Reference::NotTaken(why) => format!("not taken: {why}"),
                 },
             ),
-        ])
+        ]);
+        if self.lab.driver().capabilities().own_read_cache {
+            n.insert(
+                "cold_caveat".into(),
+                format!("{} keeps a read cache of its own (ARC) that dropping the page cache does not empty and mincore does not see: the block the first write rewrites may come from it", self.lab.driver_name()),
+            );
+        }
+        n
     }
 
     fn finish(self: Box<Self>) -> anyhow::Result<()> {
