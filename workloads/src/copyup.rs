@@ -112,7 +112,7 @@ pub const METRICS: [MetricSpec; 7] = [
         description: "data the backend's pool allocated for the write (devicemapper: thin-pool used data blocks); only backends with a pool counter",
     },
     MetricSpec {
-        name: "target_resident_bytes_before",
+        name: "target_resident_before_bytes",
         unit: Unit::Bytes,
         better: Better::Lower,
         description: "bytes of the image file in the page cache right before the timed open (mincore inside the container); a repetition with any fails",
@@ -392,7 +392,7 @@ impl CellExec for CopyupCell<'_> {
                     ("open_latency_ns", open),
                     ("write_latency_ns", write),
                     ("first_write_latency_ns", open + write),
-                    ("target_resident_bytes_before", resident),
+                    ("target_resident_before_bytes", resident),
                 ];
                 // After `stop`: the container's filesystem is unmounted, so its writes reached the pool.
                 if let (Some(b), Some(a)) = (pool_before, pool_before.and_then(|_| pool_data_used(d))) {
