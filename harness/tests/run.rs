@@ -141,7 +141,11 @@ fn run_overlay_vfs_quick_writes_results() {
     }
     assert!(n.values().any(|d| d.len() == 2), "no cell ran on both drivers");
     for (k, per_driver) in n.iter().filter(|(_, d)| d.len() == 2) {
-        let counts: Vec<_> = per_driver.values().collect();
+        // A metric only some backends have (copyup's reference copy) has no samples on the others.
+        let counts: Vec<_> = per_driver.values().filter(|n| **n > 0).collect();
+        if counts.len() < 2 {
+            continue;
+        }
         assert_eq!(counts[0], counts[1], "{k:?}: the same sample count for every driver: {per_driver:?}");
     }
 

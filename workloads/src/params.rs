@@ -342,9 +342,11 @@ mod tests {
         let w = crate::by_id("copyup").unwrap();
         let s: ParamSet = "copyup.file_bytes=4K,1M,256M".parse().unwrap();
         let cells = apply_sets(w, w.cells(Profile::Quick), &[s.clone()]).unwrap();
-        // Quick cells differ only in file_bytes: the set collapses them to three.
-        assert_eq!(cells.len(), 3);
+        // Quick cells differ in file_bytes and depth (1, 8, 32): the set keeps each depth, with
+        // the three sizes each.
+        assert_eq!(cells.len(), 3 * 3);
         assert_eq!(cells[2]["file_bytes"], serde_json::json!(256 * MIB));
+        assert_eq!(cells[8]["depth"], serde_json::json!(32));
         // Full cells: every depth × write_at combination keeps, with the three sizes each.
         let full = apply_sets(w, w.cells(Profile::Full), &[s]).unwrap();
         assert_eq!(full.len(), 4 * 2 * 3);

@@ -23,8 +23,8 @@ pub mod random_io;
 pub const PROBE_PATH: &str = "/usr/local/bin/cowbench-probe";
 
 /// Version of the request/response format. A response carries it so the harness can refuse a
-/// probe binary older than itself.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// probe binary older than itself. 2: the `resident` and `copy` operations.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Line the probe writes to stderr when it starts to hold (the `hold` operation), so the
 /// harness can tell a container that is up from one still starting.
@@ -60,6 +60,7 @@ impl Request {
                     return Err(format!("op {i}: block_bytes must be > 0"));
                 }
                 Op::Stat { paths, .. } if paths.is_empty() => return Err(format!("op {i}: stat needs paths")),
+                Op::Copy { block_bytes, .. } if *block_bytes == 0 => return Err(format!("op {i}: copy needs block_bytes > 0")),
                 Op::Append { block_bytes, writers, .. } if *block_bytes == 0 || *writers == 0 => {
                     return Err(format!("op {i}: append needs block_bytes > 0 and writers > 0"));
                 }
@@ -85,6 +86,21 @@ pub enum Op {
         #[serde(default)]
         offset: u64,
         bytes: u64,
+        #[serde(default)]
+        fsync: bool,
+    },
+    /// How much of a file is in the page cache, without reading it: open O_RDONLY, mmap it
+    /// read-only, `mincore`, unmap, close. One sample (`resident`) with `resident_bytes` and
+    /// `size_bytes`. Checks that a timing about to start is cold; its open does walk the path,
+    /// so the path's dentries and inode are warm afterwards (its data is not).
+    Resident { path: String },
+    /// A plain copy: open `src` O_RDONLY and `dst` O_WRONLY|O_CREAT|O_TRUNC, read/write in
+    /// blocks of `block_bytes`, optional fsync of `dst`, close both. One `total` sample, first
+    /// open to last close: the cost of moving the bytes, to compare a copy-up with.
+    Copy {
+        src: String,
+        dst: String,
+        block_bytes: u64,
         #[serde(default)]
         fsync: bool,
     },
@@ -182,6 +198,8 @@ impl Op {
         match self {
             Op::Hold => "hold",
             Op::Copyup { .. } => "copyup",
+            Op::Resident { .. } => "resident",
+            Op::Copy { .. } => "copy",
             Op::Stat { .. } => "stat",
             Op::Read { .. } => "read",
             Op::Write { .. } => "write",
@@ -291,6 +309,8 @@ mod tests {
             Op::Meminfo,
             Op::Sleep { ms: 5 },
             Op::Append { path: "/l".into(), block_bytes: 4096, count: 8, writers: 4, create: true, fsync: false },
+            Op::Resident { path: "/a".into() },
+            Op::Copy { src: "/a".into(), dst: "/b".into(), block_bytes: 1 << 20, fsync: true },
         ]
     }
 
@@ -309,6 +329,9 @@ mod tests {
         assert!(Request::from_json(r#"{"ops":[{"op":"fly"}]}"#).is_err());
         assert!(Request::from_json(r#"{"ops":[{"op":"read","path":"/f","block_bytes":0}]}"#).is_err());
         assert!(Request::from_json(r#"{"ops":[{"op":"append","path":"/f","block_bytes":1,"count":1,"writers":0}]}"#).is_err());
+        assert!(Request::from_json(r#"{"ops":[{"op":"copy","src":"/a","dst":"/b","block_bytes":0}]}"#).is_err());
+        let r = Request::from_json(r#"{"ops":[{"op":"resident","path":"/f"}]}"#).unwrap();
+        assert_eq!(r.ops[0], Op::Resident { path: "/f".into() });
     }
 
     #[test]

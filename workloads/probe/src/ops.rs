@@ -217,6 +217,31 @@ fn run_op(i: usize, op: &Op, out: &mut Vec<Sample>) {
                 out.push(s);
             }
         }
+        Op::Resident { path } => {
+            let mut s = Sample::new(name, i, "resident");
+            s.path = Some(path.clone());
+            let (ns, r) = timed(|| resident(path));
+            s.latency_ns = ns;
+            match r {
+                Ok((size, resident)) => {
+                    s.values.insert("size_bytes".into(), size);
+                    s.values.insert("resident_bytes".into(), resident);
+                }
+                Err(e) => s.error = Some(e.into()),
+            }
+            out.push(s);
+        }
+        Op::Copy { src, dst, block_bytes, fsync } => {
+            let mut s = Sample::new(name, i, "total");
+            s.path = Some(dst.clone());
+            let (ns, r) = timed(|| copy(src, dst, *block_bytes, *fsync));
+            s.latency_ns = ns;
+            match r {
+                Ok(n) => s.bytes = n,
+                Err(e) => s.error = Some(e.into()),
+            }
+            out.push(s);
+        }
         Op::Copyup { path, offset, bytes, fsync } => {
             let (ns, fd) = timed(|| Fd::open(path, libc::O_WRONLY, 0));
             let fd = match fd {
@@ -415,6 +440,66 @@ pub fn append(name: &str, i: usize, path: &str, block_bytes: u64, count: u64, wr
     out.push(total);
 }
 
+/// (size, bytes of it in the page cache) of `path`, read with `mincore` on a read-only mapping:
+/// no page is faulted in, so the check leaves the file as cold as it found it.
+pub fn resident(path: &str) -> io::Result<(u64, u64)> {
+    let fd = Fd::open(path, libc::O_RDONLY, 0)?;
+    let size = file_size(&fd)?;
+    if size == 0 {
+        return Ok((0, 0));
+    }
+    // SAFETY: plain sysconf query.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    let len = size as usize;
+    // SAFETY: a fresh read-only shared mapping of an open file; unmapped below.
+    let addr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd.0, 0) };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let mut vec = vec![0u8; size.div_ceil(page) as usize];
+    // SAFETY: addr..addr+len is our mapping; vec has one byte per page of it.
+    let r = check(unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) });
+    // SAFETY: the mapping made above, unmapped once.
+    unsafe { libc::munmap(addr, len) };
+    r?;
+    let pages = vec.iter().filter(|b| **b & 1 == 1).count() as u64;
+    fd.close()?;
+    // The last page counts only up to the end of the file.
+    Ok((size, (pages * page).min(size)))
+}
+
+/// [`Op::Copy`]: bytes copied.
+fn copy(src: &str, dst: &str, block_bytes: u64, fsync: bool) -> io::Result<u64> {
+    let from = Fd::open(src, libc::O_RDONLY, 0)?;
+    let to = Fd::open(dst, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644)?;
+    let buf = AlignedBuf::new(block_bytes as usize, 0);
+    let mut total = 0u64;
+    loop {
+        // SAFETY: buf holds block_bytes writable bytes; from is open.
+        let n = check_size(unsafe { libc::read(from.0, buf.ptr.cast(), buf.len) })?;
+        if n == 0 {
+            break;
+        }
+        let mut done = 0usize;
+        while done < n as usize {
+            // SAFETY: [done, n) of buf was just read; to is open.
+            let w = check_size(unsafe { libc::write(to.0, buf.ptr.add(done).cast(), n as usize - done) })?;
+            if w == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            done += w as usize;
+        }
+        total += n;
+    }
+    if fsync {
+        // SAFETY: to is open.
+        check(unsafe { libc::fsync(to.0) })?;
+    }
+    from.close()?;
+    to.close()?;
+    Ok(total)
+}
+
 fn file_size(fd: &Fd) -> io::Result<u64> {
     // SAFETY: st is a valid out-pointer, fd is open.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -570,6 +655,40 @@ mod tests {
         assert_eq!(failed.len(), 2);
         assert!(failed.iter().all(|s| s.phase == "open" && s.error.as_ref().unwrap().errno == Some(libc::ENOENT)));
         assert_eq!(r.errors, 1);
+    }
+
+    #[test]
+    fn resident_reads_nothing_and_copy_copies() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        let data: Vec<u8> = (0..300_001u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("src"), &data).unwrap();
+        std::fs::write(dir.join("empty"), b"").unwrap();
+        let req = Request::new(vec![
+            Op::Resident { path: p(dir, "src") },
+            Op::Copy { src: p(dir, "src"), dst: p(dir, "dst"), block_bytes: 65536, fsync: true },
+            Op::Resident { path: p(dir, "empty") },
+            Op::Resident { path: p(dir, "absent") },
+            Op::Copy { src: p(dir, "absent"), dst: p(dir, "dst2"), block_bytes: 4096, fsync: false },
+        ]);
+        let r = run(&req);
+        let res: Vec<_> = r.samples_of("resident", "resident").collect();
+        assert_eq!(res.len(), 3);
+        // Just written: some of it is in the page cache, never more than the file.
+        assert_eq!(res[0].values["size_bytes"], 300_001);
+        assert!(res[0].values["resident_bytes"] <= 300_001);
+        assert_eq!((res[1].values["size_bytes"], res[1].values["resident_bytes"]), (0, 0));
+        assert_eq!(res[2].error.as_ref().unwrap().errno, Some(libc::ENOENT));
+        let copies: Vec<_> = r.samples_of("copy", "total").collect();
+        assert_eq!(copies[0].bytes, 300_001);
+        assert!(copies[0].error.is_none());
+        assert_eq!(std::fs::read(dir.join("dst")).unwrap(), data);
+        assert_eq!(copies[1].error.as_ref().unwrap().errno, Some(libc::ENOENT));
+        assert!(!dir.join("dst2").exists());
+        assert_eq!(r.errors, 2);
+        // mincore sees what a read brings in.
+        std::fs::read(dir.join("dst")).unwrap();
+        assert_eq!(resident(&p(dir, "dst")).unwrap(), (300_001, 300_001));
     }
 
     #[test]
