@@ -101,6 +101,8 @@ fn synthetic_run_in(parent: &Path, run_id: &str, seed: u64, slow: f64, vm: bool)
                     // Seven samples: a rule decides only on 95% intervals (six samples and up).
                     ("first_write_latency_ns", j.samples((fixed + pb * s) * if d == "overlay" { slow } else { 1.0 }, 0.08, 7)),
                     ("usage_delta_bytes", j.samples(if pb > 0.0 { s } else { 4096.0 }, 0.0, 7)),
+                    // A plain copy of a same-size file: 1 ms + 1 ns/byte.
+                    ("reference_copy_latency_ns", j.samples(1e6 + s, 0.08, 7)),
                 ],
             ));
         }
