@@ -68,6 +68,7 @@ fn cell(doc_host: &cowbench::host::HostInfo, workload: &str, driver: &str, param
         host_after: None,
         started_unix: 0,
         duration_s: 0.1,
+        sampling: None,
     }
 }
 
@@ -140,6 +141,7 @@ fn synthetic_run_in(parent: &Path, run_id: &str, seed: u64, slow: f64, vm: bool)
             driver_options: BTreeMap::new(),
             command_line: vec!["cowbench".into(), "run".into()],
             sets: vec![],
+            schedule: None,
         },
         counts: Counts::default(),
         ci_method: "order statistics".into(),
@@ -307,6 +309,7 @@ fn small_run(parent: &Path, run_id: &str, cells: &[(&str, serde_json::Value, &st
             driver_options: BTreeMap::new(),
             command_line: vec!["cowbench".into(), "run".into()],
             sets: vec![],
+            schedule: None,
         },
         counts: Counts::default(),
         ci_method: "order statistics".into(),
