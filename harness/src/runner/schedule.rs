@@ -204,7 +204,8 @@ pub fn run_rounds(plan: &[Planned], pol: &Policy, v: &mut dyn Visitor) -> anyhow
             if !candidates.is_empty() {
                 let score = |t: &Track| {
                     let secs = t.estimate(t.next_reps(pol.order)).as_secs_f64().max(1e-3);
-                    t.noise.min(1e6) / secs
+                    // Beyond ten times the target every cell counts as equally noisy: cost decides.
+                    t.noise.min(10.0) / secs
                 };
                 candidates.sort_by(|&a, &b| score(&track[b]).total_cmp(&score(&track[a])).then(a.cmp(&b)));
                 let mut left = budget.saturating_sub(v.elapsed());
