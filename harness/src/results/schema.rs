@@ -352,4 +352,33 @@ mod tests {
         let none: Snapshot = serde_json::from_str(r#"{"unix":1,"meminfo_bytes":{}}"#).unwrap();
         assert_eq!(none.backend_status, None);
     }
+
+    #[test]
+    fn schema_1_documents_read_without_schedule_and_sampling() {
+        // A committed run of schema 1 (driver-major, fixed counts).
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/20261122T185713Z-2284/run.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let doc: RunDoc = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc.schema_version, 1);
+        assert_eq!(doc.parameters.schedule, None);
+        assert!(doc.cells.iter().all(|c| c.sampling.is_none()));
+    }
+
+    #[test]
+    fn stop_reasons_as_run_json_spells_them() {
+        for r in [
+            StopReason::CiTargetMet,
+            StopReason::MaxReps,
+            StopReason::TimeBudget,
+            StopReason::Failed,
+            StopReason::Interrupted,
+            StopReason::Fixed,
+            StopReason::Skipped,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), serde_json::json!(r.as_str()));
+        }
+        for o in [Order::Interleaved, Order::DriverMajor] {
+            assert_eq!(serde_json::to_value(o).unwrap(), serde_json::json!(o.as_str()));
+        }
+    }
 }
