@@ -4,6 +4,11 @@
 //! repetition index, a failing repetition fails the cell naming it and the cell is still
 //! released, a skipped setup gives a skipped cell with its reason, a stop request interrupts.
 //!
+//! And the run's schedule (runner::schedule::run_rounds) over several in-memory labs with a
+//! fake clock: interleaved order (not driver-major, the same for the same seed), every cell
+//! its minimum split over two visits, samples of visits accumulating in one cell, extra
+//! repetitions until the CI target or the cap, the time budget, a stop request.
+//!
 //! `FakeLab` records every call the loop makes into one log it shares with the test workload,
 //! so the order of cache drops and repetitions is visible (after youki's recording syscall
 //! fake and hyperfine's MockExecutor). No root, no driver is touched: the only driver is a vfs
@@ -13,9 +18,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cowbench::results::schema::{Cell, CellStatus};
-use cowbench::runner::cell::{blank_cell, execute};
+use std::collections::BTreeMap;
+
+use cowbench::results::schema::{Cell, CellStatus, Order, StopReason};
+use cowbench::runner::cell::{blank_cell, execute, visit, VisitSpec};
 use cowbench::runner::matrix::Planned;
+use cowbench::runner::schedule::{run_rounds, Outcome, Policy, Visitor};
 use cowbench_drivers::{Driver, DriverConfig};
 use cowbench_workloads::images::ImageSpec;
 use cowbench_workloads::lab::{Container, ContainerSpec, HostMemory, Image, Lab, Notes, RunOutput, Space};
@@ -130,6 +138,9 @@ struct Script {
     /// 1-based number of the repetition call that fails.
     fail_call: Option<u32>,
     finish_fails: bool,
+    /// Instead of the call-numbered samples: one `step_ns` of this value of the repetition
+    /// index and one `size_bytes` of 7 per repetition.
+    value: Option<fn(u32) -> f64>,
 }
 
 /// A workload whose executor records every call and returns scripted samples.
@@ -193,6 +204,9 @@ impl CellExec for TestExec {
         push(&self.log, format!("rep {rep}"));
         if self.script.fail_call == Some(self.calls) {
             anyhow::bail!("the probe fell over");
+        }
+        if let Some(f) = self.script.value {
+            return Ok(vec![("step_ns", f(rep)), ("size_bytes", 7.0)]);
         }
         let n = self.calls as f64;
         let size = if self.calls == 4 { f64::NAN } else { 7.0 };
@@ -338,4 +352,242 @@ fn a_stop_request_interrupts_the_cell_and_releases_it() {
     let reason = c.reason.unwrap();
     assert!(reason.contains("interrupted") && reason.contains("repetition 2 of 3"), "{reason}");
     assert_eq!(log, ["setup", "rep 0", "rep 0", "finish"]);
+}
+
+// ---- the schedule ----
+
+/// A workload of the schedule tests: the test workload with `warmup` 1, scripted values.
+fn schedule_workload(log: &Log, value: fn(u32) -> f64) -> &'static TestWorkload {
+    Box::leak(Box::new(TestWorkload { log: log.clone(), script: Script { value: Some(value), ..Default::default() } }))
+}
+
+/// Cells `i = 0..per_driver` of `w` on each driver, driver-major as the plan lists them; a
+/// cell's `cost` parameter is its fake run time per repetition in seconds.
+fn schedule_plan(w: &'static TestWorkload, drivers: &[&str], per_driver: u64, min: u32, cost: impl Fn(u64) -> u64) -> Vec<Planned> {
+    let mut plan = Vec::new();
+    for d in drivers {
+        for i in 0..per_driver {
+            let params = Params::from_iter([("i".to_string(), serde_json::json!(i)), ("cost".to_string(), serde_json::json!(cost(i)))]);
+            plan.push(Planned { driver: d.to_string(), workload: w, params, warmup: 1, repetitions: min });
+        }
+    }
+    plan
+}
+
+/// The runner's visitor on in-memory labs (one per driver, opened at its first visit) and a
+/// fake clock: a visit takes `cost` seconds per repetition run (warm-up included).
+struct FakeRun {
+    log: Log,
+    labs: BTreeMap<String, FakeLab>,
+    clock: Duration,
+    /// Stop requested once this many visits ran.
+    stop_after: Option<usize>,
+    /// (cell key, visit) in the order they ran.
+    visits: Vec<(String, VisitSpec)>,
+    writes: usize,
+}
+
+impl FakeRun {
+    fn new(log: &Log) -> FakeRun {
+        FakeRun { log: log.clone(), labs: BTreeMap::new(), clock: Duration::ZERO, stop_after: None, visits: Vec::new(), writes: 0 }
+    }
+}
+
+impl Visitor for FakeRun {
+    fn visit(&mut self, p: &Planned, cell: Option<Cell>, v: VisitSpec) -> anyhow::Result<(Cell, Outcome)> {
+        let log = self.log.clone();
+        let lab = self.labs.entry(p.driver.clone()).or_insert_with(|| FakeLab::new(&log));
+        let mut c = cell.unwrap_or_else(|| blank_cell(p));
+        visit(lab, p, &mut c, v, &mut |_| {});
+        self.clock += Duration::from_secs(p.params["cost"].as_u64().unwrap() * u64::from(v.warmup + v.reps));
+        self.visits.push((p.key(), v));
+        Ok((c, Outcome::Ran))
+    }
+    fn elapsed(&self) -> Duration {
+        self.clock
+    }
+    fn stop_requested(&self) -> bool {
+        self.stop_after.is_some_and(|n| self.visits.len() >= n)
+    }
+    fn visited(&mut self, _cells: &[&Cell], done: u64, bound: u64) -> anyhow::Result<()> {
+        assert!(done <= bound, "progress {done} of at most {bound}");
+        self.writes += 1;
+        Ok(())
+    }
+}
+
+fn policy(order: Order, seed: u64) -> Policy {
+    Policy { order, seed, ci_target: 0.05, max_reps: None, fixed: false, time_budget: None }
+}
+
+fn constant(_rep: u32) -> f64 {
+    100.0
+}
+
+/// ±50% around 150, whatever the count: never within a 5% target.
+fn noisy(rep: u32) -> f64 {
+    100.0 + 50.0 * (rep % 3) as f64
+}
+
+fn keys(visits: &[(String, VisitSpec)]) -> Vec<&str> {
+    visits.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+#[test]
+fn interleaved_order_is_not_driver_major_and_the_same_for_the_same_seed() {
+    let log: Log = Arc::default();
+    let w = schedule_workload(&log, constant);
+    let plan = schedule_plan(w, &["a", "b", "c"], 4, 2, |_| 1);
+    let run = |order, seed| {
+        let mut r = FakeRun::new(&log);
+        let pol = Policy { fixed: true, ..policy(order, seed) };
+        let cells = run_rounds(&plan, &pol, &mut r).unwrap();
+        assert!(cells.iter().all(|c| c.as_ref().unwrap().repetitions == 2));
+        r.visits
+    };
+    let plan_order: Vec<String> = plan.iter().map(Planned::key).collect();
+    let (one, again, other) = (run(Order::Interleaved, 1), run(Order::Interleaved, 1), run(Order::Interleaved, 2));
+    assert_eq!(keys(&one), keys(&again), "the same seed gives the same order");
+    assert_ne!(keys(&one), keys(&other), "another seed, another order");
+    // Two rounds, each visiting every cell once, in two different orders, neither the plan's.
+    assert_eq!(one.len(), 24);
+    let (r0, r1) = (keys(&one[..12]), keys(&one[12..]));
+    for round in [&r0, &r1] {
+        let mut sorted = round.clone();
+        sorted.sort();
+        let mut expected: Vec<&str> = plan_order.iter().map(String::as_str).collect();
+        expected.sort();
+        assert_eq!(sorted, expected, "every cell once per round");
+        assert_ne!(*round, plan_order, "not driver-major");
+    }
+    assert_ne!(r0, r1, "a fresh order every round");
+    // Drivers are mixed: the first round does not visit the drivers one after the other.
+    let drivers: Vec<char> = r0.iter().map(|k| k.split('/').nth(1).unwrap().chars().next().unwrap()).collect();
+    assert!(drivers.windows(2).filter(|p| p[0] != p[1]).count() > 2, "{drivers:?}");
+    // driver-major: plan order, the minimum in one visit.
+    let dm = run(Order::DriverMajor, 1);
+    assert_eq!(keys(&dm), plan_order);
+    assert!(dm.iter().all(|(_, v)| v.reps == 2 && v.first_rep == 0));
+}
+
+#[test]
+fn every_cell_gets_its_minimum_over_two_visits_and_their_samples_in_one_cell() {
+    let log: Log = Arc::default();
+    let w = schedule_workload(&log, constant);
+    let plan = schedule_plan(w, &["a", "b"], 3, 5, |_| 1);
+    let mut r = FakeRun::new(&log);
+    // A budget already spent: no extra repetitions, but the minimum always runs.
+    let pol = Policy { time_budget: Some(Duration::ZERO), ..policy(Order::Interleaved, 7) };
+    let cells = run_rounds(&plan, &pol, &mut r).unwrap();
+    // After every visit, and once more when the budget stopped the cells.
+    assert_eq!(r.writes, r.visits.len() + 1, "results written after every visit");
+    for c in cells.iter().map(|c| c.as_ref().unwrap()) {
+        assert_eq!(c.status, CellStatus::Ok, "{:?}", c.reason);
+        assert_eq!(c.repetitions, 5, "{}", c.key);
+        let s = c.sampling.as_ref().unwrap();
+        assert_eq!((s.min_repetitions, s.max_repetitions), (5, 15));
+        // 5 = 3 + 2 over two rounds, the warm-up on the first visit only.
+        let v: Vec<(u32, u32, u32, u32)> = s.visits.iter().map(|v| (v.round, v.warmup, v.first_rep, v.reps)).collect();
+        assert_eq!(v, [(0, 1, 0, 3), (1, 0, 3, 2)], "{}", c.key);
+        assert_eq!(s.stop_reason, Some(StopReason::TimeBudget));
+        // One sample per repetition, repetition indices counting on across the visits.
+        assert_eq!(c.metrics["step_ns"].sample_rep, [0, 1, 2, 3, 4]);
+        assert_eq!(c.metrics["size_bytes"].samples, [7.0; 5]);
+    }
+    // Each visit sets up and finishes on its own.
+    let log = log.lock().unwrap();
+    assert_eq!(log.iter().filter(|l| *l == "setup").count(), 12);
+    assert_eq!(log.iter().filter(|l| *l == "finish").count(), 12);
+    assert_eq!(log[..6], ["setup", "rep 0", "rep 0", "rep 1", "rep 2", "finish"]);
+}
+
+#[test]
+fn a_constant_metric_meets_the_target_and_a_noisy_one_runs_to_the_cap() {
+    let log: Log = Arc::default();
+    let run = |value: fn(u32) -> f64| {
+        let plan = schedule_plan(schedule_workload(&log, value), &["a", "b"], 2, 4, |_| 1);
+        let mut r = FakeRun::new(&log);
+        let cells = run_rounds(&plan, &policy(Order::Interleaved, 3), &mut r).unwrap();
+        cells.into_iter().map(Option::unwrap).collect::<Vec<_>>()
+    };
+    for c in run(constant) {
+        let s = c.sampling.as_ref().unwrap();
+        // 4 repetitions give no 95% interval; the first extra visit (2 more) reaches n = 6.
+        assert_eq!((c.repetitions, s.stop_reason), (6, Some(StopReason::CiTargetMet)), "{}", c.key);
+        assert_eq!(s.ci_half_width, Some(0.0));
+        assert!(s.ci_half_width_95);
+        assert_eq!(s.visits.len(), 3);
+    }
+    for c in run(noisy) {
+        let s = c.sampling.as_ref().unwrap();
+        assert_eq!((c.repetitions, s.stop_reason), (12, Some(StopReason::MaxReps)), "{}", c.key);
+        assert_eq!(s.max_repetitions, 12, "3× the minimum");
+        assert_eq!(s.ci_half_width_metric.as_deref(), Some("step_ns"));
+        assert!(s.ci_half_width.unwrap() > 0.05);
+        let reps = &c.metrics["step_ns"].sample_rep;
+        assert_eq!(*reps, (0..12).collect::<Vec<u32>>());
+    }
+}
+
+#[test]
+fn fixed_repeat_gets_exactly_its_count() {
+    let log: Log = Arc::default();
+    let plan = schedule_plan(schedule_workload(&log, noisy), &["a"], 2, 3, |_| 1);
+    let mut r = FakeRun::new(&log);
+    let cells = run_rounds(&plan, &Policy { fixed: true, ..policy(Order::Interleaved, 3) }, &mut r).unwrap();
+    for c in cells.iter().map(|c| c.as_ref().unwrap()) {
+        let s = c.sampling.as_ref().unwrap();
+        assert_eq!((c.repetitions, s.stop_reason, s.max_repetitions), (3, Some(StopReason::Fixed), 3));
+    }
+}
+
+#[test]
+fn the_time_budget_stops_extra_repetitions_cheap_cells_first() {
+    let log: Log = Arc::default();
+    // Cell 0 costs 1 s per repetition, cell 1 10 s; both noisy, minimum 2 (cap 6).
+    let plan = schedule_plan(schedule_workload(&log, noisy), &["a"], 2, 2, |i| if i == 0 { 1 } else { 10 });
+    let mut r = FakeRun::new(&log);
+    // The minimum takes 3 + 30 s; 10 s are left: one more visit of the dear cell, or every
+    // extra visit of the cheap one — which goes first.
+    let pol = Policy { time_budget: Some(Duration::from_secs(43)), ..policy(Order::Interleaved, 5) };
+    let cells: Vec<Cell> = run_rounds(&plan, &pol, &mut r).unwrap().into_iter().map(Option::unwrap).collect();
+    let (cheap, dear) = (&cells[0], &cells[1]);
+    assert_eq!(cheap.repetitions, 6);
+    assert_eq!(cheap.sampling.as_ref().unwrap().stop_reason, Some(StopReason::MaxReps));
+    assert_eq!(dear.repetitions, 2);
+    assert_eq!(dear.sampling.as_ref().unwrap().stop_reason, Some(StopReason::TimeBudget));
+    assert!(r.clock <= Duration::from_secs(43), "{:?}", r.clock);
+}
+
+#[test]
+fn a_stop_request_ends_the_run_with_the_cells_visited_so_far() {
+    let log: Log = Arc::default();
+    let plan = schedule_plan(schedule_workload(&log, constant), &["a", "b", "c"], 4, 2, |_| 1);
+    let mut r = FakeRun::new(&log);
+    r.stop_after = Some(5);
+    let cells = run_rounds(&plan, &policy(Order::Interleaved, 1), &mut r).unwrap();
+    assert_eq!(r.visits.len(), 5, "no visit after the request");
+    let visited: Vec<&Cell> = cells.iter().flatten().collect();
+    assert_eq!(visited.len(), 5);
+    for c in visited {
+        assert_eq!(c.repetitions, 1, "half its minimum");
+        assert_eq!(c.sampling.as_ref().unwrap().stop_reason, Some(StopReason::Interrupted), "{}", c.key);
+    }
+}
+
+#[test]
+fn a_failed_visit_ends_the_cell() {
+    let log: Log = Arc::default();
+    // The executor fails its second call: the first visit's recorded repetition.
+    let w: &'static TestWorkload = Box::leak(Box::new(TestWorkload {
+        log: log.clone(),
+        script: Script { value: Some(noisy), fail_call: Some(2), ..Default::default() },
+    }));
+    let plan = schedule_plan(w, &["a"], 1, 4, |_| 1);
+    let mut r = FakeRun::new(&log);
+    let cells = run_rounds(&plan, &policy(Order::Interleaved, 1), &mut r).unwrap();
+    let c = cells[0].as_ref().unwrap();
+    assert_eq!(c.status, CellStatus::Failed);
+    assert_eq!(c.sampling.as_ref().unwrap().stop_reason, Some(StopReason::Failed));
+    assert_eq!(r.visits.len(), 1, "no visit after a failure");
 }

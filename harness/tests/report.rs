@@ -68,6 +68,7 @@ fn cell(doc_host: &cowbench::host::HostInfo, workload: &str, driver: &str, param
         host_after: None,
         started_unix: 0,
         duration_s: 0.1,
+        sampling: None,
     }
 }
 
@@ -143,6 +144,7 @@ fn synthetic_run_in(parent: &Path, run_id: &str, seed: u64, slow: f64, vm: bool)
             driver_options: BTreeMap::new(),
             command_line: vec!["cowbench".into(), "run".into()],
             sets: vec![],
+            schedule: None,
         },
         counts: Counts::default(),
         ci_method: "order statistics".into(),
@@ -318,6 +320,7 @@ fn small_run_in(parent: &Path, run_id: &str, cells: &[(&str, serde_json::Value, 
             driver_options: BTreeMap::new(),
             command_line: vec!["cowbench".into(), "run".into()],
             sets: vec![],
+            schedule: None,
         },
         counts: Counts::default(),
         ci_method: "order statistics".into(),

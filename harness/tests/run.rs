@@ -80,7 +80,11 @@ fn run_overlay_vfs_quick_writes_results() {
     assert!(run_json.starts_with(&out_dir));
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&run_json).unwrap()).unwrap();
 
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
+    let schedule = &doc["parameters"]["schedule"];
+    assert_eq!(schedule["order"], "interleaved");
+    assert_eq!(schedule["order_seed"], 1);
+    assert_eq!(schedule["ci_target"], 0.05);
     assert_eq!(doc["status"], "complete");
     let rt = &doc["host"]["runtime"];
     assert_eq!(rt["name"], "runc");
@@ -96,7 +100,7 @@ fn run_overlay_vfs_quick_writes_results() {
     let expected: usize = cowbench_workloads::all().iter().map(|w| w.cells(cowbench_workloads::Profile::Quick).len()).sum();
     assert_eq!(cells.len(), 2 * expected, "one cell per driver × workload × parameters");
 
-    // n per (workload, params, metric) for each driver.
+    // Samples per repetition for each (workload, params, metric) and driver.
     let mut n: BTreeMap<(String, String, String), BTreeMap<String, usize>> = BTreeMap::new();
     let mut total_samples = 0usize;
     for c in cells {
@@ -112,7 +116,17 @@ fn run_overlay_vfs_quick_writes_results() {
         let w = cowbench_workloads::by_id(c["workload"].as_str().unwrap()).unwrap();
         let q = cowbench_workloads::Profile::Quick;
         assert_eq!(c["warmup"].as_u64().unwrap(), w.warmup(q) as u64, "{key}: warm-up as the workload defines it");
-        assert_eq!(c["repetitions"].as_u64().unwrap(), w.repetitions(q) as u64, "{key}");
+        // At least the workload's count, at most the cap; why it stopped; the visits adding up.
+        let reps = c["repetitions"].as_u64().unwrap();
+        let sampling = &c["sampling"];
+        assert_eq!(sampling["min_repetitions"].as_u64().unwrap(), w.repetitions(q) as u64, "{key}");
+        assert!(reps >= w.repetitions(q) as u64 && reps <= sampling["max_repetitions"].as_u64().unwrap(), "{key}: {reps} repetitions");
+        assert!(sampling["stop_reason"].is_string(), "{key}: no stop reason");
+        let visits = sampling["visits"].as_array().unwrap();
+        assert_eq!(visits.iter().map(|v| v["reps"].as_u64().unwrap()).sum::<u64>(), reps, "{key}: visits add up");
+        if w.repetitions(q) >= 2 {
+            assert!(visits.len() >= 2, "{key}: the minimum is split over two rounds");
+        }
         assert!(c["cache_drop"]["requested"].is_boolean());
         assert!(c["caches_dropped"].is_boolean());
         let metrics = c["metrics"].as_object().unwrap();
@@ -125,7 +139,7 @@ fn run_overlay_vfs_quick_writes_results() {
             let s = &m["summary"];
             n.entry((c["workload"].as_str().unwrap().into(), serde_json::to_string(&c["params"]).unwrap(), name.clone()))
                 .or_default()
-                .insert(c["driver"].as_str().unwrap().into(), samples.len());
+                .insert(c["driver"].as_str().unwrap().into(), samples.len() / reps as usize);
             if samples.is_empty() {
                 assert!(s.is_null(), "{key}: {name}: a summary without samples");
                 continue;
@@ -146,7 +160,7 @@ fn run_overlay_vfs_quick_writes_results() {
         if counts.len() < 2 {
             continue;
         }
-        assert_eq!(counts[0], counts[1], "{k:?}: the same sample count for every driver: {per_driver:?}");
+        assert_eq!(counts[0], counts[1], "{k:?}: the same samples per repetition for every driver: {per_driver:?}");
     }
 
     // A property that must hold on real storage: overlay copies the whole 64 MiB file up.

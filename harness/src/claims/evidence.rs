@@ -50,6 +50,7 @@ impl Cell {
             host_after: None,
             started_unix: 0,
             duration_s: 0.0,
+            sampling: None,
         }
     }
 

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use cowbench_workloads::{ParamSet, Profile};
 
 use super::RootArgs;
+use crate::results::schema::Order;
 use crate::results::CellStatus;
 use crate::runner::{self, RunConfig};
 
@@ -31,9 +32,26 @@ pub struct RunArgs {
     /// Where run directories are written.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
-    /// Recorded repetitions per cell (default: the workload's, for the profile).
+    /// Exactly N recorded repetitions per cell, no extra ones (default: at least the workload's
+    /// count for the profile, more where the samples are noisy; see --ci-target).
     #[arg(long)]
     pub repeat: Option<u32>,
+    /// Visit order: interleaved (rounds in a seeded random order over drivers and parameter
+    /// points, against drift of the machine) or driver-major (plan order, for debugging).
+    #[arg(long, value_enum, default_value = "interleaved")]
+    pub order: Order,
+    /// Repeat a cell until the median's 95% CI of each of its metrics is within ±TARGET of the
+    /// median (e.g. 5% or 0.05), or until --max-reps or --time-budget.
+    #[arg(long, default_value = "5%", value_parser = parse_ci_target, conflicts_with = "repeat")]
+    pub ci_target: f64,
+    /// Cap on recorded repetitions per cell (default: 3× the workload's count, at least 6).
+    #[arg(long, conflicts_with = "repeat")]
+    pub max_reps: Option<u32>,
+    /// Start no extra repetitions that would take the run past this many seconds (0: no
+    /// budget). The minimum repetitions always run. Default: 270 for quick (the run then ends
+    /// within 5 minutes), none for full.
+    #[arg(long, conflicts_with = "repeat")]
+    pub time_budget: Option<u64>,
     /// Set a workload parameter to each of VALUES in every cell of the profile (repeatable;
     /// later sets apply to the cells of earlier ones), e.g. copyup.file_bytes=4K,1M,256M or
     /// density.containers=1..1024:x2. Sizes take binary suffixes; ranges are a..b (step 1),
@@ -54,6 +72,23 @@ pub struct RunArgs {
     pub root: RootArgs,
 }
 
+/// Default time budget of a quick run: extra repetitions stop in time for the run (teardown and
+/// cleanup included) to end within 5 minutes.
+const QUICK_TIME_BUDGET_S: u64 = 270;
+
+/// `5%` or `0.05`: a relative half-width in (0, 1).
+fn parse_ci_target(s: &str) -> Result<f64, String> {
+    let v = match s.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => s.trim().parse::<f64>(),
+    }
+    .map_err(|e| format!("'{s}': {e} (give e.g. 5% or 0.05)"))?;
+    if !(v > 0.0 && v < 1.0) {
+        return Err(format!("'{s}': the target must be above 0% and below 100%"));
+    }
+    Ok(v)
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.list {
         print!("{}", super::workloads::text());
@@ -61,6 +96,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // Unknown driver or workload names and --set values no cell accepts are usage errors
     // (exit 2), found before anything (run dir, root, ledger) is created.
+    if args.max_reps == Some(0) {
+        return Err(super::UsageError("run: --max-reps must be at least 1".into()).into());
+    }
     if let Err(e) = runner::matrix::plan(args.drivers.as_deref(), args.workloads.as_deref(), args.profile, args.repeat, &args.sets) {
         return Err(super::UsageError(format!("run: {e:#}")).into());
     }
@@ -88,6 +126,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Profile::Quick => 300,
             Profile::Full => 7200,
         })),
+        order: args.order,
+        ci_target: args.ci_target,
+        max_reps: args.max_reps,
+        time_budget: match args.time_budget.or(match args.profile {
+            Profile::Quick => Some(QUICK_TIME_BUDGET_S),
+            Profile::Full => None,
+        }) {
+            Some(0) | None => None,
+            Some(s) => Some(std::time::Duration::from_secs(s)),
+        },
     };
     let out = runner::run(&cfg)?;
     let d = &out.doc;
@@ -130,4 +178,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ci_target;
+
+    #[test]
+    fn ci_target_as_percent_or_fraction() {
+        assert_eq!(parse_ci_target("5%"), Ok(0.05));
+        assert_eq!(parse_ci_target("0.05"), Ok(0.05));
+        assert_eq!(parse_ci_target(" 2.5 %"), Ok(0.025));
+        for bad in ["0%", "100%", "-1%", "5x", "", "1"] {
+            assert!(parse_ci_target(bad).is_err(), "{bad}");
+        }
+    }
 }

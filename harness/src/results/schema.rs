@@ -15,7 +15,7 @@ use super::stats::{self, Summary};
 use crate::host::HostInfo;
 
 /// Bumped on any change a reader must know about.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,6 +69,118 @@ pub struct RunParameters {
     /// `--set WORKLOAD.PARAM=VALUES`, resolved (sizes in bytes), in the order they applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sets: Vec<cowbench_workloads::ParamSet>,
+    /// How cells were ordered and repeated. None in run documents of schema 1, which ran
+    /// driver-major with the workload's fixed count.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+}
+
+/// The order of visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Rounds; in each, every cell still needing repetitions is visited once, drivers and
+    /// parameter points shuffled together (randomized multiple interleaved trials).
+    Interleaved,
+    /// One driver after the other, cells in plan order, the minimum in one visit (debugging).
+    DriverMajor,
+}
+
+impl Order {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Interleaved => "interleaved",
+            Order::DriverMajor => "driver-major",
+        }
+    }
+}
+
+/// The run's ordering and repetition policy, as applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub order: Order,
+    /// Seed of the visit order (the same seed and plan give the same first rounds).
+    pub order_seed: u64,
+    /// Target relative half-width of the median's 95% CI (0.05 = ±5%) for every metric of a
+    /// cell; None with `--repeat` (fixed counts).
+    pub ci_target: Option<f64>,
+    /// `--max-reps` as given (None: each cell's cap is 3× its minimum, at least 6; see
+    /// `Sampling::max_repetitions`).
+    pub max_reps: Option<u32>,
+    /// Run time after which no extra repetitions are started (None: no budget). The minimum
+    /// repetitions always run.
+    pub time_budget_s: Option<f64>,
+    /// Whether visits after a cell's first run its warm-up again.
+    pub warmup_every_visit: bool,
+}
+
+/// Why a cell got no more repetitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Every metric's median CI (95% coverage) is within the target.
+    CiTargetMet,
+    /// The cap on recorded repetitions was reached with some metric above the target.
+    MaxReps,
+    /// Another visit would have run past the run's time budget.
+    TimeBudget,
+    /// A visit failed, or the cell's driver stopped responding before its next visit.
+    Failed,
+    /// The run was stopped by a signal.
+    Interrupted,
+    /// The count was fixed: `--repeat N`, or a workload whose minimum is one repetition
+    /// (its samples are one series, not repetitions of one measurement).
+    Fixed,
+    /// The backend cannot run the cell.
+    Skipped,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::CiTargetMet => "ci_target_met",
+            StopReason::MaxReps => "max_reps",
+            StopReason::TimeBudget => "time_budget",
+            StopReason::Failed => "failed",
+            StopReason::Interrupted => "interrupted",
+            StopReason::Fixed => "fixed",
+            StopReason::Skipped => "skipped",
+        }
+    }
+}
+
+/// One visit of a cell: setup, warm-up, recorded repetitions `first_rep..first_rep+reps`,
+/// finish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Visit {
+    /// 0-based round of the run.
+    pub round: u32,
+    /// 0-based position of this visit in its round's order.
+    pub position: u32,
+    pub warmup: u32,
+    pub first_rep: u32,
+    /// Recorded repetitions asked for (fewer ran when the visit failed).
+    pub reps: u32,
+    pub started_unix: u64,
+    pub duration_s: f64,
+}
+
+/// How a cell's repetitions came about.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// The workload's count for the profile (or `--repeat`).
+    pub min_repetitions: u32,
+    /// The cap on recorded repetitions.
+    pub max_repetitions: u32,
+    pub stop_reason: Option<StopReason>,
+    /// Largest relative half-width (|CI bound − median| / |median|) of the median's CI over the
+    /// cell's metrics at the last decision; None when not finite (median 0 with spread).
+    pub ci_half_width: Option<f64>,
+    /// The metric it belongs to.
+    pub ci_half_width_metric: Option<String>,
+    /// Whether that interval had 95% coverage (n ≥ 6 samples).
+    pub ci_half_width_95: bool,
+    pub visits: Vec<Visit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +258,8 @@ pub struct Cell {
     pub reason: Option<String>,
     /// Repetitions run before recording (not counted).
     pub warmup: u32,
-    /// Recorded repetitions (the same for every driver of a workload).
+    /// Recorded repetitions run (schema 1: the same for every driver of a workload; since
+    /// schema 2 it may differ: see `sampling`).
     pub repetitions: u32,
     /// True when caches were requested and every drop worked.
     pub caches_dropped: bool,
@@ -159,7 +272,11 @@ pub struct Cell {
     pub host_before: Option<Snapshot>,
     pub host_after: Option<Snapshot>,
     pub started_unix: u64,
+    /// Sum over the cell's visits.
     pub duration_s: f64,
+    /// Visits, repetition cap and stop reason (None in schema 1 documents).
+    #[serde(default)]
+    pub sampling: Option<Sampling>,
 }
 
 impl Cell {
@@ -234,5 +351,34 @@ mod tests {
         assert!(matches!(&back.backend_status, Some(BackendStatus::Legacy(m)) if m["layers"] == "2"));
         let none: Snapshot = serde_json::from_str(r#"{"unix":1,"meminfo_bytes":{}}"#).unwrap();
         assert_eq!(none.backend_status, None);
+    }
+
+    #[test]
+    fn schema_1_documents_read_without_schedule_and_sampling() {
+        // A committed run of schema 1 (driver-major, fixed counts).
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/20261122T185713Z-2284/run.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let doc: RunDoc = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc.schema_version, 1);
+        assert_eq!(doc.parameters.schedule, None);
+        assert!(doc.cells.iter().all(|c| c.sampling.is_none()));
+    }
+
+    #[test]
+    fn stop_reasons_as_run_json_spells_them() {
+        for r in [
+            StopReason::CiTargetMet,
+            StopReason::MaxReps,
+            StopReason::TimeBudget,
+            StopReason::Failed,
+            StopReason::Interrupted,
+            StopReason::Fixed,
+            StopReason::Skipped,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), serde_json::json!(r.as_str()));
+        }
+        for o in [Order::Interleaved, Order::DriverMajor] {
+            assert_eq!(serde_json::to_value(o).unwrap(), serde_json::json!(o.as_str()));
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! The cell loop: set a cell up on a [`Lab`], run its warm-up and recorded repetitions (caches
-//! dropped before each where the workload asks), route the recorded samples into the cell's
-//! metrics, keep the notes and release the cell — also after a failure or a stop request.
+//! The cell loop: one visit of a cell — set it up on a [`Lab`], run its warm-up and recorded
+//! repetitions (caches dropped before each where the workload asks), route the recorded
+//! samples into the cell's metrics, keep the notes and release the cell — also after a failure
+//! or a stop request. A cell visited again (interleaved rounds, extra repetitions) accumulates:
+//! its repetition index keeps counting and its samples, notes and cache drops add up.
 //!
 //! Written against the `Lab` and `Workload` traits only, with no threads, clocks or
 //! snapshots (the runner adds those around it), so its rules are unit-tested on an in-memory
@@ -28,7 +30,8 @@ pub fn blank_cell(p: &Planned) -> Cell {
         status: CellStatus::Skipped,
         reason: None,
         warmup: p.warmup,
-        repetitions: p.repetitions,
+        // Recorded repetitions completed: counted up by the visits.
+        repetitions: 0,
         caches_dropped: false,
         cache_drop: CacheDrop { requested: p.workload.drop_caches(), ..Default::default() },
         metrics: BTreeMap::new(),
@@ -37,13 +40,37 @@ pub fn blank_cell(p: &Planned) -> Cell {
         host_after: None,
         started_unix: 0,
         duration_s: 0.0,
+        sampling: None,
     }
 }
 
-/// Run cell `p` on `lab` into `c` (a [`blank_cell`] or the runner's richer one): status,
-/// reason, samples with their repetition index, notes and cache drops. `tick` is called once
-/// per repetition run, and with the repetitions left when the cell is skipped.
+/// What one visit runs: `warmup` unrecorded repetitions, then recorded repetitions
+/// `first_rep .. first_rep + reps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VisitSpec {
+    pub warmup: u32,
+    pub first_rep: u32,
+    pub reps: u32,
+}
+
+impl VisitSpec {
+    /// The whole cell of the plan in one visit (what [`execute`] runs).
+    pub fn whole(p: &Planned) -> VisitSpec {
+        VisitSpec { warmup: p.warmup, first_rep: 0, reps: p.repetitions }
+    }
+}
+
+/// Run cell `p` on `lab` into `c` (a [`blank_cell`] or the runner's richer one) in one visit:
+/// its warm-up and all its recorded repetitions.
 pub fn execute(lab: &dyn Lab, p: &Planned, c: &mut Cell, tick: &mut dyn FnMut(u64)) {
+    visit(lab, p, c, VisitSpec::whole(p), tick)
+}
+
+/// One visit of cell `p` on `lab`, added to `c`: status, reason, samples with their repetition
+/// index, notes and cache drops. `c.repetitions` becomes the number of recorded repetitions
+/// completed over all visits. `tick` is called once per repetition run, and with the
+/// repetitions left when the cell is skipped.
+pub fn visit(lab: &dyn Lab, p: &Planned, c: &mut Cell, v: VisitSpec, tick: &mut dyn FnMut(u64)) {
     for m in p.workload.metrics() {
         c.metrics.entry(m.name.into()).or_insert_with(|| Metric {
             unit: m.unit.into(),
@@ -52,12 +79,13 @@ pub fn execute(lab: &dyn Lab, p: &Planned, c: &mut Cell, tick: &mut dyn FnMut(u6
             summary: None,
         });
     }
-    match run_reps(lab, p, c, tick) {
+    c.repetitions = v.first_rep;
+    match run_reps(lab, p, c, v, tick) {
         Ok(()) => c.status = CellStatus::Ok,
         Err(SetupError::Skip(r)) => {
             c.status = CellStatus::Skipped;
             c.reason = Some(r);
-            tick(p.reps_total() as u64);
+            tick((v.warmup + v.reps) as u64);
         }
         Err(SetupError::Fail(e)) => {
             c.status = CellStatus::Failed;
@@ -67,14 +95,21 @@ pub fn execute(lab: &dyn Lab, p: &Planned, c: &mut Cell, tick: &mut dyn FnMut(u6
     c.caches_dropped = c.cache_drop.requested && c.cache_drop.attempts > 0 && c.cache_drop.succeeded == c.cache_drop.attempts;
 }
 
-fn run_reps(lab: &dyn Lab, p: &Planned, c: &mut Cell, tick: &mut dyn FnMut(u64)) -> Result<(), SetupError> {
+fn run_reps(lab: &dyn Lab, p: &Planned, c: &mut Cell, v: VisitSpec, tick: &mut dyn FnMut(u64)) -> Result<(), SetupError> {
     let mut ex = p.workload.setup(lab, &p.params)?;
     let mut outcome = Ok(());
-    for i in 0..p.warmup + p.repetitions {
-        let warm = i < p.warmup;
-        // Warm-ups run as repetition 0 (the executor's first recorded repetition, unrecorded).
-        let rep = i.saturating_sub(p.warmup);
-        let which = if warm { format!("warm-up repetition {} of {}", i + 1, p.warmup) } else { format!("repetition {} of {}", rep + 1, p.repetitions) };
+    let last = v.first_rep + v.reps;
+    for i in 0..v.warmup + v.reps {
+        let warm = i < v.warmup;
+        // Warm-ups run as the visit's first recorded repetition, unrecorded.
+        let rep = v.first_rep + i.saturating_sub(v.warmup);
+        let which = if warm {
+            format!("warm-up repetition {} of {}", i + 1, v.warmup)
+        } else if v.first_rep == 0 && v.reps == p.repetitions {
+            format!("repetition {} of {}", rep + 1, p.repetitions)
+        } else {
+            format!("repetition {} (of {}..{} in this visit)", rep + 1, v.first_rep + 1, last)
+        };
         if lab.stop_requested() {
             outcome = Err(anyhow::anyhow!("interrupted by signal before {which}"));
             break;
@@ -89,7 +124,10 @@ fn run_reps(lab: &dyn Lab, p: &Planned, c: &mut Cell, tick: &mut dyn FnMut(u64))
             }
         }
         match ex.repetition(rep) {
-            Ok(samples) if !warm => route(c, rep, samples),
+            Ok(samples) if !warm => {
+                route(c, rep, samples);
+                c.repetitions = rep + 1;
+            }
             Ok(_) => {}
             Err(e) => {
                 outcome = Err(e.context(which));
@@ -98,7 +136,8 @@ fn run_reps(lab: &dyn Lab, p: &Planned, c: &mut Cell, tick: &mut dyn FnMut(u64))
         }
         tick(1);
     }
-    c.notes = ex.notes();
+    // A later visit's notes replace an earlier one's of the same name.
+    c.notes.extend(ex.notes());
     let fin = ex.finish();
     outcome.map_err(SetupError::Fail)?;
     fin.map_err(|e| SetupError::Fail(e.context("releasing the cell")))

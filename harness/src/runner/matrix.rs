@@ -1,4 +1,5 @@
-//! The run plan: which cells, in which order, with how many repetitions.
+//! The run plan: which cells, with how many repetitions at least (the order of their visits is
+//! the schedule's).
 
 use cowbench_drivers::registry;
 use cowbench_workloads::{ParamSet, Params, Profile, Workload};
@@ -8,7 +9,10 @@ pub struct Planned {
     pub driver: String,
     pub workload: &'static dyn Workload,
     pub params: Params,
+    /// Unrecorded repetitions before the first recorded one.
     pub warmup: u32,
+    /// Recorded repetitions: the minimum of an adaptive run, the count of a fixed one
+    /// (`--repeat`).
     pub repetitions: u32,
 }
 
@@ -24,11 +28,12 @@ impl Planned {
 pub struct Plan {
     pub drivers: Vec<String>,
     pub workloads: Vec<String>,
-    /// Driver-major, then workload, then parameters.
+    /// Driver-major, then workload, then parameters (the order of run.json's cells).
     pub cells: Vec<Planned>,
 }
 
 impl Plan {
+    /// Repetitions of the minimum counts, warm-ups included.
     pub fn total_reps(&self) -> u64 {
         self.cells.iter().map(|c| c.reps_total() as u64).sum()
     }

@@ -1,14 +1,18 @@
-//! The runner: driver × workload × parameters, with warm-up, the same number of recorded
-//! repetitions for every driver, caches dropped where the workload asks, results written after
-//! every cell, and cleanup on success, error and SIGINT/SIGTERM.
+//! The runner: driver × workload × parameters, with warm-up, at least the workload's number of
+//! recorded repetitions for every driver, caches dropped where the workload asks, results
+//! written after every visit, and cleanup on success, error and SIGINT/SIGTERM.
 //!
-//! Order: driver-major (a driver is opened once, every workload runs on it, then it is torn
-//! down), so images built for a driver are reused across its cells and at most one backend's
-//! store exists at a time.
+//! Order ([`schedule`]): interleaved rounds in a seeded random order, each cell visited once
+//! per round (setup, warm-up on its first visit, a few recorded repetitions, finish) until its
+//! median CIs are narrow enough or a cap on repetitions or run time is reached; `--order
+//! driver-major` keeps plan order (for debugging). Every driver stays open from its first visit
+//! to the end of the run, so images built for a driver are reused across its visits; all
+//! backends' stores exist at once.
 
 pub mod cell;
 pub mod matrix;
 pub mod progress;
+pub mod schedule;
 pub mod signals;
 
 use std::collections::BTreeMap;
@@ -17,10 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cowbench_drivers::{registry, DriverConfig};
+use cowbench_drivers::{registry, DriverConfig, ProbeReport};
 use cowbench_workloads::Profile;
 
-use crate::results::schema::{Cell, CellStatus, Counts, RunParameters, RunStatus, Snapshot};
+use crate::results::schema::{Cell, CellStatus, Counts, Order, RunParameters, RunStatus, Schedule, Snapshot, StopReason};
 use crate::results::{stats, RunDoc, ResultsWriter, SCHEMA_VERSION};
 use crate::lab::HostLab;
 use matrix::Planned;
@@ -42,9 +46,16 @@ pub struct RunConfig {
     pub root: PathBuf,
     pub driver_options: BTreeMap<String, String>,
     pub command_line: Vec<String>,
-    /// A cell still running after this long is recorded as failed and its driver is given up
+    /// A visit still running after this long is recorded as failed and its driver is given up
     /// (a hung FUSE daemon or device cannot be interrupted from inside the process).
     pub cell_timeout: Duration,
+    pub order: Order,
+    /// Target relative half-width of a cell's median CIs (0.05 = ±5%).
+    pub ci_target: f64,
+    /// `--max-reps` (None: 3× each cell's minimum, at least 6).
+    pub max_reps: Option<u32>,
+    /// No extra repetitions past this much run time (None: no budget).
+    pub time_budget: Option<Duration>,
 }
 
 pub struct RunOutcome {
@@ -52,7 +63,7 @@ pub struct RunOutcome {
     pub doc: RunDoc,
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -97,88 +108,44 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
             driver_options: cfg.driver_options.clone(),
             command_line: cfg.command_line.clone(),
             sets: cfg.sets.clone(),
+            schedule: Some(Schedule {
+                order: cfg.order,
+                order_seed: cfg.seed,
+                ci_target: if cfg.repeat.is_some() { None } else { Some(cfg.ci_target) },
+                max_reps: cfg.max_reps,
+                time_budget_s: cfg.time_budget.map(|d| d.as_secs_f64()),
+                warmup_every_visit: schedule::WARMUP_EVERY_VISIT,
+            }),
         },
         counts: Counts::default(),
         ci_method: stats::CI_METHOD.into(),
         cells: Vec::new(),
     };
     writer.write(&doc)?;
-    eprintln!("cowbench: run {run_id}: {} cells, results in {}", plan.cells.len(), writer.dir().display());
+    eprintln!(
+        "cowbench: run {run_id}: {} cells, {} order (seed {}), results in {}",
+        plan.cells.len(),
+        cfg.order.as_str(),
+        cfg.seed,
+        writer.dir().display()
+    );
 
     let progress = progress::Progress::new(plan.total_reps());
-    let total = plan.cells.len();
-    let mut index = 0usize;
-    let mut hung: Vec<String> = Vec::new();
-    for driver in &plan.drivers {
-        let cells: Vec<&Planned> = plan.cells.iter().filter(|c| &c.driver == driver).collect();
-        if cells.is_empty() {
-            continue;
-        }
-        if signals::stop_requested() {
-            break;
-        }
-        let probe = registry::probe(driver)?;
-        let driver_cfg = cfg.driver_options.iter().fold(DriverConfig::new(&cfg.root), |c, (k, v)| c.with_option(k, v));
-        let opened: Result<Arc<HostLab>, String> = if !probe.available {
-            Err(format!("driver unavailable: {}", probe.reason.clone().unwrap_or_default()))
-        } else {
-            HostLab::open(driver, &driver_cfg, &cfg.runtime, cfg.seed).map(Arc::new).map_err(|e| format!("{e:#}"))
-        };
-        let mut given_up: Option<String> = None;
-        for planned in cells {
-            if signals::stop_requested() {
-                break;
-            }
-            progress.cell(index, total, driver, &planned.key());
-            let cell = match (&opened, &given_up) {
-                (Err(reason), _) if !probe.available => skipped(planned, &probe, reason),
-                (Err(reason), _) => failed_open(planned, &probe, reason),
-                (Ok(_), Some(why)) => not_run(planned, &probe, why),
-                (Ok(lab), None) => match run_cell_watched(planned, lab, &progress, cfg.cell_timeout) {
-                    Ok(cell) => cell,
-                    Err(timeout_cell) => {
-                        given_up = Some(format!("{driver} stopped responding in {}", planned.key()));
-                        hung.push(driver.clone());
-                        timeout_cell
-                    }
-                },
-            };
-            let line = match cell.status {
-                CellStatus::Ok => format!("ok      {}", cell.key),
-                CellStatus::Failed => format!("FAILED  {}: {}", cell.key, cell.reason.as_deref().unwrap_or("")),
-                CellStatus::Skipped => format!("skipped {}: {}", cell.key, cell.reason.as_deref().unwrap_or("")),
-            };
-            if cell.status != CellStatus::Ok {
-                progress.tick(planned.reps_total() as u64);
-            }
-            progress.line(&line);
-            doc.cells.push(cell);
-            doc.recount();
-            writer.write(&doc)?;
-            index += 1;
-        }
-        if let Ok(lab) = opened {
-            // A cell given up may still finish on its own (slow rather than hung): wait a little.
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Arc::strong_count(&lab) > 1 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            match Arc::try_unwrap(lab) {
-                Ok(lab) => {
-                    hung.retain(|d| d != driver);
-                    if let Err(e) = lab.close() {
-                        progress.line(&format!("warning: teardown of {driver} failed: {e:#}"));
-                    }
-                }
-                Err(s) => {
-                    progress.line(&format!("warning: {driver} hung; not torn down"));
-                    // Never dropped: dropping would touch the hung backend from this thread.
-                    std::mem::forget(s);
-                }
-            }
-        }
-    }
+    let policy = schedule::Policy {
+        order: cfg.order,
+        seed: cfg.seed,
+        ci_target: cfg.ci_target,
+        max_reps: cfg.max_reps,
+        fixed: cfg.repeat.is_some(),
+        time_budget: cfg.time_budget,
+    };
+    let mut visits = HostVisits { cfg, started, drivers: BTreeMap::new(), progress: progress.clone(), writer: &writer, doc: &mut doc, visit: 0 };
+    let rounds = schedule::run_rounds(&plan.cells, &policy, &mut visits);
+    // Every driver opened is closed, also when writing the results failed.
+    let hung = visits.close_all();
     progress.finish();
+    let cells = rounds?;
+    doc.cells = cells.into_iter().flatten().collect();
 
     // A run owns its root: whatever a failed cell or an interrupted executor left is released —
     // unless a backend hung, where touching its mounts could hang the run too.
@@ -194,6 +161,16 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
             cfg.root.display()
         );
     }
+
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in &doc.cells {
+        *reasons.entry(c.sampling.as_ref().and_then(|s| s.stop_reason).map_or("none", StopReason::as_str)).or_default() += 1;
+    }
+    let extra = doc.cells.iter().filter(|c| c.sampling.as_ref().is_some_and(|s| c.repetitions > s.min_repetitions)).count();
+    eprintln!(
+        "cowbench: stop reasons: {}; {extra} cells got repetitions beyond their minimum",
+        reasons.iter().map(|(r, n)| format!("{r} {n}")).collect::<Vec<_>>().join(", ")
+    );
 
     doc.status = if signals::stop_requested() { RunStatus::Interrupted } else { RunStatus::Complete };
     doc.finished_unix = Some(now_unix());
@@ -214,36 +191,157 @@ fn base_cell(p: &Planned, probe: &cowbench_drivers::ProbeReport) -> Cell {
     c
 }
 
-fn skipped(p: &Planned, probe: &cowbench_drivers::ProbeReport, reason: &str) -> Cell {
-    let mut c = base_cell(p, probe);
-    c.status = CellStatus::Skipped;
-    c.reason = Some(reason.into());
-    c
+/// A driver of the run: opened at its first visit, closed at the end of the run.
+enum DriverSlot {
+    Open {
+        probe: ProbeReport,
+        lab: Arc<HostLab>,
+        /// Why its remaining visits are not run (it stopped responding).
+        given_up: Option<String>,
+    },
+    /// Unavailable on this host (its cells are skipped) or failed to open (they fail).
+    Closed { probe: ProbeReport, reason: String },
 }
 
-fn not_run(p: &Planned, probe: &cowbench_drivers::ProbeReport, why: &str) -> Cell {
-    let mut c = base_cell(p, probe);
-    c.status = CellStatus::Failed;
-    c.reason = Some(format!("not run: {why}"));
-    c
+/// The runner's [`schedule::Visitor`]: visits on real drivers, each on its own thread under
+/// the visit timeout, results written after every visit.
+struct HostVisits<'a> {
+    cfg: &'a RunConfig,
+    started: Instant,
+    drivers: BTreeMap<String, DriverSlot>,
+    progress: progress::Progress,
+    writer: &'a ResultsWriter,
+    doc: &'a mut RunDoc,
+    /// Visits run so far (for the progress message).
+    visit: usize,
 }
 
-fn failed_open(p: &Planned, probe: &cowbench_drivers::ProbeReport, reason: &str) -> Cell {
-    let mut c = base_cell(p, probe);
-    c.status = CellStatus::Failed;
-    c.reason = Some(format!("opening the driver failed: {reason}"));
-    c
+impl HostVisits<'_> {
+    fn slot(&mut self, driver: &str) -> anyhow::Result<&mut DriverSlot> {
+        if !self.drivers.contains_key(driver) {
+            let probe = registry::probe(driver)?;
+            let slot = if !probe.available {
+                let reason = format!("driver unavailable: {}", probe.reason.clone().unwrap_or_default());
+                DriverSlot::Closed { probe, reason }
+            } else {
+                let cfg = self.cfg;
+                let driver_cfg = cfg.driver_options.iter().fold(DriverConfig::new(&cfg.root), |c, (k, v)| c.with_option(k, v));
+                self.progress.line(&format!("opening {driver}"));
+                match HostLab::open(driver, &driver_cfg, &cfg.runtime, cfg.seed) {
+                    Ok(lab) => DriverSlot::Open { probe, lab: Arc::new(lab), given_up: None },
+                    Err(e) => DriverSlot::Closed { probe, reason: format!("opening the driver failed: {e:#}") },
+                }
+            };
+            self.drivers.insert(driver.to_string(), slot);
+        }
+        Ok(self.drivers.get_mut(driver).expect("inserted above"))
+    }
+
+    /// Tear every opened driver down; the names of those that hung (not torn down).
+    fn close_all(&mut self) -> Vec<String> {
+        let mut hung = Vec::new();
+        for (driver, slot) in std::mem::take(&mut self.drivers) {
+            let DriverSlot::Open { lab, .. } = slot else { continue };
+            // A visit given up may still finish on its own (slow rather than hung): wait a little.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Arc::strong_count(&lab) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            match Arc::try_unwrap(lab) {
+                Ok(lab) => {
+                    if let Err(e) = lab.close() {
+                        self.progress.line(&format!("warning: teardown of {driver} failed: {e:#}"));
+                    }
+                }
+                Err(s) => {
+                    self.progress.line(&format!("warning: {driver} hung; not torn down"));
+                    hung.push(driver);
+                    // Never dropped: dropping would touch the hung backend from this thread.
+                    std::mem::forget(s);
+                }
+            }
+        }
+        hung
+    }
 }
 
-/// Run a cell on its own thread; Err(failed cell) when it did not finish within `timeout`.
-fn run_cell_watched(p: &Planned, lab: &Arc<HostLab>, progress: &progress::Progress, timeout: Duration) -> Result<Cell, Cell> {
+impl schedule::Visitor for HostVisits<'_> {
+    fn visit(&mut self, p: &Planned, cell: Option<Cell>, v: cell::VisitSpec) -> anyhow::Result<(Cell, schedule::Outcome)> {
+        self.visit += 1;
+        let timeout = self.cfg.cell_timeout;
+        let progress = self.progress.clone();
+        let reps = if v.reps == 1 { format!("rep {}", v.first_rep + 1) } else { format!("reps {}-{}", v.first_rep + 1, v.first_rep + v.reps) };
+        progress.cell(self.visit, &p.driver, &format!("{} ({reps})", p.key()));
+        let slot = self.slot(&p.driver)?;
+        let (cell, outcome) = match slot {
+            DriverSlot::Closed { probe, reason } => {
+                let mut c = cell.unwrap_or_else(|| base_cell(p, probe));
+                c.status = if probe.available { CellStatus::Failed } else { CellStatus::Skipped };
+                c.reason = Some(reason.clone());
+                (c, schedule::Outcome::Ran)
+            }
+            DriverSlot::Open { probe, given_up: Some(why), .. } => {
+                let mut c = cell.unwrap_or_else(|| base_cell(p, probe));
+                // Repetitions recorded up to the cell's minimum stand; short of it the cell fails.
+                if c.repetitions < p.repetitions {
+                    c.status = CellStatus::Failed;
+                    c.reason = Some(format!("not run: {why}"));
+                } else {
+                    c.reason = Some(format!("further repetitions not run: {why}"));
+                }
+                (c, schedule::Outcome::NotRun)
+            }
+            DriverSlot::Open { lab, given_up, .. } => match visit_watched(p, cell, v, lab, &progress, timeout) {
+                Ok(c) => (c, schedule::Outcome::Ran),
+                Err(c) => {
+                    *given_up = Some(format!("{} stopped responding in {}", p.driver, p.key()));
+                    (c, schedule::Outcome::Ran)
+                }
+            },
+        };
+        let line = match cell.status {
+            CellStatus::Ok => format!("ok      {} ({reps})", cell.key),
+            CellStatus::Failed => format!("FAILED  {}: {}", cell.key, cell.reason.as_deref().unwrap_or("")),
+            CellStatus::Skipped => format!("skipped {}: {}", cell.key, cell.reason.as_deref().unwrap_or("")),
+        };
+        progress.line(&line);
+        Ok((cell, outcome))
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn stop_requested(&self) -> bool {
+        signals::stop_requested()
+    }
+
+    fn visited(&mut self, cells: &[&Cell], done: u64, bound: u64) -> anyhow::Result<()> {
+        self.progress.set(done, bound);
+        self.doc.cells = cells.iter().map(|c| (*c).clone()).collect();
+        self.doc.recount();
+        self.writer.write(self.doc)
+    }
+}
+
+/// Run a visit on its own thread; Err(failed cell) when it did not finish within `timeout`
+/// (the samples of earlier visits stay with the cell, this visit's are lost).
+fn visit_watched(
+    p: &Planned,
+    cell: Option<Cell>,
+    v: cell::VisitSpec,
+    lab: &Arc<HostLab>,
+    progress: &progress::Progress,
+    timeout: Duration,
+) -> Result<Cell, Cell> {
+    let before = cell.clone().unwrap_or_else(|| base_cell(p, lab.probe_report()));
     let (tx, rx) = std::sync::mpsc::channel();
     let (pl, l, pr) = (p.clone(), Arc::clone(lab), progress.clone());
     let spawned = std::thread::Builder::new().name(format!("cell {}", p.key())).spawn(move || {
-        let _ = tx.send(run_cell(&l, &pl, &mut |n| pr.tick(n)));
+        let _ = tx.send(run_visit(&l, &pl, cell, v, &mut |n| pr.tick(n)));
     });
     if let Err(e) = spawned {
-        let mut c = base_cell(p, lab.probe_report());
+        let mut c = before;
         c.status = CellStatus::Failed;
         c.reason = Some(format!("cannot start the cell's thread: {e}"));
         return Ok(c);
@@ -251,35 +349,44 @@ fn run_cell_watched(p: &Planned, lab: &Arc<HostLab>, progress: &progress::Progre
     match rx.recv_timeout(timeout) {
         Ok(cell) => Ok(cell),
         Err(_) => {
-            let mut c = base_cell(p, lab.probe_report());
+            let mut c = before;
             c.status = CellStatus::Failed;
             c.reason = Some(format!(
                 "no answer after {} s: the backend stopped responding (the cell's thread is left behind; \
-                 the driver's remaining cells are not run)",
+                 the driver's remaining visits are not run)",
                 timeout.as_secs()
             ));
-            c.duration_s = timeout.as_secs_f64();
+            c.duration_s += timeout.as_secs_f64();
             Err(c)
         }
     }
 }
 
-/// Run one cell on `lab` as a run does, in the calling thread: the cell loop
-/// ([`cell::execute`]) between host snapshots, with the driver's implementation and flags and
-/// the samples' summaries. `tick` is told of every repetition run. Tests and benches call this
-/// too, so they measure what the runner measures.
+/// Run one cell on `lab` as a run does, in the calling thread, in a single visit (its warm-up
+/// and all its recorded repetitions): see [`run_visit`]. Tests and benches call this, so they
+/// measure what the runner measures.
 pub fn run_cell(lab: &HostLab, p: &Planned, tick: &mut dyn FnMut(u64)) -> Cell {
+    run_visit(lab, p, None, cell::VisitSpec::whole(p), tick)
+}
+
+/// One visit of a cell on `lab` (`cell` None on its first): the cell loop
+/// ([`cell::visit`]) between host snapshots (`host_before` from the first visit, `host_after`
+/// from the last), with the driver's implementation and flags and the samples' summaries.
+/// `tick` is told of every repetition run.
+pub fn run_visit(lab: &HostLab, p: &Planned, cell: Option<Cell>, v: cell::VisitSpec, tick: &mut dyn FnMut(u64)) -> Cell {
     let t0 = Instant::now();
-    let mut c = base_cell(p, lab.probe_report());
+    let mut c = cell.unwrap_or_else(|| base_cell(p, lab.probe_report()));
     let driver = cowbench_workloads::lab::Lab::driver(lab);
     c.implementation = Some(driver.implementation().to_string());
     let caps = driver.capabilities();
     c.stand_in = caps.stand_in || lab.probe_report().stand_in;
     c.loop_backed = caps.loop_backed;
-    c.host_before = Some(snapshot(lab));
-    cell::execute(lab, p, &mut c, tick);
+    if c.host_before.is_none() {
+        c.host_before = Some(snapshot(lab));
+    }
+    cell::visit(lab, p, &mut c, v, tick);
     c.host_after = Some(snapshot(lab));
     c.summarize();
-    c.duration_s = t0.elapsed().as_secs_f64();
+    c.duration_s += t0.elapsed().as_secs_f64();
     c
 }

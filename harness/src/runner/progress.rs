@@ -1,5 +1,6 @@
-//! Progress on stderr: an indicatif bar (cell, driver, ETA) on a terminal, one line per cell
-//! otherwise (CI logs). stdout is never touched.
+//! Progress on stderr: an indicatif bar (visit, driver, ETA) on a terminal, one line per visit
+//! otherwise (CI logs). stdout is never touched. The bar's length is the most repetitions the
+//! run can still come to (cells stopping early shrink it), so the ETA is an upper bound.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -11,7 +12,8 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `total` is in repetitions (warm-up included), so the ETA weighs cells by their work.
+    /// `total` is in repetitions (warm-up included), so the ETA weighs cells by their work; an
+    /// upper bound, lowered with [`Progress::set`].
     pub fn new(total: u64) -> Self {
         let tty = std::io::stderr().is_terminal();
         let bar = ProgressBar::with_draw_target(
@@ -25,8 +27,15 @@ impl Progress {
         Progress { bar, tty }
     }
 
-    pub fn cell(&self, index: usize, total: usize, driver: &str, cell: &str) {
-        self.bar.set_message(format!("cell {}/{total} [{driver}] {cell}", index + 1));
+    /// The visit now running (1-based count of visits).
+    pub fn cell(&self, visit: usize, driver: &str, cell: &str) {
+        self.bar.set_message(format!("visit {visit} [{driver}] {cell}"));
+    }
+
+    /// `done` repetitions run of at most `bound`.
+    pub fn set(&self, done: u64, bound: u64) {
+        self.bar.set_length(bound.max(done));
+        self.bar.set_position(done);
     }
 
     pub fn tick(&self, n: u64) {
