@@ -517,7 +517,7 @@ pub fn build(set: &ClaimSet, mut runs: Vec<RunEvidence>, baseline: Option<&RunEv
     Ok(Report {
         schema_version: REPORT_SCHEMA_VERSION,
         generated_by: format!("cowbench {}", env!("CARGO_PKG_VERSION")),
-        generated_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        generated_unix: crate::results::now_unix(),
         runs: runs.iter().map(run_info).collect(),
         table,
         claims: claim_reports,

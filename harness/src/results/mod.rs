@@ -46,3 +46,8 @@ pub mod writer;
 
 pub use schema::{BackendStatus, Cell, CellStatus, Metric, RunDoc, RunParameters, RunStatus, Snapshot, SCHEMA_VERSION};
 pub use writer::{new_run_id, ResultsWriter};
+
+/// Seconds since the epoch, as results record times (0 if the clock is before 1970).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -63,9 +63,7 @@ pub struct RunOutcome {
     pub doc: RunDoc,
 }
 
-pub(crate) fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+use crate::results::now_unix;
 
 fn snapshot(lab: &HostLab) -> Snapshot {
     Snapshot { unix: now_unix(), meminfo_bytes: crate::results::schema::meminfo(), backend_status: lab.status_snapshot() }

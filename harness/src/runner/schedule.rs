@@ -247,7 +247,7 @@ pub fn run_rounds(plan: &[Planned], pol: &Policy, v: &mut dyn Visitor) -> anyhow
                 }
             }
             let t0 = v.elapsed();
-            let started_unix = super::now_unix();
+            let started_unix = crate::results::now_unix();
             let (mut cell, outcome) = v.visit(&plan[i], cells[i].take(), spec)?;
             let dt = v.elapsed().saturating_sub(t0);
             let t = &mut track[i];
