@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crate::archive::DiffSource;
 use crate::driver::{ApplyStats, Capabilities, Implementation, LayerInfo, Status, Usage};
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::ledger::ResourceKind;
 
 pub trait Backend: Send + Sync {
@@ -73,6 +73,12 @@ pub trait Backend: Send + Sync {
     /// Make space figures current (see [`crate::Driver::sync`]).
     fn sync(&self) -> Result<String> {
         Ok(String::new())
+    }
+
+    /// How the file at `path` (seen through a mount of `chain[0]`) lies on the storage (see
+    /// [`crate::Driver::file_extents`]): FIEMAP, unless the backend's filesystem has none.
+    fn file_extents(&self, chain: &[LayerInfo], path: &Path) -> Result<crate::extents::FileExtents> {
+        crate::extents::fiemap(path).ctx(self.name(), Some(&chain[0].key), || format!("FIEMAP of {}", path.display()))
     }
 
     /// Release the backing store created under the driver root (mounts of layers, loop

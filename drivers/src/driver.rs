@@ -303,6 +303,11 @@ pub trait Driver: Send + Sync {
     /// was done, for notes.
     fn sync(&self) -> Result<String>;
 
+    /// How the file at `path` lies on the backend's storage: its physically contiguous runs.
+    /// `path` is where the file is seen on the host through a mount of layer `key` (a
+    /// container's rootfs); the layer tells backends without FIEMAP which object to read.
+    fn file_extents(&self, key: &str, path: &Path) -> Result<crate::extents::FileExtents>;
+
     /// Release the backing store this driver created under its root (unmount the loop-backed
     /// filesystem, detach loop devices, destroy the pool). Layers are lost. Storage the user
     /// named (an existing dataset, thin pool or mount) is left as it is.

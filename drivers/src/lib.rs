@@ -14,6 +14,7 @@ pub mod backend;
 pub mod conformance;
 pub mod driver;
 pub mod error;
+pub mod extents;
 pub mod ledger;
 pub mod meta;
 pub mod registry;
@@ -35,3 +36,4 @@ pub use driver::{
 };
 pub use status::{Backing, BackingKind, CacheSource, CacheUsage, PoolUsage, SpaceSource, SpaceUsage, Status};
 pub use error::{Error, IoContext, Result};
+pub use extents::{ExtentMethod, FileExtents};

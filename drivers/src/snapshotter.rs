@@ -201,6 +201,11 @@ impl<B: Backend> Driver for Snapshotter<B> {
         self.backend.sync()
     }
 
+    fn file_extents(&self, key: &str, path: &Path) -> Result<crate::extents::FileExtents> {
+        let chain = self.meta.chain(key)?;
+        self.backend.file_extents(&chain, path)
+    }
+
     fn teardown(&self) -> Result<()> {
         // The layers are gone or unreachable either way: forget them even when part of the
         // storage could not be released (the error says what is left for `cowbench clean`).

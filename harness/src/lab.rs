@@ -397,6 +397,9 @@ impl Container for HostContainer<'_> {
     fn stop(self: Box<Self>) -> anyhow::Result<StopOutput> {
         Ok(self.0.stop()?)
     }
+    fn host_path(&self, path: &str) -> Option<PathBuf> {
+        Some(self.0.rootfs().join(path.trim_start_matches('/')))
+    }
 }
 
 /// Blocks allocated under `dir` (bytes), without crossing into other filesystems and counting

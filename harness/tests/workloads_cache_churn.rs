@@ -123,7 +123,15 @@ fn fragmentation(driver: &str) {
         assert!((r - m["after_before_ratio"][i]).abs() < 1e-9);
     }
     assert_eq!(notes["overwrites"], p.overwrites().to_string());
-    eprintln!("fragmentation {driver}: {:?} ({})", m["after_before_ratio"], notes["read_mode"]);
+    // The file's layout from the host (FIEMAP through the container's root): a file that
+    // exists has at least one run, before and after, and the growth is their quotient.
+    assert_eq!(notes["extents_method"], "FIEMAP", "{notes:?}");
+    for i in 0..2 {
+        let (b, a) = (m["extents_before_count"][i], m["extents_after_count"][i]);
+        assert!(b >= 1.0 && a >= 1.0, "{driver}: {b} runs before, {a} after");
+        assert_eq!(m["extents_growth_ratio"][i], a / b);
+    }
+    eprintln!("fragmentation {driver}: {:?} ({}; extents {})", m["after_before_ratio"], notes["read_mode"], notes["extents"]);
     assert_clean(&s);
 }
 

@@ -99,6 +99,12 @@ pub trait Container: Send {
     /// SIGTERM (SIGKILL after the spec's stop timeout), then delete the container and unmount
     /// and remove its layer (unless the spec keeps it).
     fn stop(self: Box<Self>) -> anyhow::Result<StopOutput>;
+    /// Where `path` (absolute in the container) is seen on the host: through the mount of the
+    /// container's layer, for measurements from outside (the file's extents). None where the
+    /// container has no root on the host.
+    fn host_path(&self, _path: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// An image in one driver: committed layers, bottom to top.

@@ -95,33 +95,6 @@ struct SearchArgs {
     buf: [u8; 4096 - std::mem::size_of::<SearchKey>()],
 }
 
-#[repr(C)]
-struct FiemapExtent {
-    fe_logical: u64,
-    fe_physical: u64,
-    fe_length: u64,
-    fe_reserved64: [u64; 2],
-    fe_flags: u32,
-    fe_reserved: [u32; 3],
-}
-
-const FIEMAP_BATCH: usize = 64;
-
-#[repr(C)]
-struct Fiemap {
-    fm_start: u64,
-    fm_length: u64,
-    fm_flags: u32,
-    fm_mapped_extents: u32,
-    fm_extent_count: u32,
-    fm_reserved: u32,
-    fm_extents: [FiemapExtent; FIEMAP_BATCH],
-}
-
-const FIEMAP_FLAG_SYNC: u32 = 0x1;
-const FIEMAP_EXTENT_LAST: u32 = 0x1;
-const FIEMAP_EXTENT_SHARED: u32 = 0x2000;
-
 fn rc(r: libc::c_int) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -304,34 +277,13 @@ pub fn qgroup_info(fs_path: &Path, subvolid: u64) -> io::Result<Option<(u64, u64
 
 /// Bytes of the extents of regular file `f` that no other file or snapshot shares.
 pub fn exclusive_extent_bytes(f: &File) -> io::Result<u64> {
-    let req = nix::request_code_readwrite!(b'f', 11, std::mem::size_of::<Fiemap>() - std::mem::size_of::<[FiemapExtent; FIEMAP_BATCH]>());
     let mut total = 0u64;
-    let mut start = 0u64;
-    loop {
-        let mut fm = zeroed::<Fiemap>();
-        fm.fm_start = start;
-        fm.fm_length = u64::MAX - start;
-        // SYNC: delayed-allocation data has no extent yet; flush it so it is counted.
-        fm.fm_flags = FIEMAP_FLAG_SYNC;
-        fm.fm_extent_count = FIEMAP_BATCH as u32;
-        // SAFETY: FS_IOC_FIEMAP with room for FIEMAP_BATCH extents after the header.
-        rc(unsafe { libc::ioctl(f.as_raw_fd(), req as _, &mut *fm as *mut Fiemap) })?;
-        let n = fm.fm_mapped_extents as usize;
-        if n == 0 {
-            return Ok(total);
+    crate::extents::for_each_extent(f, |e| {
+        if e.flags & crate::extents::FIEMAP_EXTENT_SHARED == 0 {
+            total += e.length;
         }
-        let mut last = false;
-        for e in &fm.fm_extents[..n] {
-            if e.fe_flags & FIEMAP_EXTENT_SHARED == 0 {
-                total += e.fe_length;
-            }
-            last |= e.fe_flags & FIEMAP_EXTENT_LAST != 0;
-            start = e.fe_logical + e.fe_length;
-        }
-        if last || n < FIEMAP_BATCH {
-            return Ok(total);
-        }
-    }
+    })?;
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -346,7 +298,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<SearchArgs>(), 4096);
         assert_eq!(std::mem::size_of::<InoLookupArgs>(), 4096);
         assert_eq!(std::mem::size_of::<QgroupLimitArgs>(), 48);
-        assert_eq!(std::mem::size_of::<FiemapExtent>(), 56);
     }
 
     #[test]

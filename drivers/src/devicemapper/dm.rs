@@ -75,6 +75,10 @@ pub enum PoolMessage {
     CreateSnap { new: ThinDevId, origin: ThinDevId },
     /// Drop a thin device and give its blocks back to the pool.
     Delete(ThinDevId),
+    /// Keep a snapshot of the pool's metadata for userspace readers (`thin_dump -m`) of a
+    /// live pool; one at a time.
+    ReserveMetadataSnap,
+    ReleaseMetadataSnap,
 }
 
 impl std::fmt::Display for PoolMessage {
@@ -83,6 +87,8 @@ impl std::fmt::Display for PoolMessage {
             PoolMessage::CreateThin(id) => write!(f, "create_thin {id}"),
             PoolMessage::CreateSnap { new, origin } => write!(f, "create_snap {new} {origin}"),
             PoolMessage::Delete(id) => write!(f, "delete {id}"),
+            PoolMessage::ReserveMetadataSnap => f.write_str("reserve_metadata_snap"),
+            PoolMessage::ReleaseMetadataSnap => f.write_str("release_metadata_snap"),
         }
     }
 }

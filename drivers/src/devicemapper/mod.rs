@@ -23,6 +23,7 @@
 //! file only grows under churn: `status` reports its allocated bytes so both are measurable.
 
 pub mod dm;
+pub mod thinmap;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -441,6 +442,35 @@ impl DeviceMapper {
         // queueing them forever.
         let features = vec!["skip_block_zeroing".to_string(), "error_if_no_space".to_string()];
         Ok((Sectors(sectors), ThinPoolTargetParams::new(meta, data, Sectors(BLOCK_SECTORS), DataBlocks(lwm), features)))
+    }
+
+    /// The pool's metadata device (the first device of its table), as a /dev node.
+    fn metadata_device(&self) -> Result<PathBuf> {
+        let (_, _, params) = dm::table(&self.dm, &self.state.pool).map_err(|e| dmerr(None, format!("table of {}", self.state.pool), e))?;
+        let mm = params.split_whitespace().next().unwrap_or_default().to_string();
+        let link = std::fs::read_link(format!("/sys/dev/block/{mm}")).ctx(NAME, None, || format!("metadata device {mm} of {}", self.state.pool))?;
+        Ok(Path::new("/dev").join(link.file_name().unwrap_or_default()))
+    }
+
+    /// Thin block → data block of layer `info`'s thin device, from a metadata snapshot of the
+    /// live pool (see [`thinmap`]), released again whatever happened.
+    fn thin_map(&self, info: &LayerInfo) -> Result<std::collections::BTreeMap<u64, u64>> {
+        let key = Some(info.key.as_str());
+        let meta = self.metadata_device()?;
+        dm::message(&self.dm, &self.state.pool, PoolMessage::ReserveMetadataSnap)
+            .map_err(|e| dmerr(key, format!("reserve a metadata snapshot of {}", self.state.pool), e))?;
+        let id = self.thin_id(info).to_string();
+        let dumped = crate::sys::cmd::run(
+            NAME,
+            "thin_dump",
+            &["-m", "--dev-id", &id, &meta.to_string_lossy()],
+            std::time::Duration::from_secs(60),
+        );
+        let released = dm::message(&self.dm, &self.state.pool, PoolMessage::ReleaseMetadataSnap)
+            .map_err(|e| dmerr(key, format!("release the metadata snapshot of {}", self.state.pool), e));
+        let out = dumped?;
+        released?;
+        thinmap::parse_thin_dump(&out.stdout).map_err(|why| Error::invalid(NAME, &info.key, format!("thin_dump --dev-id {id}: {why}")))
     }
 
     /// `v` as a thin id of the pool, or an error naming the layer.
@@ -1115,6 +1145,15 @@ impl Backend for DeviceMapper {
 
     fn usage(&self, chain: &[LayerInfo]) -> Result<Usage> {
         self.layer_usage(chain)
+    }
+
+    fn file_extents(&self, chain: &[LayerInfo], path: &Path) -> Result<crate::extents::FileExtents> {
+        let (info, key) = (&chain[0], chain[0].key.as_str());
+        let fs_pieces = crate::extents::fiemap_pieces(path).ctx(NAME, Some(key), || format!("FIEMAP of {}", path.display()))?;
+        let map = self.thin_map(info)?;
+        let block_bytes = self.state.block_sectors * SECTOR;
+        let placed = thinmap::through_map(&fs_pieces, &map, block_bytes).map_err(|why| Error::invalid(NAME, key, why))?;
+        Ok(crate::extents::FileExtents::of(&placed, crate::extents::ExtentMethod::FiemapThinMap))
     }
 
     fn status(&self) -> Result<Status> {

@@ -34,6 +34,7 @@
 
 pub mod daemon;
 pub mod openzfs;
+pub mod zdb;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -463,6 +464,17 @@ impl Zfs {
         Ok(z)
     }
 
+    /// Sync a transaction group of the pool, with `layer`'s dirty data in it. A property
+    /// change is a sync task: it returns once a transaction group has synced (zfs-fuse has no
+    /// `zpool sync`).
+    fn sync_txg(&self, layer: &LayerInfo) -> Result<()> {
+        if let Ok(f) = File::open(self.mnt(layer.id)) {
+            let _ = nix::unistd::syncfs(f.as_raw_fd());
+        }
+        let stamp = format!("cowbench:usage-sync={}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        zfs(Some(&layer.key), &["set", &stamp, &self.ds(layer.id)]).map(drop)
+    }
+
     fn ds(&self, id: u64) -> String {
         format!("{}/{id}", self.store.base())
     }
@@ -768,13 +780,8 @@ impl Backend for Zfs {
     fn usage(&self, chain: &[LayerInfo]) -> Result<Usage> {
         let (info, key) = (&chain[0], chain[0].key.as_str());
         let ds = self.ds(info.id);
-        if let Ok(f) = File::open(self.mnt(info.id)) {
-            let _ = nix::unistd::syncfs(f.as_raw_fd());
-        }
-        // A property change is a sync task: it returns once a transaction group has synced,
-        // so `used` below includes everything written so far.
-        let stamp = format!("cowbench:usage-sync={}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-        zfs(Some(key), &["set", &stamp, &ds])?;
+        // `used` below includes everything written so far.
+        self.sync_txg(info)?;
         let out = zfs(Some(key), &["get", "-Hp", "-o", "value", "used", &ds])?;
         let bytes = out.trim().parse::<u64>().map_err(|_| Error::Command {
             driver: NAME.into(),
@@ -786,6 +793,32 @@ impl Backend for Zfs {
         let changes = archive::changes(NAME, key, &DiffSource::Compare { lower: lower.as_deref(), upper: &self.mnt(info.id) })?;
         let inodes = changes.iter().filter(|c| c.kind != ChangeKind::Deleted).count() as u64;
         Ok(Usage { bytes, inodes })
+    }
+
+    fn file_extents(&self, chain: &[LayerInfo], path: &Path) -> Result<crate::extents::FileExtents> {
+        let (info, key) = (&chain[0], chain[0].key.as_str());
+        use std::os::unix::fs::MetadataExt;
+        // A ZPL file's inode number is its object id.
+        let object = fs::metadata(path).ctx(NAME, Some(key), || format!("stat {}", path.display()))?.ino();
+        // zdb reads the pool on disk: what the last transaction group wrote.
+        self.sync_txg(info)?;
+        let search = match &self.store {
+            Store::Pool { image, .. } => {
+                let dir = image.parent().unwrap_or(Path::new("/")).to_path_buf();
+                Some(openzfs::import_dirs(&self.flavor, image, &dir)?)
+            }
+            // A pool of the user's: zdb finds it through its cache file.
+            Store::Dataset { .. } => None,
+        };
+        let args = zdb::args(search.as_deref(), &self.ds(info.id), object);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(NAME, &openzfs::tool("zdb"), &argv, TIMEOUT).map_err(|e| classify(e, Some(key)))?;
+        zdb::parse(&out.stdout, path).map_err(|why| Error::Command {
+            driver: NAME.into(),
+            command: format!("zdb {}", args.join(" ")),
+            status: "unusable output".into(),
+            stderr: why,
+        })
     }
 
     fn status(&self) -> Result<Status> {
