@@ -163,10 +163,13 @@ pub fn host_memory() -> HostMemory {
     }
 }
 
-/// `/proc/vmstat` `drop_pagecache`: how often anyone on the host has dropped the page cache.
+/// `/proc/vmstat` `drop_pagecache` + `drop_slab`: how often anyone on the host has dropped
+/// cached file pages. Dropping the slab caches alone (`drop_caches` = 2) frees unused inodes,
+/// and their page cache with them.
 fn drop_pagecache_count() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/vmstat").ok()?;
-    text.lines().find_map(|l| l.strip_prefix("drop_pagecache ")).and_then(|v| v.trim().parse().ok())
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok());
+    Some(get("drop_pagecache ")? + get("drop_slab ").unwrap_or(0))
 }
 
 impl Lab for HostLab {

@@ -177,8 +177,9 @@ pub struct HostMemory {
     pub page_cache_bytes: u64,
     pub total_bytes: u64,
     pub available_bytes: u64,
-    /// `/proc/vmstat` `drop_pagecache`: how often anyone on the host has dropped the page
-    /// cache. A change across a measurement means another process dropped it meanwhile.
+    /// `/proc/vmstat` `drop_pagecache` + `drop_slab`: how often anyone on the host has dropped
+    /// the page cache (or the unused inodes holding it). A change across a measurement means
+    /// another process dropped it meanwhile.
     pub drop_pagecache_count: Option<u64>,
 }
 

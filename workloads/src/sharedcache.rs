@@ -253,7 +253,30 @@ fn arc_growth_withheld(before: u64, after: u64, limit: Option<u64>, retried: boo
 }
 
 /// Attempts at a measurement that another process's cache drop did not disturb.
-const ATTEMPTS: u32 = 5;
+const ATTEMPTS: u32 = 8;
+/// Before another attempt: no cache drop by anyone for this long ...
+const QUIET: Duration = Duration::from_secs(3);
+/// ... waited for at most this long (then the attempt is made anyway).
+const QUIET_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Wait until nobody has dropped the page cache for [`QUIET`] (other benchmarks on the host
+/// drop it in bursts), for [`QUIET_WAIT_MAX`] at most. Whether it got quiet.
+fn wait_quiet(lab: &dyn Lab) -> bool {
+    let start = std::time::Instant::now();
+    let mut last = lab.host_memory().drop_pagecache_count;
+    let mut since = std::time::Instant::now();
+    while start.elapsed() < QUIET_WAIT_MAX && !lab.stop_requested() {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = lab.host_memory().drop_pagecache_count;
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        } else if since.elapsed() >= QUIET {
+            return true;
+        }
+    }
+    false
+}
 
 struct Exec<'a> {
     lab: &'a dyn Lab,
@@ -426,8 +449,10 @@ impl CellExec for Exec<'_> {
                 if let Some(samples) = self.measure(&held, attempt > 0)? {
                     return Ok(samples);
                 }
-                // The layers' caches are gone: measure again from a clean drop.
+                // The layers' caches are gone: measure again from a clean drop, once the
+                // host is quiet.
                 self.disturbed += 1;
+                wait_quiet(lab);
             }
             anyhow::bail!("another process dropped the page cache during each of {ATTEMPTS} measurements")
         })();
