@@ -59,8 +59,6 @@ fn sharedcache(driver: &str, expect: Copies) {
         "growth_per_reader_bytes",
         "growth_per_file_ratio",
         "cgroup_page_cache_total_bytes",
-        "reader_memory_bytes",
-        "reader_memory_copies",
     ] {
         assert_eq!(n(&m, k), 1, "{k}");
     }
@@ -69,7 +67,18 @@ fn sharedcache(driver: &str, expect: Copies) {
         // The ARC was emptied before the repetition (zfs exports its pool), so its growth is
         // what the reads cached.
         assert!(notes["backend_cache_eviction"].starts_with("emptied"), "{}", notes["backend_cache_eviction"]);
-        assert_eq!(n(&m, "arc_growth_bytes"), 1);
+        // Unless another process's cache drop forced a retry (the discarded attempt's reads
+        // stay in the ARC) or the reads filled the ARC to its limit: then it is withheld,
+        // and so is the total.
+        let withheld = notes["arc_growth"].starts_with("withheld");
+        assert_eq!(n(&m, "arc_growth_bytes"), usize::from(!withheld), "{}", notes["arc_growth"]);
+        if withheld {
+            eprintln!("sharedcache {driver}: {}", notes["arc_growth"]);
+            assert!(notes["measurements_disturbed"] != "0" || notes["arc_growth"].contains("limit"), "{}", notes["arc_growth"]);
+            assert_eq!(n(&m, "reader_memory_bytes"), 0);
+            assert_clean(&s);
+            return;
+        }
     } else {
         assert_eq!(n(&m, "arc_growth_bytes"), 0, "no ARC outside zfs");
         assert!(notes["arc_source"].starts_with("not applicable"));
@@ -83,6 +92,8 @@ fn sharedcache(driver: &str, expect: Copies) {
             assert!(g < 0.1 * file as f64, "{driver}: direct-IO loop, yet {} cached {g} bytes more", b.path.display());
         }
     }
+    assert_eq!(n(&m, "reader_memory_bytes"), 1);
+    assert_eq!(n(&m, "reader_memory_copies"), 1);
     let cost = m["reader_memory_bytes"][0];
     eprintln!(
         "sharedcache {driver} N=2 file {file}: readers cost {cost} bytes (cgroups {} bytes), host page cache growth {} bytes, backing file {:?}",
