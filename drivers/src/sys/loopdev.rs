@@ -393,14 +393,18 @@ mod tests {
     use super::*;
     use std::os::unix::fs::OpenOptionsExt;
 
-    fn is_root() -> bool {
-        nix::unistd::geteuid().is_root()
+    /// Whether loop devices can be attached here (root, /dev/loop-control); says so if not.
+    fn can_attach() -> bool {
+        let ok = nix::unistd::geteuid().is_root() && Path::new("/dev/loop-control").exists();
+        if !ok {
+            eprintln!("SKIPPED: needs root and /dev/loop-control");
+        }
+        ok
     }
 
     #[test]
     fn attach_find_detach() {
-        if !is_root() || !Path::new("/dev/loop-control").exists() {
-            eprintln!("SKIPPED: needs root and /dev/loop-control");
+        if !can_attach() {
             return;
         }
         let d = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -423,8 +427,7 @@ mod tests {
 
     #[test]
     fn direct_io_takes_on_a_filesystem_with_o_direct() {
-        if !is_root() || !Path::new("/dev/loop-control").exists() {
-            eprintln!("SKIPPED: needs root and /dev/loop-control");
+        if !can_attach() {
             return;
         }
         let d = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -443,8 +446,7 @@ mod tests {
 
     #[test]
     fn a_device_over_an_unlinked_file_is_not_the_new_file_of_that_name() {
-        if !is_root() || !Path::new("/dev/loop-control").exists() {
-            eprintln!("SKIPPED: needs root and /dev/loop-control");
+        if !can_attach() {
             return;
         }
         let d = tempfile::tempdir_in("/var/tmp").unwrap();
