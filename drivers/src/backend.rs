@@ -86,4 +86,11 @@ pub trait Backend: Send + Sync {
     /// left as it is (only what was made in it goes). The snapshotter forgets the layers
     /// afterwards.
     fn teardown(&self, layers: &[LayerInfo]) -> Result<()>;
+
+    /// Empty the backend's own read cache (see [`crate::Driver::evict_cache`]); `layers` are
+    /// every layer the metadata knows (to mount again afterwards). None: the backend has no
+    /// such cache, or cannot empty it.
+    fn evict_cache(&self, _layers: &[LayerInfo]) -> Result<Option<String>> {
+        Ok(None)
+    }
 }

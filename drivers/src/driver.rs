@@ -312,6 +312,15 @@ pub trait Driver: Send + Sync {
     /// filesystem, detach loop devices, destroy the pool). Layers are lost. Storage the user
     /// named (an existing dataset, thin pool or mount) is left as it is.
     fn teardown(&self) -> Result<()>;
+
+    /// Empty the backend's own read cache (the ZFS ARC), which dropping the page cache leaves
+    /// as it is, so that a measurement of what reads cache starts cold. Only while no layer is
+    /// mounted outside the driver (no container runs): the zfs backend exports and imports its
+    /// pool. Returns what was done, for notes; None where the backend has no cache of its own
+    /// or cannot empty it (a dataset the user named is not exported).
+    fn evict_cache(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Unmounts on drop. Prefer this to pairing `mount` and `unmount` by hand.

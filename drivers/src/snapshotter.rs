@@ -206,6 +206,10 @@ impl<B: Backend> Driver for Snapshotter<B> {
         self.backend.file_extents(&chain, path)
     }
 
+    fn evict_cache(&self) -> Result<Option<String>> {
+        self.backend.evict_cache(&self.meta.list()?)
+    }
+
     fn teardown(&self) -> Result<()> {
         // The layers are gone or unreachable either way: forget them even when part of the
         // storage could not be released (the error says what is left for `cowbench clean`).

@@ -16,7 +16,8 @@ use anyhow::Context;
 use cowbench_drivers::{registry, Driver, DriverConfig, ProbeReport};
 use cowbench_workloads::images::ImageSpec;
 use cowbench_workloads::lab::{
-    Accounting, Container, ContainerSpec, ExecOutput, HostMemory, Image, Lab, RunOutput, Space, StartTimings, StopOutput,
+    Accounting, BackingFileCache, CacheEviction, Container, ContainerSpec, DaemonRss, ExecOutput, HostMemory, Image, Lab, RunOutput,
+    Space, StartTimings, StopOutput,
 };
 
 use crate::container::{Runtime, RuntimeKind};
@@ -162,10 +163,13 @@ pub fn host_memory() -> HostMemory {
     }
 }
 
-/// `/proc/vmstat` `drop_pagecache`: how often anyone on the host has dropped the page cache.
+/// `/proc/vmstat` `drop_pagecache` + `drop_slab`: how often anyone on the host has dropped
+/// cached file pages. Dropping the slab caches alone (`drop_caches` = 2) frees unused inodes,
+/// and their page cache with them.
 fn drop_pagecache_count() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/vmstat").ok()?;
-    text.lines().find_map(|l| l.strip_prefix("drop_pagecache ")).and_then(|v| v.trim().parse().ok())
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok());
+    Some(get("drop_pagecache ")? + get("drop_slab ").unwrap_or(0))
 }
 
 impl Lab for HostLab {
@@ -283,6 +287,36 @@ impl Lab for HostLab {
         lab.own_root = Some(root);
         Ok(Box::new(Variant(Some(lab))))
     }
+
+    fn evict_backend_cache(&self) -> anyhow::Result<CacheEviction> {
+        if !self.driver.capabilities().own_read_cache {
+            return Ok(CacheEviction::Unsupported(format!("{} has no read cache of its own (the page cache is dropped instead)", self.name)));
+        }
+        Ok(match self.driver.evict_cache().with_context(|| format!("{}: empty the backend cache", self.name))? {
+            Some(how) => CacheEviction::Evicted(how),
+            None => CacheEviction::Unsupported(format!("{} cannot empty its cache here (a store the user named is not exported)", self.name)),
+        })
+    }
+
+    fn backend_daemon_rss(&self) -> Option<DaemonRss> {
+        let pid = self.driver.status().ok()?.daemon_pid?;
+        Some(DaemonRss { pid, bytes: cowbench_drivers::sys::hostinfo::process_rss_bytes(pid)? })
+    }
+
+    fn backing_file_cache(&self) -> Option<BackingFileCache> {
+        use cowbench_drivers::BackingKind;
+        let b = self.driver.status().ok()?.backing?;
+        if !matches!(b.kind, BackingKind::LoopFile | BackingKind::VdevFile) {
+            return None;
+        }
+        match cowbench_drivers::sys::pagecache::resident_bytes(&b.path) {
+            Ok(resident_bytes) => Some(BackingFileCache { path: b.path, resident_bytes, loop_direct_io: b.loop_direct_io }),
+            Err(e) => {
+                log::warn!("{}: page cache residency of {}: {e}", self.name, b.path.display());
+                None
+            }
+        }
+    }
 }
 
 /// A second instance of a driver: torn down (and its root removed) when dropped.
@@ -360,6 +394,15 @@ impl Lab for Variant {
     }
     fn variant<'a>(&'a self, options: &[(&str, &str)]) -> anyhow::Result<Box<dyn Lab + 'a>> {
         self.lab().variant(options)
+    }
+    fn evict_backend_cache(&self) -> anyhow::Result<CacheEviction> {
+        self.lab().evict_backend_cache()
+    }
+    fn backend_daemon_rss(&self) -> Option<DaemonRss> {
+        self.lab().backend_daemon_rss()
+    }
+    fn backing_file_cache(&self) -> Option<BackingFileCache> {
+        self.lab().backing_file_cache()
     }
 }
 

@@ -223,25 +223,25 @@ fn sharedcache(run: &mut RunEvidence, driver: &str, metric: &str, copies: impl F
 fn page_cache_n_times_rule() {
     let id = "btrfs-no-shared-cache";
     let mut run = RunEvidence::synthetic("t", &["btrfs"], &["sharedcache"]);
-    sharedcache(&mut run, "btrfs", "cgroup_page_cache_total_bytes", |n| n, 0.05, 7);
+    sharedcache(&mut run, "btrfs", "reader_memory_bytes", |n| n, 0.05, 7);
     let v = verdict(&run, id);
     assert_eq!(v.verdict.kind, VerdictKind::Confirmed);
     assert!(v.verdict.key.contains("private"), "{}", v.verdict.key);
 
     let mut run = RunEvidence::synthetic("t", &["btrfs"], &["sharedcache"]);
-    sharedcache(&mut run, "btrfs", "cgroup_page_cache_total_bytes", |n| 1.0 + 0.02 * (n - 1.0), 0.05, 8);
+    sharedcache(&mut run, "btrfs", "reader_memory_bytes", |n| 1.0 + 0.02 * (n - 1.0), 0.05, 8);
     assert_eq!(verdict(&run, id).verdict.kind, VerdictKind::Refuted);
 
     let mut run = RunEvidence::synthetic("t", &["btrfs"], &["sharedcache"]);
-    sharedcache(&mut run, "btrfs", "cgroup_page_cache_total_bytes", |n| 1.0 + 0.5 * (n - 1.0), 0.05, 9);
+    sharedcache(&mut run, "btrfs", "reader_memory_bytes", |n| 1.0 + 0.5 * (n - 1.0), 0.05, 9);
     assert_eq!(verdict(&run, id).verdict.kind, VerdictKind::Inconclusive);
 
     // The ARC claim expects the opposite: one shared copy.
     let mut run = RunEvidence::synthetic("t", &["zfs"], &["sharedcache"]);
-    sharedcache(&mut run, "zfs", "arc_growth_bytes", |_| 1.0, 0.05, 10);
+    sharedcache(&mut run, "zfs", "reader_memory_bytes", |_| 1.0, 0.05, 10);
     assert_eq!(verdict(&run, "zfs-shared-arc").verdict.kind, VerdictKind::Confirmed);
     let mut run = RunEvidence::synthetic("t", &["zfs"], &["sharedcache"]);
-    sharedcache(&mut run, "zfs", "arc_growth_bytes", |n| n, 0.05, 11);
+    sharedcache(&mut run, "zfs", "reader_memory_bytes", |n| n, 0.05, 11);
     assert_eq!(verdict(&run, "zfs-shared-arc").verdict.kind, VerdictKind::Refuted);
 }
 

@@ -76,6 +76,51 @@ pub trait Lab: Sync {
     /// A second instance of this driver, on a root of its own, with `options` set on top of the
     /// run's driver options (e.g. `discard=false`). Torn down when dropped.
     fn variant<'a>(&'a self, options: &[(&str, &str)]) -> anyhow::Result<Box<dyn Lab + 'a>>;
+
+    /// Empty the backend's own read cache (the ZFS ARC: dropping the page cache leaves it as
+    /// it is), so that what reads cache next starts cold. Only while no container of this lab
+    /// runs (zfs exports and imports its pool).
+    fn evict_backend_cache(&self) -> anyhow::Result<CacheEviction> {
+        Ok(CacheEviction::Unsupported("this lab cannot empty a backend cache".into()))
+    }
+    /// Resident memory of the daemon serving the backend (zfs-fuse), where there is one: a
+    /// userspace backend caches in its own memory, outside every container's cgroup.
+    fn backend_daemon_rss(&self) -> Option<DaemonRss> {
+        None
+    }
+    /// How much of the backend's backing file (loop file, file vdev) the host's page cache
+    /// holds: a buffered loop device or file vdev caches every block read a second time
+    /// there. None for backends without a backing file.
+    fn backing_file_cache(&self) -> Option<BackingFileCache> {
+        None
+    }
+}
+
+/// What [`Lab::evict_backend_cache`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheEviction {
+    /// Emptied; how (for notes).
+    Evicted(String),
+    /// Not done, and why: the backend has no cache of its own, or it cannot be emptied here.
+    Unsupported(String),
+}
+
+/// The resident memory of a backend's daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonRss {
+    pub pid: u32,
+    pub bytes: u64,
+}
+
+/// A backend's backing file in the host's page cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackingFileCache {
+    pub path: PathBuf,
+    /// Bytes of the file resident in the page cache (`mincore`).
+    pub resident_bytes: u64,
+    /// Whether the loop device over it does direct IO (None: no loop device, e.g. a zfs-fuse
+    /// file vdev, which the daemon reads through the page cache).
+    pub loop_direct_io: Option<bool>,
 }
 
 /// A running container. Dropping it kills and removes everything it holds.
@@ -138,8 +183,9 @@ pub struct HostMemory {
     pub page_cache_bytes: u64,
     pub total_bytes: u64,
     pub available_bytes: u64,
-    /// `/proc/vmstat` `drop_pagecache`: how often anyone on the host has dropped the page
-    /// cache. A change across a measurement means another process dropped it meanwhile.
+    /// `/proc/vmstat` `drop_pagecache` + `drop_slab`: how often anyone on the host has dropped
+    /// the page cache (or the unused inodes holding it). A change across a measurement means
+    /// another process dropped it meanwhile.
     pub drop_pagecache_count: Option<u64>,
 }
 

@@ -1,15 +1,33 @@
 //! `sharedcache`: N containers of one image read the same image file; how much memory does the
 //! host spend caching it?
 //!
-//! After all N containers are up (each holding), the harness drops the page cache, lets every
-//! container run the probe once without IO (so the probe binary and the runtime's exec path are
-//! cached before the baseline), snapshots memory, then has each container read the whole file
-//! through the probe (timed by the probe), one after the other, and snapshots again while all N
-//! still exist. Growth of the system page cache (`/proc/meminfo` Cached + Buffers), of each
-//! container's cgroup page cache, and for zfs of the ARC (kernel: arcstats `size`; zfs-fuse:
-//! its kstat `size` where mounted, else the daemon's RSS growth as the stand-in). A backend
-//! that shares cached blocks between containers grows ~1× the file, one that does not ~N×.
-//! Answers dm-no-shared-cache, btrfs-no-shared-cache and zfs-shared-arc.
+//! Before the containers start, the backend's own cache (the ZFS ARC, which dropping the page
+//! cache leaves as it is) is emptied ([`Lab::evict_backend_cache`]: zfs exports and imports its
+//! pool). After all N containers are up (each holding), the harness drops the page cache, lets
+//! every container run the probe once without IO (so the probe binary and the runtime's exec
+//! path are cached before the baseline), snapshots memory, then has each container read the
+//! whole file through the probe (timed by the probe, which reports the bytes it read: a reader
+//! that did not read the whole file fails the repetition), one after the other, and snapshots
+//! again while all N still exist.
+//!
+//! The decided quantity is `reader_memory_bytes`, the memory the N readers cost:
+//! - the page cache charged to the readers' cgroups (memory.stat file pages, summed over the
+//!   N containers): the kernel charges a cached page to one cgroup only, so pages the readers
+//!   share count once and private copies N times, whatever else the host does meanwhile;
+//! - minus the backing file's cache where it was charged to them: a buffered loop device keeps
+//!   a second copy of every block in the page cache of its backing file, which cgroup v2
+//!   charges to the cgroup that issued the IO. Loop devices are attached with direct IO where
+//!   the backing filesystem takes it (then there is no such copy); its growth is recorded
+//!   (`backing_file_cache_growth_bytes`, `mincore` of the file) either way;
+//! - plus the backend's own cache growth outside the cgroups: the ARC (kernel arcstats `size`;
+//!   zfs-fuse its kstat), or the zfs-fuse daemon's RSS growth where that is larger (the daemon
+//!   holds the ARC and whatever else the reads made it allocate).
+//!
+//! A backend that shares cached blocks between containers costs ~1× the file for any N, one
+//! that does not ~N×; fewer than one copy is not a possible outcome (the claims treat it as an
+//! invalid measurement). The host-wide page cache growth is recorded as well (it includes the
+//! backing file's copy and other host activity). Answers dm-no-shared-cache,
+//! btrfs-no-shared-cache and zfs-shared-arc.
 
 use std::time::Duration;
 
@@ -17,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::images::{self, LARGE_PATH};
 use crate::kit;
-use crate::lab::{Container, ContainerSpec, Image, Lab, Notes};
+use crate::lab::{CacheEviction, Container, ContainerSpec, Image, Lab, Notes};
 use crate::probe::{Op, Request};
 use crate::{CellExec, MetricSpec, Params, Profile, RepSamples, SetupError, TypedParams, Workload, MIB, Better, ParamKind, ParamSpec, Unit};
 
@@ -40,7 +58,37 @@ pub const FULL_N: [u32; 5] = [1, 2, 4, 8, 16];
 /// Read block of the probe's sequential read.
 pub const READ_BLOCK: u64 = 128 * 1024;
 
-pub const METRICS: [MetricSpec; 8] = [
+pub const METRICS: [MetricSpec; 13] = [
+    MetricSpec {
+        name: "reader_memory_bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
+        description: "memory the N readers cost: their cgroups' page cache growth, minus the backing file's cache where it was charged to them (buffered loop device, cgroup v2), plus the backend's own cache growth (ARC, or the zfs-fuse daemon's RSS growth where larger)",
+    },
+    MetricSpec {
+        name: "reader_memory_copies",
+        unit: Unit::Ratio,
+        better: Better::Lower,
+        description: "reader_memory_bytes / file size: copies of the file the N readers hold in memory (~1 shared, ~N private; below 1 impossible)",
+    },
+    MetricSpec {
+        name: "backing_file_cache_growth_bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
+        description: "loop- or vdev-backed stores: growth of the backing file's pages in the host page cache over the reads (mincore); ~0 with a direct-IO loop device",
+    },
+    MetricSpec {
+        name: "daemon_rss_growth_bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
+        description: "userspace backends (zfs-fuse): growth of the daemon's resident memory over the reads",
+    },
+    MetricSpec {
+        name: "backend_cache_growth_bytes",
+        unit: Unit::Bytes,
+        better: Better::Lower,
+        description: "the part of reader_memory_bytes outside the cgroups: ARC growth, or the daemon's RSS growth where larger",
+    },
     MetricSpec {
         name: "page_cache_growth_bytes",
         unit: Unit::Bytes,
@@ -146,7 +194,17 @@ impl Workload for SharedCache {
         }
         // The image `fragmentation` and `concurrent` use too: one build per driver and size.
         let img = lab.image(&images::large_file(lab.seed(), p.file_bytes))?;
-        Ok(Box::new(Exec { lab, p, img, arc_source: None, arc_withheld: None, disturbed: 0 }))
+        Ok(Box::new(Exec {
+            lab,
+            p,
+            img,
+            arc_source: None,
+            arc_withheld: None,
+            disturbed: 0,
+            eviction: None,
+            charged_backing: None,
+            backing: None,
+        }))
     }
 }
 
@@ -195,7 +253,30 @@ fn arc_growth_withheld(before: u64, after: u64, limit: Option<u64>, retried: boo
 }
 
 /// Attempts at a measurement that another process's cache drop did not disturb.
-const ATTEMPTS: u32 = 5;
+const ATTEMPTS: u32 = 8;
+/// Before another attempt: no cache drop by anyone for this long ...
+const QUIET: Duration = Duration::from_secs(3);
+/// ... waited for at most this long (then the attempt is made anyway).
+const QUIET_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Wait until nobody has dropped the page cache for [`QUIET`] (other benchmarks on the host
+/// drop it in bursts), for [`QUIET_WAIT_MAX`] at most. Whether it got quiet.
+fn wait_quiet(lab: &dyn Lab) -> bool {
+    let start = std::time::Instant::now();
+    let mut last = lab.host_memory().drop_pagecache_count;
+    let mut since = std::time::Instant::now();
+    while start.elapsed() < QUIET_WAIT_MAX && !lab.stop_requested() {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = lab.host_memory().drop_pagecache_count;
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        } else if since.elapsed() >= QUIET {
+            return true;
+        }
+    }
+    false
+}
 
 struct Exec<'a> {
     lab: &'a dyn Lab,
@@ -206,6 +287,32 @@ struct Exec<'a> {
     arc_withheld: Option<String>,
     /// Measurements thrown away because another process dropped the page cache meanwhile.
     disturbed: u32,
+    /// What emptying the backend's cache before the last repetition did.
+    eviction: Option<Result<CacheEviction, String>>,
+    /// Whether the backing file's cache growth was taken off the cgroups' figure (and why),
+    /// for the last measurement.
+    charged_backing: Option<String>,
+    /// The backing file and whether its loop device does direct IO, as last seen.
+    backing: Option<(std::path::PathBuf, Option<bool>)>,
+}
+
+/// Whether the page cache of a loop device's backing file is charged to the cgroup of the
+/// process whose reads caused it: the loop driver issues the IO on behalf of the reader's
+/// memory cgroup (since Linux 5.14), which it can find only on the unified hierarchy (v2). On
+/// v1 and hybrid layouts it lands in the root cgroup. Direct IO: there is no such cache.
+fn backing_cache_charged_to_readers(loop_direct_io: Option<bool>, cgroup_layout: &str) -> bool {
+    loop_direct_io == Some(false) && cgroup_layout == "v2"
+}
+
+/// What the backend caches outside the readers' cgroups: the ARC growth, or the daemon's RSS
+/// growth where that is larger (zfs-fuse holds the ARC in its own memory, with what else the
+/// reads made it allocate; its RSS need not grow when the ARC reuses memory the daemon freed
+/// at the export, hence the larger of the two). None when neither is known.
+fn backend_growth(arc: Option<f64>, daemon_rss: Option<f64>) -> Option<f64> {
+    match (arc, daemon_rss) {
+        (Some(a), Some(d)) => Some(a.max(d)),
+        (a, d) => a.or(d),
+    }
 }
 
 impl Exec<'_> {
@@ -221,6 +328,8 @@ impl Exec<'_> {
         let mem_before = self.lab.host_memory();
         let cg_before: Vec<u64> = held.iter().map(|c| c.accounting().map(|a| a.page_cache_bytes)).collect::<Result<_, _>>()?;
         let arc_before = self.lab.backend_cache();
+        let rss_before = self.lab.backend_daemon_rss();
+        let backing_before = self.lab.backing_file_cache();
         // The baseline comes last, so that what the cgroup and cache reads above cached does
         // not count as growth.
         let sys_before = self.lab.host_memory().page_cache_bytes;
@@ -245,6 +354,8 @@ impl Exec<'_> {
         }
         let mem_after = self.lab.host_memory();
         let arc_after = self.lab.backend_cache();
+        let rss_after = self.lab.backend_daemon_rss();
+        let backing_after = self.lab.backing_file_cache();
         let mut cg_total = 0.0;
         for (c, before) in held.iter().zip(&cg_before) {
             let grown = c.accounting()?.page_cache_bytes as f64 - *before as f64;
@@ -260,12 +371,60 @@ impl Exec<'_> {
         samples.push(("page_cache_growth_bytes", growth));
         samples.push(("growth_per_reader_bytes", growth / n));
         samples.push(("growth_per_file_ratio", growth / self.p.file_bytes as f64));
+        // The backend's own cache: a figure that cannot be what the reads cached leaves the
+        // total unknown, not smaller.
+        let mut arc_growth = None;
+        let mut backend_unknown = None;
         if let (Some((b, src)), Some((a, _))) = (arc_before, arc_after) {
             self.arc_withheld = arc_growth_withheld(b, a, self.lab.backend_cache_limit(), retried);
+            match (&self.arc_withheld, &self.eviction) {
+                (Some(why), _) => backend_unknown = Some(why.clone()),
+                (None, Some(Ok(CacheEviction::Evicted(_)))) => {}
+                (None, Some(Ok(CacheEviction::Unsupported(why)))) | (None, Some(Err(why))) => {
+                    backend_unknown = Some(format!("the ARC was not emptied before the repetition ({why})"))
+                }
+                (None, None) => backend_unknown = Some("the ARC was not emptied before the repetition".into()),
+            }
             if self.arc_withheld.is_none() {
-                samples.push(("arc_growth_bytes", a as f64 - b as f64));
+                let g = a as f64 - b as f64;
+                samples.push(("arc_growth_bytes", g));
+                arc_growth = Some(g);
             }
             self.arc_source = Some(src);
+        }
+        let rss_growth = match (rss_before, rss_after) {
+            (Some(b), Some(a)) if a.pid == b.pid => {
+                let g = a.bytes as f64 - b.bytes as f64;
+                samples.push(("daemon_rss_growth_bytes", g));
+                Some(g)
+            }
+            (Some(b), Some(a)) => anyhow::bail!("{}: the backend's daemon changed during the reads (pid {} -> {})", self.lab.driver_name(), b.pid, a.pid),
+            _ => None,
+        };
+        let mut charged = 0.0;
+        if let (Some(b), Some(a)) = (&backing_before, &backing_after) {
+            let g = a.resident_bytes as f64 - b.resident_bytes as f64;
+            samples.push(("backing_file_cache_growth_bytes", g));
+            let layout = self.lab.cgroup_layout();
+            self.charged_backing = Some(if backing_cache_charged_to_readers(a.loop_direct_io, &layout) {
+                // Taken off only what the cgroups hold: the rest was charged elsewhere.
+                charged = g.clamp(0.0, cg_total);
+                format!("taken off: buffered loop device under cgroup {layout}, which charges its backing file's cache to the reader")
+            } else {
+                match a.loop_direct_io {
+                    Some(true) => "nothing to take off: the loop device does direct IO".to_string(),
+                    Some(false) => format!("not taken off: buffered loop device, but cgroup {layout} charges its backing file's cache to the root cgroup"),
+                    None => "not taken off: the backend reads its file through its own process, outside the readers' cgroups".to_string(),
+                }
+            });
+            self.backing = Some((a.path.clone(), a.loop_direct_io));
+        }
+        let own = backend_growth(arc_growth, rss_growth);
+        if backend_unknown.is_none() {
+            let total = cg_total - charged + own.unwrap_or(0.0);
+            samples.push(("backend_cache_growth_bytes", own.unwrap_or(0.0)));
+            samples.push(("reader_memory_bytes", total));
+            samples.push(("reader_memory_copies", total / self.p.file_bytes as f64));
         }
         Ok(Some(samples))
     }
@@ -275,6 +434,10 @@ impl CellExec for Exec<'_> {
     fn repetition(&mut self, _rep: u32) -> anyhow::Result<RepSamples> {
         let lab = self.lab;
         let spec = ContainerSpec::probe(&Request::new(vec![Op::Hold]));
+        // Before any container holds a layer: zfs exports its pool to empty the ARC. A failure
+        // is recorded and leaves the total unreported (the ARC's growth would not be what
+        // these reads cached), it does not end the cell.
+        self.eviction = Some(lab.evict_backend_cache().map_err(|e| format!("{e:#}")));
         let mut held: Vec<Box<dyn Container + '_>> = Vec::with_capacity(self.p.containers as usize);
         let result = (|| -> anyhow::Result<RepSamples> {
             for _ in 0..self.p.containers {
@@ -286,8 +449,10 @@ impl CellExec for Exec<'_> {
                 if let Some(samples) = self.measure(&held, attempt > 0)? {
                     return Ok(samples);
                 }
-                // The layers' caches are gone: measure again from a clean drop.
+                // The layers' caches are gone: measure again from a clean drop, once the
+                // host is quiet.
                 self.disturbed += 1;
+                wait_quiet(lab);
             }
             anyhow::bail!("another process dropped the page cache during each of {ATTEMPTS} measurements")
         })();
@@ -316,6 +481,35 @@ impl CellExec for Exec<'_> {
             ("reads".into(), "one container after the other, buffered, 128 KiB blocks, after dropping caches".into()),
             ("timed_in".into(), "container (probe CLOCK_MONOTONIC)".into()),
             ("measurements_disturbed".into(), self.disturbed.to_string()),
+            (
+                "reader_memory_method".into(),
+                "sum over the N containers of the cgroup page cache growth (memory.stat file pages: a page is charged to \
+                 one cgroup, so shared pages count once), minus the backing file's cache growth (mincore) where charged to \
+                 the readers, plus the backend's own cache growth (ARC, or daemon RSS where larger)"
+                    .into(),
+            ),
+            ("reads_checked".into(), "each reader's probe reported reading the whole file (else the repetition fails)".into()),
+            (
+                "backend_cache_eviction".into(),
+                match &self.eviction {
+                    None => "not attempted".into(),
+                    Some(Ok(CacheEviction::Evicted(how))) => format!("emptied before each repetition: {how}"),
+                    Some(Ok(CacheEviction::Unsupported(why))) => format!("not emptied: {why}"),
+                    Some(Err(e)) => format!("failed: {e}"),
+                },
+            ),
+            (
+                "backing_file".into(),
+                match &self.backing {
+                    None => "none (not loop- or vdev-backed)".into(),
+                    Some((path, dio)) => format!(
+                        "{}; loop direct IO: {}",
+                        path.display(),
+                        dio.map_or_else(|| "no loop device".into(), |d| d.to_string())
+                    ),
+                },
+            ),
+            ("backing_file_cache".into(), self.charged_backing.clone().unwrap_or_else(|| "not applicable".into())),
             ("arc_source".into(), self.arc_source.clone().unwrap_or_else(|| "not applicable (no ARC)".into())),
             (
                 "arc_growth".into(),
@@ -346,6 +540,28 @@ mod tests {
         assert_eq!(crate::params_string(&cells[1]), format!("containers=2;file_bytes={}", 64 * MIB));
         let p = SharedCacheParams::from_params(&SharedCache.cells(Profile::Full)[4]).unwrap();
         assert_eq!(p, SharedCacheParams { file_bytes: 256 * MIB, containers: 16 });
+    }
+
+    #[test]
+    fn the_backing_file_cache_is_taken_off_only_where_the_readers_were_charged_for_it() {
+        // Buffered loop device, unified hierarchy: the loop driver charges the reader.
+        assert!(backing_cache_charged_to_readers(Some(false), "v2"));
+        // v1 / hybrid: the memory controller is not where the loop driver looks.
+        assert!(!backing_cache_charged_to_readers(Some(false), "v1"));
+        assert!(!backing_cache_charged_to_readers(Some(false), "hybrid"));
+        // Direct IO: nothing cached; no loop device (zfs-fuse vdev): the daemon reads it.
+        assert!(!backing_cache_charged_to_readers(Some(true), "v2"));
+        assert!(!backing_cache_charged_to_readers(None, "v2"));
+    }
+
+    #[test]
+    fn the_backend_cost_is_the_larger_of_arc_and_daemon_growth() {
+        assert_eq!(backend_growth(None, None), None);
+        assert_eq!(backend_growth(Some(64.0), None), Some(64.0));
+        assert_eq!(backend_growth(None, Some(3.0)), Some(3.0));
+        // zfs-fuse after an export: the ARC refills memory the daemon already holds.
+        assert_eq!(backend_growth(Some(64.0), Some(1.0)), Some(64.0));
+        assert_eq!(backend_growth(Some(64.0), Some(80.0)), Some(80.0));
     }
 
     #[test]

@@ -263,8 +263,10 @@ impl Btrfs {
         ledger
             .record(ResourceKind::Loop, &loop_id, &format!("{NAME} backing store"))
             .ctx(NAME, None, || format!("record the loop device of {loop_id} in the ledger"))?;
-        let dev = match loopdev::attach(image, loopdev::AttachOptions { direct_io: false, autoclear: false }) {
-            Ok(d) => d,
+        // Direct IO where /var/tmp's filesystem takes it: no second copy of every block in the
+        // image file's page cache (see `loopdev::attach_prefer_direct`; status reports it).
+        let dev = match loopdev::attach_prefer_direct(image) {
+            Ok((d, _)) => d,
             Err(e) => {
                 let _ = ledger.forget(ResourceKind::Loop, &loop_id);
                 return Err(Error::io(NAME, None, format!("attach {}", image.display()), e));

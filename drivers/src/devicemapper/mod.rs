@@ -394,7 +394,10 @@ impl DeviceMapper {
         self.ledger
             .record(ResourceKind::Loop, &id, &format!("{NAME} pool file"))
             .ctx(NAME, None, || format!("record the loop device of {id} in the ledger"))?;
-        let r = loopdev::attach(f, loopdev::AttachOptions { direct_io: false, autoclear: false })
+        // Direct IO where the backing filesystem takes it: a buffered loop device caches every
+        // block a second time in the pool file's page cache (status reports `loop_direct_io`).
+        let r = loopdev::attach_prefer_direct(f)
+            .map(|(d, _)| d)
             .ctx(NAME, None, || format!("attach {}", f.display()));
         if r.is_err() {
             let _ = self.ledger.forget(ResourceKind::Loop, &id);

@@ -33,3 +33,11 @@ fn is_executable(p: &std::path::Path) -> bool {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// `VmRSS` of process `pid` (/proc/<pid>/status), bytes; None when it is gone.
+pub fn process_rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    // "VmRSS:     1234 kB"
+    let kib: u64 = text.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod daemon;
 pub mod hostinfo;
 pub mod loopdev;
+pub mod pagecache;
 pub mod mounts;
 pub mod tree;
 pub mod units;

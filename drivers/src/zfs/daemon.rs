@@ -49,15 +49,6 @@ pub fn running_pid() -> Option<i32> {
         .find(|&pid| comm(pid).as_deref() == Some("zfs-fuse"))
 }
 
-/// Resident memory of process `pid` (VmRSS in /proc/<pid>/status), in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
-    // "VmRSS:     1234 kB"
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// Whether the daemon answers (the CLI connects to its socket).
 fn responsive() -> bool {
     run(NAME, "zpool", &["list", "-H", "-o", "name"], Duration::from_secs(10)).is_ok()

@@ -347,6 +347,29 @@ pub fn release_pools(prefixes: &[String]) -> Vec<(String, Result<()>)> {
         .collect()
 }
 
+/// Import cowbench's pool `pool` on `image` (the file, or the loop device over it).
+fn import(flavor: &Flavor, pool: &str, image: &Path, root: &Path) -> Result<()> {
+    let mut args = vec!["import", "-o", "cachefile=none"];
+    let dirs = openzfs::import_dirs(flavor, image, root)?;
+    dirs.iter().for_each(|d| args.extend(["-d", d.as_str()]));
+    args.push(pool);
+    zpool(&args).map(|_| ())
+}
+
+/// Run `zpool` with `args`, retried while it reports the pool busy (zfs-fuse counts a
+/// just-unmounted dataset as busy for a moment).
+fn zpool_retry_busy(args: &[&str]) -> Result<()> {
+    let mut r = Ok(());
+    for i in 0..40u64 {
+        r = zpool(args).map(|_| ());
+        match &r {
+            Err(e) if stderr_has(e, &["busy"]) => std::thread::sleep(Duration::from_millis(50 + 25 * i.min(8))),
+            _ => break,
+        }
+    }
+    r
+}
+
 /// Open (set up or adopt) the backend under `cfg.root/zfs`.
 pub fn open(cfg: &DriverConfig) -> Result<Box<dyn Driver>> {
     Ok(Box::new(Zfs::open(cfg)?))
@@ -418,11 +441,7 @@ impl Zfs {
                         ledger.record(ResourceKind::Loop, &id, "zfs vdev").ctx(NAME, None, || format!("record the loop device of {id} in the ledger"))?;
                     }
                     if image.exists() {
-                        let mut args = vec!["import", "-o", "cachefile=none"];
-                        let dirs = openzfs::import_dirs(&flavor, image, &root)?;
-                        dirs.iter().for_each(|d| args.extend(["-d", d.as_str()]));
-                        args.push(pool);
-                        zpool(&args)?;
+                        import(&flavor, pool, image, &root)?;
                     } else {
                         loopdev::create_sparse(image, size).ctx(NAME, None, || format!("create {}", image.display()))?;
                         let img = openzfs::vdev(&flavor, image)?;
@@ -665,7 +684,7 @@ impl Zfs {
         if let Some(bytes) = found.get("size").and_then(|v| v.parse().ok()) {
             s.cache = Some(CacheUsage { bytes, source, limit_bytes });
         } else if let Some(pid) = s.daemon_pid {
-            if let Some(bytes) = daemon::rss_bytes(pid) {
+            if let Some(bytes) = hostinfo::process_rss_bytes(pid) {
                 s.cache = Some(CacheUsage { bytes, source: CacheSource::DaemonRss { pid }, limit_bytes });
             }
         }
@@ -827,7 +846,15 @@ impl Backend for Zfs {
         s.fact("pool", &pool);
         s.fact("layers_dataset", self.store.base());
         s.backing = Some(match &self.store {
-            Store::Pool { image, .. } => Backing::new(BackingKind::VdevFile, image).with_file_sizes(),
+            Store::Pool { image, .. } => {
+                let mut b = Backing::new(BackingKind::VdevFile, image).with_file_sizes();
+                // The kernel module's vdev is a loop device over the file (none for zfs-fuse).
+                if !self.flavor.is_fuse() {
+                    b.loop_devices = loopdev::find_by_file(image).unwrap_or_default();
+                    b.loop_direct_io = b.loop_devices.first().and_then(|d| loopdev::direct_io(d).ok());
+                }
+                b
+            }
             Store::Dataset { dataset, .. } => Backing::new(BackingKind::ExistingDataset, dataset),
         });
         // zfs-fuse's zpool has no -p (exact numbers): the pool line is as zpool prints it; the
@@ -863,6 +890,43 @@ impl Backend for Zfs {
         Ok(s)
     }
 
+    /// Export and import the pool: exporting evicts every block of the pool from the ARC
+    /// (dropping the page cache does not, and the ARC keeps what the image build and earlier
+    /// cells read). Only cowbench's own pool, and only while no layer is mounted outside
+    /// `mnt/` (a running container's root would hold the pool busy). The layers are unmounted
+    /// from `mnt/` by the kernel first (as at teardown: zfs-fuse's own unmount path can hang
+    /// its FUSE listener) and mounted there again after the import.
+    fn evict_cache(&self, layers: &[LayerInfo]) -> Result<Option<String>> {
+        let Store::Pool { pool, image } = &self.store else { return Ok(None) };
+        let foreign = self.foreign_mounts();
+        if let Some(m) = foreign.first() {
+            return Err(Error::config(
+                NAME,
+                format!("cannot export pool {pool} to empty the ARC: {} layer mount(s) outside the driver (first: {})", foreign.len(), m.display()),
+            ));
+        }
+        let arc = || {
+            let mut s = Status::new(String::new(), 0);
+            self.arc_facts(&mut s);
+            s.cache.map(|c| c.bytes)
+        };
+        let before = arc();
+        {
+            let _root_lock = FileLock::acquire(&self.root.join("setup.lock"))?;
+            let _host_lock = daemon::lock()?;
+            for l in layers {
+                self.unmount_internal(&l.key, l.id)?;
+            }
+            zpool_retry_busy(&["export", pool])?;
+            import(&self.flavor, pool, image, &self.root)?;
+        }
+        for l in layers {
+            self.mount_internal(l)?;
+        }
+        let fmt = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |b| b.to_string());
+        Ok(Some(format!("zpool export + import of {pool}: ARC size {} -> {} bytes", fmt(before), fmt(arc()))))
+    }
+
     fn teardown(&self, _layers: &[LayerInfo]) -> Result<()> {
         let _root_lock = FileLock::acquire(&self.root.join("setup.lock"))?;
         let _host_lock = daemon::lock()?;
@@ -893,14 +957,7 @@ impl Backend for Zfs {
         match &self.store {
             Store::Pool { pool, image } => {
                 if pool_imported(pool) {
-                    let mut r = Ok(());
-                    for i in 0..40u64 {
-                        r = zpool(&["destroy", "-f", pool]).map(|_| ());
-                        match &r {
-                            Err(e) if stderr_has(e, &["busy"]) => std::thread::sleep(Duration::from_millis(50 + 25 * i.min(8))),
-                            _ => break,
-                        }
-                    }
+                    let r = zpool_retry_busy(&["destroy", "-f", pool]);
                     if r.is_ok() {
                         let _ = self.ledger.forget(ResourceKind::Pool, pool);
                     }

@@ -104,7 +104,11 @@ fn loop_over(image: &Path) -> Result<PathBuf> {
         Some(dev) => Ok(dev),
         // Not autoclear: the pool holds the device only while it is imported, and a
         // re-import after an export must find it still there. Teardown detaches it.
-        None => loopdev::attach(image, loopdev::AttachOptions { direct_io: false, autoclear: false })
+        // Direct IO where the backing filesystem takes it: the ARC is the pool's cache, and a
+        // buffered loop device would keep a second copy of every block read in the page cache
+        // of the pool file.
+        None => loopdev::attach_prefer_direct(image)
+            .map(|(d, _)| d)
             .ctx(NAME, None, || format!("attach a loop device to {}", image.display())),
     }
 }
