@@ -215,6 +215,16 @@ pub fn runtime_info(name: &str) -> Option<RuntimeInfo> {
     Some(RuntimeInfo { name: name.into(), path: path.display().to_string(), version })
 }
 
+/// How many times slower than a native host this process runs: software emulation (QEMU TCG)
+/// translates every guest instruction, ~5× for the quick profile measured here. Defaults that
+/// are durations (cell timeouts) scale by it; measurements never do.
+pub fn emulation_slowdown() -> u64 {
+    match environment() {
+        Environment::Vm { accel, .. } if accel == "tcg" => 5,
+        _ => 1,
+    }
+}
+
 fn environment() -> Environment {
     if std::env::var("COWBENCH_VM").as_deref() == Ok("1") {
         Environment::Vm {

@@ -62,7 +62,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub list: bool,
     /// Give a cell up after this many seconds (its backend is then considered hung and its
-    /// remaining cells are not run). Default: 300 for quick, 7200 for full.
+    /// remaining cells are not run). Default: 300 for quick, 7200 for full; five times that
+    /// under software emulation (a VM without KVM).
     #[arg(long)]
     pub cell_timeout: Option<u64>,
     /// Seed of every generated image and random access pattern.
@@ -122,10 +123,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         root: args.root.root.clone(),
         driver_options: args.root.driver_config().options,
         command_line: std::env::args().collect(),
-        cell_timeout: std::time::Duration::from_secs(args.cell_timeout.unwrap_or(match args.profile {
-            Profile::Quick => 300,
-            Profile::Full => 7200,
-        })),
+        cell_timeout: std::time::Duration::from_secs(args.cell_timeout.unwrap_or(
+            match args.profile {
+                Profile::Quick => 300,
+                Profile::Full => 7200,
+            } * crate::host::emulation_slowdown(),
+        )),
         order: args.order,
         ci_target: args.ci_target,
         max_reps: args.max_reps,
