@@ -16,7 +16,8 @@ use anyhow::Context;
 use cowbench_drivers::{registry, Driver, DriverConfig, ProbeReport};
 use cowbench_workloads::images::ImageSpec;
 use cowbench_workloads::lab::{
-    Accounting, Container, ContainerSpec, ExecOutput, HostMemory, Image, Lab, RunOutput, Space, StartTimings, StopOutput,
+    Accounting, Container, ContainerSpec, DriverMemory, ExecOutput, HostMemory, Image, Lab, Notes, RunOutput, Space, StartTimings,
+    StopOutput,
 };
 
 use crate::container::{Runtime, RuntimeKind};
@@ -283,6 +284,82 @@ impl Lab for HostLab {
         lab.own_root = Some(root);
         Ok(Box::new(Variant(Some(lab))))
     }
+
+    fn driver_memory(&self) -> DriverMemory {
+        let hier = self.runtime.hierarchies();
+        let own = hier.memory_cgroup_of("self");
+        let mut m = DriverMemory::default();
+        let mut src = Vec::new();
+        match own.as_deref().map(|p| (p, hier.accounting(p))) {
+            Some((p, Ok(a))) => {
+                m.harness_bytes = a.memory_bytes;
+                m.harness_page_cache_bytes = a.page_cache_bytes;
+                src.push(format!("harness memory cgroup {p} ({})", a.source));
+            }
+            Some((p, Err(e))) => src.push(format!("harness memory cgroup {p} unreadable ({e})")),
+            None => src.push("no memory cgroup for the harness".into()),
+        }
+        // Only backends with a daemon or a cache of their own need their status (zfs runs a
+        // command for it).
+        let caps = self.driver.capabilities();
+        if caps.own_read_cache || caps.stand_in {
+            if let Ok(st) = self.driver.status() {
+                match st.daemon_pid {
+                    // A daemon this process started lives in its cgroup: already counted.
+                    Some(pid) if hier.memory_cgroup_of(&pid.to_string()) != own => {
+                        m.daemon_rss_bytes = rss_bytes(pid).unwrap_or(0);
+                        src.push(format!("RSS of daemon pid {pid} (in another cgroup; its cache is in it)"));
+                    }
+                    Some(pid) => src.push(format!("daemon pid {pid} in the harness cgroup")),
+                    None => {
+                        if let Some(c) = st.cache.filter(|_| caps.own_read_cache) {
+                            m.kernel_cache_bytes = c.bytes;
+                            src.push(format!("kernel read cache ({})", c.source));
+                        }
+                    }
+                }
+            }
+        }
+        m.source = src.join("; ");
+        m
+    }
+
+    fn host_limits(&self) -> Notes {
+        let mut n = Notes::new();
+        for (k, p) in [
+            ("kernel.pid_max", "/proc/sys/kernel/pid_max"),
+            ("kernel.threads-max", "/proc/sys/kernel/threads-max"),
+            ("fs.file-max", "/proc/sys/fs/file-max"),
+            ("fs.inotify.max_user_instances", "/proc/sys/fs/inotify/max_user_instances"),
+            ("fs.inotify.max_user_watches", "/proc/sys/fs/inotify/max_user_watches"),
+            ("fuse.max_user_bgreq", "/sys/module/fuse/parameters/max_user_bgreq"),
+        ] {
+            if let Ok(v) = std::fs::read_to_string(p) {
+                n.insert(k.into(), v.trim().into());
+            }
+        }
+        // The containers' pids cgroup: its limit counts every process below it.
+        let hier = self.runtime.hierarchies();
+        if let Some(dir) = hier.v1.get("pids").or(hier.v2.as_ref()) {
+            let d = dir.join(self.runtime.cgroup_parent().trim_start_matches('/'));
+            if let Ok(v) = std::fs::read_to_string(d.join("pids.max")) {
+                n.insert("containers' pids.max".into(), v.trim().into());
+            }
+        }
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit fills a struct we own.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            n.insert("harness RLIMIT_NOFILE".into(), lim.rlim_cur.to_string());
+        }
+        n
+    }
+}
+
+/// Resident memory of process `pid` (`VmRSS` of `/proc/<pid>/status`), bytes.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = text.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// A second instance of a driver: torn down (and its root removed) when dropped.
@@ -360,6 +437,12 @@ impl Lab for Variant {
     }
     fn variant<'a>(&'a self, options: &[(&str, &str)]) -> anyhow::Result<Box<dyn Lab + 'a>> {
         self.lab().variant(options)
+    }
+    fn driver_memory(&self) -> DriverMemory {
+        self.lab().driver_memory()
+    }
+    fn host_limits(&self) -> Notes {
+        self.lab().host_limits()
     }
 }
 
