@@ -27,7 +27,13 @@
 //!   `start_by_tenth`) and the ratio of the last tenth's p50 to the first tenth's.
 //!
 //! Small N run several rounds per repetition so that every cell has enough starts to give a
-//! median. Answers fast-start, filelevel-density, btrfs-not-dense, zfs-dense and layer-sharing.
+//! median.
+//!
+//! What the figures leave out: kernel objects charged to no cgroup (on a cgroup v1 host the
+//! slab of the N cgroup directories and mounts grows by about as much again as the containers'
+//! cgroups hold); the host's MemAvailable drop (`host_memory_per_container_bytes`) includes them
+//! but moves with every other process on the host, so it is kept as a cross-check only. The
+//! harness's cgroup is read as a whole: run cowbench in a cgroup of its own. Answers fast-start, filelevel-density, btrfs-not-dense, zfs-dense and layer-sharing.
 
 use std::time::{Duration, Instant};
 
@@ -106,7 +112,7 @@ pub const METRICS: [MetricSpec; 14] = [
         name: "driver_memory_per_container_bytes",
         unit: Unit::Bytes,
         better: Better::Lower,
-        description: "per tenth of the starts: growth of the driver's own memory (harness cgroup, daemons, kernel read cache) per container started",
+        description: "per tenth of the starts: growth of the driver's own memory (harness cgroup, daemons, kernel read cache) per container started; whatever else runs in the harness's cgroup counts too, so run cowbench in a cgroup of its own",
     },
     MetricSpec {
         name: "copy_cache_per_container_bytes",
