@@ -7,9 +7,9 @@
 //! bundle + create + start) and the **ready latency** (from the same call until the probe inside
 //! reported ready, polled every 2 ms: the start latency plus the exec of the probe). Per round:
 //!
-//! - **memory per container**, the marginal memory cost of one more container: its cgroup's
-//!   memory (anon, kernel and page cache charged to it) plus its share of what the driver itself
-//!   grew by in the same tenth of the starts ([`DriverMemory`]: the harness's cgroup with the
+//! - **memory per container**, the marginal memory cost of one more container, one sample per
+//!   tenth of the starts: the mean of its containers' cgroups (anon, kernel and page cache
+//!   charged to them) plus what the driver itself grew by in that tenth, per container ([`DriverMemory`]: the harness's cgroup with the
 //!   layer metadata, the kernel memory of the mounts and the FUSE daemons it started
 //!   (unionfs-fuse), the RSS of a daemon living elsewhere (zfs-fuse, ARC included), a kernel
 //!   read cache no cgroup is charged for (kernel ZFS ARC)). A driver whose layers share nothing
@@ -100,7 +100,7 @@ pub const METRICS: [MetricSpec; 14] = [
         name: "memory_per_container_bytes",
         unit: Unit::Bytes,
         better: Better::Lower,
-        description: "per container, all N running: its cgroup's memory + its share of the driver's memory growth in its tenth of the starts (page cache excluded for a driver whose layers are full copies: see copy_cache_per_container_bytes)",
+        description: "per tenth of the starts, all N running: the mean memory of its containers' cgroups + the driver's memory growth per container in it (page cache excluded for a driver whose layers are full copies: see copy_cache_per_container_bytes)",
     },
     MetricSpec {
         name: "container_memory_bytes",
@@ -118,7 +118,7 @@ pub const METRICS: [MetricSpec; 14] = [
         name: "copy_cache_per_container_bytes",
         unit: Unit::Bytes,
         better: Better::Lower,
-        description: "per container: page cache of a full-copy driver's private image copy (its cgroup's + its share of the harness's); 0 where layers are shared",
+        description: "per tenth of the starts: page cache of a full-copy driver's private image copies per container (its containers' cgroups' + the harness's growth); 0 where layers are shared",
     },
     MetricSpec {
         name: "host_memory_per_container_bytes",
@@ -435,17 +435,27 @@ impl DensityCell<'_> {
             samples.push(("driver_memory_per_container_bytes", mem / k));
             samples.push(("disk_per_container_bytes", (w[1].used as f64 - w[0].used as f64) / k));
         }
-        let mut total_memory = 0.0;
+        // Memory per container, one sample per tenth (the driver's growth is known per tenth
+        // only, so a tenth is the unit that varies independently): the mean of its containers'
+        // cgroups plus the driver's growth per container in it.
+        let mut per_tenth = vec![(0.0f64, 0.0f64, 0usize); driver_share.len()];
         for (h, a) in info.iter().zip(&acc) {
             let cache = if shares { 0.0 } else { a.page_cache_bytes as f64 };
-            let mem = a.memory_bytes as f64 - cache + driver_share[h.tenth];
-            total_memory += mem;
+            let t = &mut per_tenth[h.tenth];
+            t.0 += a.memory_bytes as f64 - cache;
+            t.1 += cache;
+            t.2 += 1;
             samples.push(("start_latency_ns", h.start_ns as f64));
             samples.push(("ready_latency_ns", h.ready_ns as f64));
             samples.push(("layer_setup_ns", h.setup_ns as f64));
             samples.push(("container_memory_bytes", a.memory_bytes as f64));
-            samples.push(("memory_per_container_bytes", mem));
-            samples.push(("copy_cache_per_container_bytes", cache + copy_share[h.tenth]));
+        }
+        let mut total_memory = 0.0;
+        for (i, (mem, cache, k)) in per_tenth.into_iter().enumerate().filter(|t| t.1 .2 > 0) {
+            let k = k as f64;
+            total_memory += mem + driver_share[i] * k;
+            samples.push(("memory_per_container_bytes", mem / k + driver_share[i]));
+            samples.push(("copy_cache_per_container_bytes", cache / k + copy_share[i]));
         }
         let avail_drop = host0.available_bytes as f64 - host1.available_bytes as f64;
         samples.push(("host_memory_per_container_bytes", avail_drop / count as f64));
