@@ -16,8 +16,7 @@ use anyhow::Context;
 use cowbench_drivers::{registry, Driver, DriverConfig, ProbeReport};
 use cowbench_workloads::images::ImageSpec;
 use cowbench_workloads::lab::{
-    Accounting, BackingFileCache, CacheEviction, Container, ContainerSpec, DaemonRss, ExecOutput, HostMemory, Image, Lab, RunOutput,
-    Space, StartTimings, StopOutput,
+    Accounting, BackingFileCache, CacheEviction, Container, ContainerSpec, DaemonRss, DriverMemory, ExecOutput, HostMemory, Image, Lab, Notes, RunOutput, Space, StartTimings, StopOutput,
 };
 
 use crate::container::{Runtime, RuntimeKind};
@@ -317,6 +316,75 @@ impl Lab for HostLab {
             }
         }
     }
+
+    fn driver_memory(&self) -> DriverMemory {
+        let hier = self.runtime.hierarchies();
+        let own = hier.memory_cgroup_of("self");
+        let mut m = DriverMemory::default();
+        let mut src = Vec::new();
+        match own.as_deref().map(|p| (p, hier.accounting(p))) {
+            Some((p, Ok(a))) => {
+                m.harness_bytes = a.memory_bytes;
+                m.harness_page_cache_bytes = a.page_cache_bytes;
+                src.push(format!("harness memory cgroup {p} ({})", a.source));
+            }
+            Some((p, Err(e))) => src.push(format!("harness memory cgroup {p} unreadable ({e})")),
+            None => src.push("no memory cgroup for the harness".into()),
+        }
+        // Only backends with a daemon or a cache of their own need their status (zfs runs a
+        // command for it).
+        let caps = self.driver.capabilities();
+        if caps.own_read_cache || caps.stand_in {
+            if let Ok(st) = self.driver.status() {
+                match st.daemon_pid {
+                    // A daemon this process started lives in its cgroup: already counted.
+                    Some(pid) if hier.memory_cgroup_of(&pid.to_string()) != own => {
+                        m.daemon_rss_bytes = cowbench_drivers::sys::hostinfo::process_rss_bytes(pid).unwrap_or(0);
+                        src.push(format!("RSS of daemon pid {pid} (in another cgroup; its cache is in it)"));
+                    }
+                    Some(pid) => src.push(format!("daemon pid {pid} in the harness cgroup")),
+                    None => {
+                        if let Some(c) = st.cache.filter(|_| caps.own_read_cache) {
+                            m.kernel_cache_bytes = c.bytes;
+                            src.push(format!("kernel read cache ({})", c.source));
+                        }
+                    }
+                }
+            }
+        }
+        m.source = src.join("; ");
+        m
+    }
+
+    fn host_limits(&self) -> Notes {
+        let mut n = Notes::new();
+        for (k, p) in [
+            ("kernel.pid_max", "/proc/sys/kernel/pid_max"),
+            ("kernel.threads-max", "/proc/sys/kernel/threads-max"),
+            ("fs.file-max", "/proc/sys/fs/file-max"),
+            ("fs.inotify.max_user_instances", "/proc/sys/fs/inotify/max_user_instances"),
+            ("fs.inotify.max_user_watches", "/proc/sys/fs/inotify/max_user_watches"),
+            ("fuse.max_user_bgreq", "/sys/module/fuse/parameters/max_user_bgreq"),
+        ] {
+            if let Ok(v) = std::fs::read_to_string(p) {
+                n.insert(k.into(), v.trim().into());
+            }
+        }
+        // The containers' pids cgroup: its limit counts every process below it.
+        let hier = self.runtime.hierarchies();
+        if let Some(dir) = hier.v1.get("pids").or(hier.v2.as_ref()) {
+            let d = dir.join(self.runtime.cgroup_parent().trim_start_matches('/'));
+            if let Ok(v) = std::fs::read_to_string(d.join("pids.max")) {
+                n.insert("containers' pids.max".into(), v.trim().into());
+            }
+        }
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit fills a struct we own.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            n.insert("harness RLIMIT_NOFILE".into(), lim.rlim_cur.to_string());
+        }
+        n
+    }
 }
 
 /// A second instance of a driver: torn down (and its root removed) when dropped.
@@ -403,6 +471,12 @@ impl Lab for Variant {
     }
     fn backing_file_cache(&self) -> Option<BackingFileCache> {
         self.lab().backing_file_cache()
+    }
+    fn driver_memory(&self) -> DriverMemory {
+        self.lab().driver_memory()
+    }
+    fn host_limits(&self) -> Notes {
+        self.lab().host_limits()
     }
 }
 

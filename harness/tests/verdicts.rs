@@ -245,70 +245,107 @@ fn page_cache_n_times_rule() {
     assert_eq!(verdict(&run, "zfs-shared-arc").verdict.kind, VerdictKind::Refuted);
 }
 
-/// density cells: per container start latency at N = 1, 4, 16.
-fn density(run: &mut RunEvidence, driver: &str, start_ns: f64, amp: f64, seed: u64) {
+/// density cells at N = 1, 16, 256: per container ready latency around `ready_ns` and memory
+/// around `memory`; every round reaches its N.
+fn density(run: &mut RunEvidence, driver: &str, ready_ns: f64, memory: f64, amp: f64, seed: u64) {
+    density_to(run, driver, ready_ns, memory, amp, seed, &[1, 16, 256]);
+}
+
+fn density_to(run: &mut RunEvidence, driver: &str, ready_ns: f64, memory: f64, amp: f64, seed: u64, ns: &[u64]) {
     let mut j = Jitter(seed);
-    for n in [1u64, 4, 16] {
-        let p = [("containers".to_string(), json!(n))].into_iter().collect();
-        let k = (n as usize * 2).max(6);
+    for &n in ns {
+        let p = [("containers".to_string(), json!(n)), ("memory_budget_bytes".to_string(), json!(2u64 << 30))].into_iter().collect();
+        let k = (n as usize).max(16);
         run.cells.push(
             Cell::new("density", driver, p)
-                .with_metric("start_latency_ns", j.samples(start_ns, amp, k))
-                .with_metric("disk_per_container_bytes", j.samples(if driver == "vfs" { 80.0 * MIB } else { 24.0 * KIB }, 0.1, k)),
+                .with_metric("ready_latency_ns", j.samples(ready_ns, amp, k))
+                .with_metric("memory_per_container_bytes", j.samples(memory, amp, k))
+                .with_metric("containers_started_count", vec![n as f64])
+                .with_metric("disk_per_container_bytes", j.samples(if driver == "vfs" { 80.0 * MIB } else { 24.0 * KIB }, 0.1, 10)),
         );
     }
 }
 
 #[test]
-fn fast_start_threshold() {
+fn fast_start_threshold_and_hundreds() {
     let only = |ns: f64, amp: f64| {
         let mut run = RunEvidence::synthetic("t", &["overlay"], &["density"]);
-        density(&mut run, "overlay", ns, amp, 12);
+        density(&mut run, "overlay", ns, 400.0 * KIB, amp, 12);
         // The claim names five drivers; here only overlay is part of the run.
         verdict(&run, "fast-start")
     };
     let v = only(0.3e9, 0.2);
     assert_eq!(v.verdict.kind, VerdictKind::Confirmed, "{}", v.verdict.summary());
-    // The "hundreds per host" part is optional and outside the quick sweep: noted, not blocking.
+    // "Hundreds per host" is required: 256 containers started and held.
     let part = &v.drivers[0].rules[1];
-    assert_eq!(part.verdict.kind, VerdictKind::NotMeasured);
-    assert!(matches!(part.verdict.why, Some(Why::ParameterNotInProfile(_))));
+    assert_eq!(part.verdict.kind, VerdictKind::Confirmed, "{}", part.verdict.summary());
     assert!(v.drivers.iter().filter(|d| d.driver != "overlay").all(|d| d.verdict.kind == VerdictKind::NotMeasured));
     assert_eq!(only(5e9, 0.2).verdict.kind, VerdictKind::Refuted);
     let v = only(2.2e9, 0.05);
     assert_eq!(v.verdict.kind, VerdictKind::Inconclusive);
-    assert!(matches!(v.verdict.why, Some(Why::BelowThreshold(_))));
+    assert!(matches!(v.drivers[0].rules[0].verdict.why, Some(Why::BelowThreshold(_))), "{:?}", v.verdict.why);
+
+    // A host limit stopped the N = 256 cell at 200 containers: the cell is a result (ok), and
+    // the capacity part is refuted on what it reached.
+    let mut run = RunEvidence::synthetic("t", &["overlay"], &["density"]);
+    density(&mut run, "overlay", 0.3e9, 400.0 * KIB, 0.1, 13);
+    let big = run.cells.iter_mut().find(|c| c.param_f64("containers") == Some(256.0)).unwrap();
+    big.metrics.get_mut("containers_started_count").unwrap().samples = vec![200.0];
+    let v = verdict(&run, "fast-start");
+    let part = &v.drivers[0].rules[1];
+    assert_eq!(part.verdict.kind, VerdictKind::Refuted, "{}", part.verdict.summary());
+    assert!(part.verdict.key.contains("stopped short"), "{}", part.verdict.key);
+    assert_eq!(v.verdict.kind, VerdictKind::Refuted);
+
+    // A sweep that stops at 16 (no limit hit): the required part is not measured, so the claim
+    // is not confirmed.
+    let mut run = RunEvidence::synthetic("t", &["overlay"], &["density"]);
+    density_to(&mut run, "overlay", 0.3e9, 400.0 * KIB, 0.1, 14, &[1, 16]);
+    let v = verdict(&run, "fast-start");
+    let part = &v.drivers[0].rules[1];
+    assert_eq!(part.verdict.kind, VerdictKind::NotMeasured);
+    assert!(matches!(part.verdict.why, Some(Why::ParameterNotInProfile(_))));
+    assert_ne!(v.verdict.kind, VerdictKind::Confirmed);
 }
 
 #[test]
-fn rank_best_for_density() {
+fn density_ranks_on_memory_per_container() {
     let field = |overlay: f64, aufs: f64, amp: f64| {
         let mut run = RunEvidence::synthetic("t", &["overlay", "aufs", "btrfs", "zfs", "vfs"], &["density"]);
-        density(&mut run, "overlay", overlay, amp, 20);
-        density(&mut run, "aufs", aufs, amp, 21);
-        density(&mut run, "btrfs", 0.40e9, amp, 22);
-        density(&mut run, "zfs", 0.60e9, amp, 23);
-        density(&mut run, "vfs", 0.90e9, amp, 24);
+        // Start latencies the other way round: they must not decide.
+        density(&mut run, "overlay", 0.9e9, overlay, amp, 20);
+        density(&mut run, "aufs", 0.9e9, aufs, amp, 21);
+        density(&mut run, "btrfs", 0.1e9, 2.0 * MIB, amp, 22);
+        density(&mut run, "zfs", 0.1e9, 3.0 * MIB, amp, 23);
+        // vfs (memory without its copies) is no competitor.
+        density(&mut run, "vfs", 0.1e9, 100.0 * KIB, amp, 24);
         verdict(&run, "filelevel-density")
     };
-    // overlay clearly fastest (aufs slower than btrfs): "any" of the two suffices.
-    let v = field(0.10e9, 0.50e9, 0.05);
+    // overlay clearly leanest (aufs heavier than btrfs): "any" of the two suffices.
+    let v = field(400.0 * KIB, 5.0 * MIB, 0.05);
     assert_eq!(v.verdict.kind, VerdictKind::Confirmed, "{}", v.verdict.summary());
-    assert!(v.verdict.key.contains("containers=16"), "{}", v.verdict.key);
-    // Both file-level drivers clearly slower than btrfs.
-    assert_eq!(field(0.70e9, 0.80e9, 0.05).verdict.kind, VerdictKind::Refuted);
+    assert!(v.verdict.key.contains("containers=256"), "{}", v.verdict.key);
+    // Both file-level drivers clearly heavier than btrfs.
+    assert_eq!(field(4.0 * MIB, 5.0 * MIB, 0.05).verdict.kind, VerdictKind::Refuted);
     // Within noise of btrfs.
-    let v = field(0.39e9, 0.41e9, 0.3);
+    let v = field(1.95 * MIB, 2.05 * MIB, 0.3);
     assert_eq!(v.verdict.kind, VerdictKind::Inconclusive, "{}", v.verdict.summary());
 
-    // btrfs-not-dense and zfs-dense use the same samples with other expectations.
-    let mut run = RunEvidence::synthetic("t", &["overlay", "aufs", "btrfs", "zfs"], &["density"]);
-    density(&mut run, "overlay", 0.1e9, 0.05, 30);
-    density(&mut run, "aufs", 0.2e9, 0.05, 31);
-    density(&mut run, "btrfs", 0.8e9, 0.05, 32);
-    density(&mut run, "zfs", 0.15e9, 0.05, 33);
-    assert_eq!(verdict(&run, "btrfs-not-dense").verdict.kind, VerdictKind::Confirmed);
-    assert_eq!(verdict(&run, "zfs-dense").verdict.kind, VerdictKind::Confirmed);
+    // btrfs-not-dense and zfs-dense use the same samples with other expectations: memory per
+    // container of (overlay, aufs, btrfs, zfs) → (btrfs-not-dense, zfs-dense).
+    let cases = [
+        ([400.0 * KIB, 800.0 * KIB, 3.0 * MIB, 500.0 * KIB], (VerdictKind::Confirmed, VerdictKind::Confirmed)),
+        // zfs the heaviest, btrfs the leanest: both refuted.
+        ([400.0 * KIB, 800.0 * KIB, 300.0 * KIB, 6.0 * MIB], (VerdictKind::Refuted, VerdictKind::Refuted)),
+    ];
+    for (k, (mem, want)) in cases.into_iter().enumerate() {
+        let drivers = ["overlay", "aufs", "btrfs", "zfs"];
+        let mut run = RunEvidence::synthetic("t", &drivers, &["density"]);
+        for (i, (d, m)) in drivers.iter().zip(mem).enumerate() {
+            density(&mut run, d, 0.1e9, m, 0.05, 30 + 4 * k as u64 + i as u64);
+        }
+        assert_eq!((verdict(&run, "btrfs-not-dense").verdict.kind, verdict(&run, "zfs-dense").verdict.kind), want, "{mem:?}");
+    }
 }
 
 #[test]
@@ -428,8 +465,8 @@ fn other_rule_kinds() {
 
     // Layer sharing: CoW drivers use a few KiB per container, vfs a full image copy.
     let mut run = RunEvidence::synthetic("t", &["overlay", "vfs"], &["density"]);
-    density(&mut run, "overlay", 0.2e9, 0.1, 62);
-    density(&mut run, "vfs", 0.5e9, 0.1, 63);
+    density(&mut run, "overlay", 0.2e9, 400.0 * KIB, 0.1, 62);
+    density(&mut run, "vfs", 0.5e9, 100.0 * KIB, 0.1, 63);
     assert_eq!(verdict(&run, "layer-sharing").verdict.kind, VerdictKind::Confirmed);
 
     // Near bare metal: 95% of host-direct throughput / 30%.

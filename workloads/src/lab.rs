@@ -94,6 +94,18 @@ pub trait Lab: Sync {
     fn backing_file_cache(&self) -> Option<BackingFileCache> {
         None
     }
+    /// The memory the driver itself holds now, outside the containers' own cgroups (see
+    /// [`DriverMemory`]). Its growth across N starts is what the driver costs for N containers
+    /// beyond what their cgroups are charged. All zero where the harness cannot tell.
+    fn driver_memory(&self) -> DriverMemory {
+        DriverMemory::default()
+    }
+    /// The host's limits that bound how many containers it can hold (pid and thread maxima,
+    /// inotify instances, open files, the containers' pids cgroup ...), name → value, for the
+    /// notes of a cell that reports how far it got and why it stopped.
+    fn host_limits(&self) -> Notes {
+        Notes::new()
+    }
 }
 
 /// What [`Lab::evict_backend_cache`] did.
@@ -121,6 +133,33 @@ pub struct BackingFileCache {
     /// Whether the loop device over it does direct IO (None: no loop device, e.g. a zfs-fuse
     /// file vdev, which the daemon reads through the page cache).
     pub loop_direct_io: Option<bool>,
+}
+
+/// Memory the driver holds outside the containers' cgroups, bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverMemory {
+    /// The harness's own memory cgroup (v1 `usage_in_bytes`, v2 `memory.current`): its layer
+    /// metadata and bundles, the page cache of what it wrote (a vfs layer's copy), the kernel
+    /// memory of the mounts it made, and the FUSE daemons it started (unionfs-fuse), which
+    /// live in the cgroup they were started from.
+    pub harness_bytes: u64,
+    /// Of which page cache (v1 `total_cache`, v2 `file`).
+    pub harness_page_cache_bytes: u64,
+    /// Resident memory of the backend's daemon when it lives outside the harness's cgroup (a
+    /// zfs-fuse started earlier, by init or another run); its read cache (ARC) is in it.
+    pub daemon_rss_bytes: u64,
+    /// A backend read cache held by the kernel and charged to no cgroup (kernel ZFS ARC); 0
+    /// where the cache lives in a daemon (zfs-fuse) or there is none.
+    pub kernel_cache_bytes: u64,
+    /// Where the figures came from, for notes.
+    pub source: String,
+}
+
+impl DriverMemory {
+    /// Everything the driver holds: harness cgroup + outside daemon + kernel cache.
+    pub fn total(&self) -> u64 {
+        self.harness_bytes + self.daemon_rss_bytes + self.kernel_cache_bytes
+    }
 }
 
 /// A running container. Dropping it kills and removes everything it holds.

@@ -837,17 +837,22 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             let x = need_x(rule)?;
             let cells = select(run, &rule.workload, driver, m, &rule.filter, true)?;
             *marks = marks_of(run, &cells);
-            let ok: Vec<f64> = cells
+            // (x asked for, x reached) of every cell that succeeded.
+            let ok: Vec<(f64, f64)> = cells
                 .iter()
-                .filter(|c| c.status == CellStatus::Ok && c.samples(m).is_some_and(|s| !s.is_empty()))
-                .filter_map(|c| c.param_f64(x))
+                .filter(|c| c.status == CellStatus::Ok)
+                .filter_map(|c| Some((c.param_f64(x)?, capacity_reached(w, m, x, c)?)))
                 .collect();
             let failed: Vec<f64> =
                 cells.iter().filter(|c| c.status == CellStatus::Failed).filter_map(|c| c.param_f64(x)).collect();
-            let best = ok.iter().copied().fold(0.0, f64::max);
+            let best = ok.iter().map(|p| p.1).fold(0.0, f64::max);
             let first_fail = failed.iter().copied().filter(|f| *f > best).fold(f64::INFINITY, f64::min);
+            // A cell that asked for at least `min` and stopped short of it (a host limit).
+            let short = ok.iter().filter(|(asked, reached)| asked >= min && reached < min).map(|p| p.0).fold(f64::INFINITY, f64::min);
             let key = if first_fail.is_finite() {
                 format!("{} reached, {} failed", fmt_param(w, x, best), fmt_param(w, x, first_fail))
+            } else if short.is_finite() {
+                format!("{} reached; the cell of {} stopped short", fmt_param(w, x, best), fmt_param(w, x, short))
             } else {
                 format!("{} reached (largest in the sweep)", fmt_param(w, x, best))
             };
@@ -857,7 +862,7 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
             }
             Ok(if best >= *min {
                 Verdict::new(VerdictKind::Confirmed, key)
-            } else if first_fail.is_finite() {
+            } else if first_fail.is_finite() || short.is_finite() {
                 Verdict::new(VerdictKind::Refuted, key)
             } else {
                 return Err(Why::ParameterNotInProfile(format!(
@@ -1057,6 +1062,16 @@ fn decide(rule: &Rule, run: &RunEvidence, driver: &str, points: &mut Vec<Point>,
     }
 }
 
+/// How far an ok cell got for a capacity rule on `x`: its x; or, when the rule's metric is a
+/// count of what the cell reached (a cell stopped by a host limit is a result, not a failure),
+/// the smaller of its x and the fewest any of its repetitions reached. None without samples.
+fn capacity_reached(w: &str, m: &str, x: &str, c: &Cell) -> Option<f64> {
+    let asked = c.param_f64(x)?;
+    let s = c.samples(m).filter(|s| !s.is_empty())?;
+    let counts = cowbench_workloads::metric_spec(w, m).is_some_and(|spec| spec.unit == cowbench_workloads::Unit::Count);
+    Some(if counts { s.iter().copied().fold(asked, f64::min) } else { asked })
+}
+
 fn push_points(w: &str, driver: &str, groups: &[(f64, Vec<f64>)], x: &str, points: &mut Vec<Point>) {
     for (xv, s) in groups {
         if let Some(ci) = stats::median_ci(s) {
@@ -1182,7 +1197,7 @@ pub fn rule_text(rule: &Rule) -> String {
             fmt_value(&rule.workload, &rule.metric, *refute_min), fmt_value(&rule.workload, &rule.metric, *confirm_max)
         ),
         RuleKind::Capacity { min } => format!(
-            "capacity: confirmed when a cell with `{x}` ≥ {min} succeeded; refuted when the sweep failed before {min}; not measured when the sweep stops below {min}{}.",
+            "capacity: confirmed when a cell with `{x}` ≥ {min} succeeded (reached it, where the metric counts what was reached); refuted when the sweep failed, or a cell stopped short, before {min}; not measured when the sweep stops below {min}{}.",
             if rule.required { "" } else { " (optional part)" }
         ),
         RuleKind::BeforeAfter { param, before, after, confirm_max_ratio, refute_min_ratio } => format!(

@@ -145,6 +145,25 @@ impl Hierarchies {
         out
     }
 
+    /// The memory cgroup of process `pid` (`self` for this process), from `/proc/<pid>/cgroup`:
+    /// the path in the hierarchy [`Hierarchies::accounting`] reads memory from (the v1
+    /// `memory` line where memory is bound to v1, else the v2 `0::` line).
+    pub fn memory_cgroup_of(&self, pid: &str) -> Option<String> {
+        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        self.memory_cgroup_in(&text)
+    }
+
+    /// [`Hierarchies::memory_cgroup_of`] on the text of a `/proc/<pid>/cgroup` file.
+    pub fn memory_cgroup_in(&self, proc_cgroup: &str) -> Option<String> {
+        let v1 = self.v1.contains_key("memory");
+        proc_cgroup.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            let hit = if v1 { controllers.split(',').any(|c| c == "memory") } else { controllers.is_empty() };
+            hit.then(|| path.to_string())
+        })
+    }
+
     fn memory_dir(&self, path: &str) -> Option<(PathBuf, bool)> {
         let rel = path.trim_start_matches('/');
         if let Some(m) = self.v1.get("memory") {
@@ -289,6 +308,16 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
         assert_eq!(u.io_dir("/a").unwrap(), (PathBuf::from("/sys/fs/cgroup/a"), false));
         let l = Hierarchies::parse_mounts("cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\n");
         assert_eq!(l.layout(), Layout::Legacy);
+    }
+
+    #[test]
+    fn memory_cgroup_of_a_process() {
+        let text = "9:name=systemd:/\n4:memory:/jobs/a1\n1:cpu,cpuacct:/\n0::/u/b2\n";
+        assert_eq!(Hierarchies::parse_mounts(HYBRID).memory_cgroup_in(text).as_deref(), Some("/jobs/a1"));
+        let u = Hierarchies::parse_mounts("cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n");
+        assert_eq!(u.memory_cgroup_in(text).as_deref(), Some("/u/b2"));
+        let h = Hierarchies::detect().unwrap();
+        assert!(h.memory_cgroup_of("self").is_some_and(|p| p.starts_with('/')));
     }
 
     #[test]

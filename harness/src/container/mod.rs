@@ -899,9 +899,15 @@ impl<'d> Container<'d> {
         let id = self.st.id.clone();
         let t0 = Instant::now();
         let mut killed = false;
-        if let Err(e) = self.st.rt.exec_runtime(&["kill", &id, "TERM"]) {
-            if process_alive(self.pid) {
-                return Err(e);
+        // A container already ended (`Container::sigterm` from the host) needs no runtime call
+        // to be signalled.
+        if !wait_exit(self.pid, Duration::ZERO) {
+            if let Err(e) = self.st.rt.exec_runtime(&["kill", &id, "TERM"]) {
+                // Ended meanwhile: the runtime says "not running" while the init may still wait
+                // to be reaped. Only a process that does not end is an error.
+                if !wait_exit(self.pid, Duration::from_secs(2)) {
+                    return Err(e);
+                }
             }
         }
         if !wait_exit(self.pid, self.stop_timeout) {
