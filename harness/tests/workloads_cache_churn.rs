@@ -93,7 +93,7 @@ fn sharedcache(driver: &str, expect: Copies) {
         }
     }
     assert_eq!(n(&m, "reader_memory_bytes"), 1);
-    assert_eq!(n(&m, "reader_memory_copies"), 1);
+    assert_eq!(n(&m, "reader_memory_copies_ratio"), 1);
     let cost = m["reader_memory_bytes"][0];
     eprintln!(
         "sharedcache {driver} N=2 file {file}: readers cost {cost} bytes (cgroups {} bytes), host page cache growth {} bytes, backing file {:?}",

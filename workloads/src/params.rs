@@ -375,8 +375,8 @@ mod tests {
         let w = crate::by_id("churn").unwrap();
         let s: ParamSet = "churn.discard=none".parse().unwrap();
         let cells = apply_sets(w, w.cells(Profile::Quick), &[s]).unwrap();
-        assert_eq!(cells.len(), 1);
-        assert!(!cells[0].contains_key("discard"));
+        assert!(!cells.is_empty());
+        assert!(cells.iter().all(|c| !c.contains_key("discard")), "{cells:?}");
     }
 
     #[test]

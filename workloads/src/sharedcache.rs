@@ -66,7 +66,7 @@ pub const METRICS: [MetricSpec; 13] = [
         description: "memory the N readers cost: their cgroups' page cache growth, minus the backing file's cache where it was charged to them (buffered loop device, cgroup v2), plus the backend's own cache growth (ARC, or the zfs-fuse daemon's RSS growth where larger)",
     },
     MetricSpec {
-        name: "reader_memory_copies",
+        name: "reader_memory_copies_ratio",
         unit: Unit::Ratio,
         better: Better::Lower,
         description: "reader_memory_bytes / file size: copies of the file the N readers hold in memory (~1 shared, ~N private; below 1 impossible)",
@@ -424,7 +424,7 @@ impl Exec<'_> {
             let total = cg_total - charged + own.unwrap_or(0.0);
             samples.push(("backend_cache_growth_bytes", own.unwrap_or(0.0)));
             samples.push(("reader_memory_bytes", total));
-            samples.push(("reader_memory_copies", total / self.p.file_bytes as f64));
+            samples.push(("reader_memory_copies_ratio", total / self.p.file_bytes as f64));
         }
         Ok(Some(samples))
     }
