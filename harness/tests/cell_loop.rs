@@ -230,7 +230,7 @@ fn run(script: Script, warmup: u32, reps: u32, lab: impl FnOnce(&Log) -> FakeLab
     let log: Log = Arc::default();
     let lab = lab(&log);
     let w: &'static TestWorkload = Box::leak(Box::new(TestWorkload { log: log.clone(), script }));
-    let p = Planned { driver: "fake".into(), workload: w, params: Params::new(), warmup, repetitions: reps };
+    let p = Planned { driver: "fake".into(), workload: w, params: Params::new(), warmup, repetitions: reps, claim_needs: Default::default() };
     let mut c = blank_cell(&p);
     let mut ticks = 0;
     execute(&lab, &p, &mut c, &mut |n| ticks += n);
@@ -368,7 +368,7 @@ fn schedule_plan(w: &'static TestWorkload, drivers: &[&str], per_driver: u64, mi
     for d in drivers {
         for i in 0..per_driver {
             let params = Params::from_iter([("i".to_string(), serde_json::json!(i)), ("cost".to_string(), serde_json::json!(cost(i)))]);
-            plan.push(Planned { driver: d.to_string(), workload: w, params, warmup: 1, repetitions: min });
+            plan.push(Planned { driver: d.to_string(), workload: w, params, warmup: 1, repetitions: min, claim_needs: Default::default() });
         }
     }
     plan
@@ -590,4 +590,28 @@ fn a_failed_visit_ends_the_cell() {
     assert_eq!(c.status, CellStatus::Failed);
     assert_eq!(c.sampling.as_ref().unwrap().stop_reason, Some(StopReason::Failed));
     assert_eq!(r.visits.len(), 1, "no visit after a failure");
+}
+
+#[test]
+fn a_cell_a_claim_reads_gets_the_samples_a_verdict_needs_whatever_the_budget() {
+    let log: Log = Arc::default();
+    // Minimum 1 repetition (no adaptivity of its own), no time left for extras; the claims
+    // read step_ns of cell 0 (6 samples needed), no claim reads cell 1.
+    let mut plan = schedule_plan(schedule_workload(&log, constant), &["a"], 2, 1, |_| 1);
+    plan[0].claim_needs = BTreeMap::from([("step_ns".to_string(), 6)]);
+    let mut r = FakeRun::new(&log);
+    let pol = Policy { time_budget: Some(Duration::ZERO), ..policy(Order::Interleaved, 9) };
+    let cells: Vec<Cell> = run_rounds(&plan, &pol, &mut r).unwrap().into_iter().map(Option::unwrap).collect();
+    let (read, unread) = (&cells[0], &cells[1]);
+    let per_rep = unread.metrics["step_ns"].samples.len();
+    assert!(per_rep >= 1 && per_rep < 6, "the test needs a metric with fewer than 6 samples per repetition: {per_rep}");
+    assert!(read.metrics["step_ns"].samples.len() >= 6, "{:?}", read.metrics["step_ns"].samples);
+    assert_eq!(read.repetitions as usize, 6usize.div_ceil(per_rep), "no more repetitions than the samples need");
+    assert_eq!(read.sampling.as_ref().unwrap().min_repetitions, read.repetitions, "recorded as part of the minimum");
+    assert_eq!(unread.repetitions, 1);
+    assert_eq!(unread.sampling.as_ref().unwrap().stop_reason, Some(StopReason::Fixed));
+    // --repeat stays exact.
+    let mut r = FakeRun::new(&log);
+    let fixed = run_rounds(&plan, &Policy { fixed: true, ..pol }, &mut r).unwrap();
+    assert_eq!(fixed[0].as_ref().unwrap().repetitions, 1);
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod check;
 pub mod evidence;
+pub mod needs;
 pub mod rules;
 pub mod stats;
 

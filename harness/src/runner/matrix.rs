@@ -14,6 +14,9 @@ pub struct Planned {
     /// Recorded repetitions: the minimum of an adaptive run, the count of a fixed one
     /// (`--repeat`).
     pub repetitions: u32,
+    /// Metrics the claims decide on from this cell → the samples a verdict needs of each
+    /// (empty: no claim reads the cell). An adaptive run repeats the cell until it has them.
+    pub claim_needs: std::collections::BTreeMap<String, usize>,
 }
 
 impl Planned {
@@ -103,8 +106,23 @@ pub fn plan(
                     warmup: w.warmup(profile),
                     // The same count for every driver: it depends on the workload and profile only.
                     repetitions: repeat.unwrap_or_else(|| w.repetitions(profile)),
+                    claim_needs: Default::default(),
                 });
             }
+        }
+    }
+    // What the claims will decide on (only an adaptive run acts on it: `--repeat` is exact).
+    if repeat.is_none() {
+        let set = crate::claims::ClaimSet::builtin();
+        let planned: Vec<_> = cells
+            .iter()
+            .map(|c| crate::claims::needs::PlannedCell { workload: c.workload.id(), driver: &c.driver, params: &c.params })
+            .collect();
+        let available: std::collections::BTreeSet<&str> =
+            drivers.iter().filter(|d| registry::probe(d).is_ok_and(|p| p.available)).map(String::as_str).collect();
+        let needs = crate::claims::needs::planned_needs(&set, &planned, &|d| available.contains(d));
+        for (c, n) in cells.iter_mut().zip(needs) {
+            c.claim_needs = n.samples;
         }
     }
     Ok(Plan { drivers, workloads: workloads.iter().map(|w| w.id().to_string()).collect(), cells })

@@ -8,6 +8,11 @@
 //! (the workload's `repetitions(profile)`, or `--repeat`) is split over two rounds when it is
 //! at least 2, so no cell's samples all come from one moment.
 //!
+//! **Samples the claims need**: a cell a claim decides on (the plan's `claim_needs`, from
+//! [`crate::claims::needs`]) has a minimum of as many repetitions as give each deciding metric
+//! the samples a verdict needs (6 for a median's 95% interval) — known after its first visit
+//! from the samples per repetition; that part of the minimum is not cut by the time budget.
+//!
 //! **Adaptive count**: after its minimum, a cell gets further rounds while the median's CI of
 //! any of its metrics is wider than the target (relative half-width, ±5% by default), until the
 //! target is met with a 95% interval (n ≥ 6 samples of that metric, see
@@ -87,6 +92,8 @@ pub trait Visitor {
 
 /// Where a cell stands.
 struct Track {
+    /// The minimum: the plan's count, raised after a visit to what the claims reading the
+    /// cell need ([`reps_for_claims`]).
     min: u32,
     cap: u32,
     warmup: u32,
@@ -99,6 +106,8 @@ struct Track {
     stopped: Option<StopReason>,
     /// Noise at the last decision: relative half-width over the target (∞ when not finite).
     noise: f64,
+    /// Metric → samples the claims reading this cell need (the plan's `claim_needs`).
+    claim_needs: std::collections::BTreeMap<String, usize>,
 }
 
 impl Track {
@@ -188,6 +197,7 @@ pub fn run_rounds(plan: &[Planned], pol: &Policy, v: &mut dyn Visitor) -> anyhow
             spent_reps: 0,
             stopped: None,
             noise: f64::INFINITY,
+            claim_needs: p.claim_needs.clone(),
         })
         .collect();
     let mut done_reps = 0u64;
@@ -291,6 +301,17 @@ fn decide(t: &mut Track, cell: &mut Cell, pol: &Policy, outcome: Outcome, stop: 
         s.ci_half_width_95 = hw.as_ref().is_some_and(|h| h.2);
     }
     t.noise = hw.as_ref().map_or(0.0, |h| h.0 / pol.ci_target);
+    // Samples a verdict needs are part of the minimum, not extras the time budget may cut.
+    if !pol.fixed && outcome == Outcome::Ran && cell.status == CellStatus::Ok {
+        if let Some(need) = reps_for_claims(t.done, &t.claim_needs, cell) {
+            t.min = t.min.max(need);
+            t.cap = t.cap.max(t.min);
+            if let Some(s) = cell.sampling.as_mut() {
+                s.min_repetitions = t.min;
+                s.max_repetitions = t.cap;
+            }
+        }
+    }
     let met = hw.as_ref().is_none_or(|h| h.2 && h.0 <= pol.ci_target);
     t.stopped = if stop {
         Some(StopReason::Interrupted)
@@ -310,6 +331,26 @@ fn decide(t: &mut Track, cell: &mut Cell, pol: &Policy, outcome: Outcome, stop: 
         None
     };
     finish_sampling(Some(cell), t);
+}
+
+/// Recorded repetitions the cell needs in all so that every metric the claims decide on has
+/// the samples they need, at the samples per repetition seen so far; None when it has them.
+/// A metric without samples (one the driver does not record) asks for nothing.
+pub fn reps_for_claims(done: u32, needs: &std::collections::BTreeMap<String, usize>, cell: &Cell) -> Option<u32> {
+    if done == 0 {
+        return None;
+    }
+    needs
+        .iter()
+        .filter_map(|(metric, &k)| {
+            let n = cell.metrics.get(metric).map_or(0, |m| m.samples.len());
+            if n == 0 || n >= k {
+                return None;
+            }
+            let per_rep = n as f64 / done as f64;
+            Some(done + ((k - n) as f64 / per_rep).ceil() as u32)
+        })
+        .max()
 }
 
 fn finish_sampling(cell: Option<&mut Cell>, t: &Track) {

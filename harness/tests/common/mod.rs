@@ -39,7 +39,7 @@ pub fn lab(driver: &str, seed: u64) -> Option<(Fixture, HostLab)> {
 /// the notes; Err(reason) when the cell was skipped. A failed cell panics with its reason.
 pub fn run_cell(lab: &HostLab, id: &str, params: &Params, reps: u32) -> Result<(Samples, BTreeMap<String, String>), String> {
     let w = by_id(id).unwrap_or_else(|| panic!("no workload {id}"));
-    let p = Planned { driver: lab.name().to_string(), workload: w, params: params.clone(), warmup: 0, repetitions: reps };
+    let p = Planned { driver: lab.name().to_string(), workload: w, params: params.clone(), warmup: 0, repetitions: reps, claim_needs: Default::default() };
     let cell = cowbench::runner::run_cell(lab, &p, &mut |_| {});
     match cell.status {
         CellStatus::Ok => {}
