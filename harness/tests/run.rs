@@ -119,7 +119,8 @@ fn run_overlay_vfs_quick_writes_results() {
         // At least the workload's count, at most the cap; why it stopped; the visits adding up.
         let reps = c["repetitions"].as_u64().unwrap();
         let sampling = &c["sampling"];
-        assert_eq!(sampling["min_repetitions"].as_u64().unwrap(), w.repetitions(q) as u64, "{key}");
+        // The workload's count, or more where a claim decides on the cell and needs more samples.
+        assert!(sampling["min_repetitions"].as_u64().unwrap() >= w.repetitions(q) as u64, "{key}");
         assert!(reps >= w.repetitions(q) as u64 && reps <= sampling["max_repetitions"].as_u64().unwrap(), "{key}: {reps} repetitions");
         assert!(sampling["stop_reason"].is_string(), "{key}: no stop reason");
         let visits = sampling["visits"].as_array().unwrap();

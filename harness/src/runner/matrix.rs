@@ -158,8 +158,11 @@ mod tests {
         let sets: Vec<ParamSet> =
             ["copyup.file_bytes=4K,1M,256M", "density.containers=1,100,1000"].iter().map(|s| s.parse().unwrap()).collect();
         let p = plan(Some(&["overlay".into(), "vfs".into()]), Some(&["copyup".into(), "density".into()]), Profile::Quick, None, &sets).unwrap();
+        // The values each driver's cells take (copyup also sweeps depth at the largest size).
         let of = |w: &str, d: &str, k: &str| -> Vec<u64> {
-            p.cells.iter().filter(|c| c.workload.id() == w && c.driver == d).map(|c| c.params[k].as_u64().unwrap()).collect()
+            let v: std::collections::BTreeSet<u64> =
+                p.cells.iter().filter(|c| c.workload.id() == w && c.driver == d).map(|c| c.params[k].as_u64().unwrap()).collect();
+            v.into_iter().collect()
         };
         assert_eq!(of("copyup", "vfs", "file_bytes"), vec![4096, 1 << 20, 256 << 20]);
         assert_eq!(of("density", "overlay", "containers"), vec![1, 100, 1000]);
