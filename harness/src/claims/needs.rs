@@ -71,7 +71,7 @@ fn selected(rule: &Rule, cells: &[PlannedCell], workload: &str, driver: &str) ->
     let has = |i: usize, k: &str| cells[i].params.contains_key(k);
     for (k, v) in rule.filter.iter().filter(|(_, v)| !is_extreme(v)) {
         if idx.iter().any(|&i| has(i, k)) {
-            idx.retain(|&i| cells[i].params.get(k).is_some_and(|cv| same(cv, v)));
+            idx.retain(|&i| cells[i].params.get(k).is_some_and(|cv| super::rules::value_eq(cv, v)));
         }
     }
     for (k, v) in rule.filter.iter().filter(|(_, v)| is_extreme(v)) {
@@ -82,11 +82,6 @@ fn selected(rule: &Rule, cells: &[PlannedCell], workload: &str, driver: &str) ->
         }
     }
     idx
-}
-
-/// A filter value against a cell's parameter: equal as JSON, or as numbers (1 and 1.0).
-fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
-    a == b || matches!((a.as_f64(), b.as_f64()), (Some(x), Some(y)) if x == y)
 }
 
 #[cfg(test)]

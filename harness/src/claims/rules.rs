@@ -330,7 +330,8 @@ fn show(v: &serde_json::Value) -> String {
     }
 }
 
-fn value_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+/// A `where` value against a cell's parameter: equal as numbers (1 and 1.0), as JSON, or as shown.
+pub(crate) fn value_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y,
         _ => a == b || show(a) == show(b),

@@ -168,7 +168,8 @@ pub struct Visit {
 /// How a cell's repetitions came about.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
-    /// The workload's count for the profile (or `--repeat`).
+    /// The workload's count for the profile (or `--repeat`), raised to what the claims reading
+    /// the cell need ([`crate::claims::needs`]).
     pub min_repetitions: u32,
     /// The cap on recorded repetitions.
     pub max_repetitions: u32,

@@ -267,8 +267,6 @@ pub fn run_rounds(plan: &[Planned], pol: &Policy, v: &mut dyn Visitor) -> anyhow
             t.spent_reps += spec.warmup + spec.reps;
             done_reps += (spec.warmup + spec.reps) as u64;
             let sampling = cell.sampling.get_or_insert_with(Sampling::default);
-            sampling.min_repetitions = t.min;
-            sampling.max_repetitions = t.cap;
             if outcome == Outcome::Ran {
                 sampling.visits.push(Visit {
                     round,
@@ -306,11 +304,11 @@ fn decide(t: &mut Track, cell: &mut Cell, pol: &Policy, outcome: Outcome, stop: 
         if let Some(need) = reps_for_claims(t.done, &t.claim_needs, cell) {
             t.min = t.min.max(need);
             t.cap = t.cap.max(t.min);
-            if let Some(s) = cell.sampling.as_mut() {
-                s.min_repetitions = t.min;
-                s.max_repetitions = t.cap;
-            }
         }
+    }
+    if let Some(s) = cell.sampling.as_mut() {
+        s.min_repetitions = t.min;
+        s.max_repetitions = t.cap;
     }
     let met = hw.as_ref().is_none_or(|h| h.2 && h.0 <= pol.ci_target);
     t.stopped = if stop {
